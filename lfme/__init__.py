@@ -1,0 +1,1 @@
+"""LFME (Learning From Multiple Experts) for long-tailed classification, plain PyTorch."""

@@ -1,0 +1,47 @@
+"""Image transforms per data-set family, as the reference recipes use them.
+
+- digits: 8x8 grayscale; a 1-pixel padded crop is the only augmentation that keeps
+  the digit recognisable at that size.
+- cifar: the standard CIFAR recipe (padded crop of image_size // 8, flip); also
+  used for 64x64 Tiny-ImageNet with image_size=64, where images already have the
+  target size, so the test transform does no resizing.
+- imagenet: the ImageNet-LT / Places-LT recipe of the OLTR / LFME code
+  (RandomResizedCrop, flip, ColorJitter 0.4; test: resize to 256/224 of the crop,
+  then center crop).
+"""
+
+from __future__ import annotations
+
+from torchvision import transforms as T
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DIGITS_MEAN = (0.5,)
+DIGITS_STD = (0.5,)
+
+FAMILIES = ("digits", "cifar", "imagenet")
+
+
+def build_transform(family: str, train: bool, image_size: int) -> T.Compose:
+    """PIL image -> normalised tensor for `family` in FAMILIES; `train` adds the augmentation."""
+    if family == "digits":
+        augment = [T.RandomCrop(image_size, padding=1)]
+        resize = []
+        normalize = T.Normalize(DIGITS_MEAN, DIGITS_STD)
+    elif family == "cifar":
+        augment = [T.RandomCrop(image_size, padding=image_size // 8), T.RandomHorizontalFlip()]
+        resize = []
+        normalize = T.Normalize(CIFAR_MEAN, CIFAR_STD)
+    elif family == "imagenet":
+        augment = [
+            T.RandomResizedCrop(image_size),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0),
+        ]
+        resize = [T.Resize(int(image_size * 256 / 224)), T.CenterCrop(image_size)]
+        normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    else:
+        raise ValueError(f"unknown transform family {family!r}; expected one of {list(FAMILIES)}")
+    return T.Compose([*(augment if train else resize), T.ToTensor(), normalize])

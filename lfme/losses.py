@@ -1,0 +1,74 @@
+"""The LFME training loss: weighted cross-entropy plus per-expert distillation.
+
+L = mean_i(v_i CE_i) + sum_l w_l mean_i(KD_l,i)        (paper section 4.4)
+
+The paper writes both terms as sums over the N training instances; here both
+are means over the batch, so the loss scale does not depend on the batch size
+and one learning rate fits any batch. The CE mean is divided by the batch
+size, not by sum_i v_i: down-weighted instances then really lower the data
+term, as the paper's weighted sum does, instead of being renormalised away.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def subset_kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    classes: torch.Tensor,
+    temperature: float = 2.0,
+    t_squared: bool = False,
+) -> torch.Tensor:
+    """Per-sample cross-entropy H(softmax(z_l / T), softmax(zhat_{S_l} / T)), shape (B,).
+
+    `teacher_logits` are C-wide teacher-cache rows in global class order and
+    `classes` are S_l's classes, so both sides are restricted to S_l
+    (LFME-NOTES section 5). The official code uses the KL divergence, which
+    differs by the teacher's entropy and so has the same gradient. No T^2
+    factor by default (the paper); `t_squared=True` applies Hinton et al.'s
+    scaling, which keeps gradient magnitudes comparable across temperatures.
+    The teacher is a constant (a cached signal), hence detached; the
+    computation runs in float32 so half-precision logits stay stable.
+    """
+    classes = classes.to(device=student_logits.device, dtype=torch.long)
+    student = student_logits.index_select(1, classes).float() / temperature
+    teacher = teacher_logits.detach().to(student_logits.device).index_select(1, classes).float() / temperature
+    loss = -(F.softmax(teacher, dim=1) * F.log_softmax(student, dim=1)).sum(dim=1)
+    return loss * temperature**2 if t_squared else loss
+
+
+def lfme_loss(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    subsets_classes: list[torch.Tensor],
+    expert_weights: torch.Tensor | None,
+    instance_weights: torch.Tensor | None,
+    temperature: float = 2.0,
+    t_squared: bool = False,
+) -> tuple[torch.Tensor, dict]:
+    """LFME loss on one batch: mean_i(v_i CE_i) + sum_l w_l mean_i(KD_l,i).
+
+    expert_weights (w_l, SpES) = None drops the KD term (teacher_logits may
+    then be None); instance_weights (v_i, SpIS) = None means v_i = 1.
+    Returns the scalar loss and detached floats for logging: "ce" (the
+    weighted CE term), "kd" (the weighted KD sum) and "kd_per_expert"
+    (mean_i KD_l,i for each expert before weighting, so a zero-weighted
+    expert's gap stays visible; empty without KD).
+    """
+    ce = F.cross_entropy(student_logits.float(), labels, reduction="none")
+    if instance_weights is not None:
+        ce = instance_weights.to(ce) * ce
+    ce_term = ce.mean()
+    if expert_weights is None:
+        return ce_term, {"ce": ce_term.item(), "kd": 0.0, "kd_per_expert": []}
+    expert_weights = torch.as_tensor(expert_weights).to(ce)
+    if expert_weights.numel() != len(subsets_classes):
+        raise ValueError(f"{expert_weights.numel()} expert weights for {len(subsets_classes)} subsets")
+    kd_per_expert = torch.stack(
+        [subset_kd_loss(student_logits, teacher_logits, c, temperature, t_squared).mean() for c in subsets_classes]
+    )
+    kd_term = (expert_weights * kd_per_expert).sum()
+    stats = {"ce": ce_term.item(), "kd": kd_term.item(), "kd_per_expert": kd_per_expert.detach().tolist()}
+    return ce_term + kd_term, stats

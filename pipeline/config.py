@@ -1,0 +1,360 @@
+"""The run configuration: plain data, validated when loaded.
+
+A config is a YAML file whose keys mirror the dataclasses below. Loading walks
+the YAML against the dataclass fields, so an unknown key, a value of the wrong
+type or a value out of range fails at once with one line naming the key
+(`ConfigError: distill.temperature: expected a number, got 'hot'`), long before
+a Ray worker would have tripped over it.
+
+Which fields invalidate which stage (the stage fingerprints) is decided in
+`pipeline/stages_graph.py`; resources never do: running the same stage on more
+workers is not a different experiment.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from lfme.models import ARCHITECTURES
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown, of the wrong type or out of range."""
+
+
+@dataclass
+class RayConfig:
+    # None: start a local Ray in this process. "auto": join the cluster this
+    # machine belongs to. "ray://host:10001": Ray Client.
+    address: Optional[str] = None
+    # Only for the local in-process Ray: CPUs it may use (None = all).
+    num_cpus: Optional[int] = None
+
+    def check(self, path: str) -> None:
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ConfigError(f"{path}.num_cpus: must be >= 1, got {self.num_cpus}")
+
+
+@dataclass
+class Resources:
+    """What one Ray Train worker (or inference task) of a stage reserves."""
+
+    num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+    def check(self, path: str) -> None:
+        if self.num_workers < 1:
+            raise ConfigError(f"{path}.num_workers: must be >= 1, got {self.num_workers}")
+        if self.cpus_per_worker <= 0:
+            raise ConfigError(f"{path}.cpus_per_worker: must be > 0, got {self.cpus_per_worker}")
+        if self.gpus_per_worker < 0:
+            raise ConfigError(f"{path}.gpus_per_worker: must be >= 0, got {self.gpus_per_worker}")
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
+
+
+SOURCES = ("digits", "imagefolder", "oltr", "parquet", "cifar10", "cifar100")
+
+
+@dataclass
+class DataConfig:
+    source: Literal["digits", "imagefolder", "oltr", "parquet", "cifar10", "cifar100"] = "digits"
+    # imagefolder: the tree's root; oltr: the image root the list paths are
+    # relative to; parquet: the folder of the files; cifar10/100: torchvision root.
+    root: Optional[str] = None
+    # imagefolder: subfolder names; oltr: list files; parquet: file names or
+    # globs. Relative paths are taken relative to `root`.
+    train: Optional[str] = None
+    val: Optional[str] = None
+    test: Optional[str] = None
+    classes_file: Optional[str] = None  # parquet: `label<TAB>wnid<TAB>name`
+    download: bool = False  # cifar10/100: let torchvision download (needs network)
+    test_per_class: int = 40  # digits: balanced test images per class
+    # LDAM-DRW long-tailed construction of a balanced source; None keeps the
+    # source as it is (ImageNet-LT, Places-LT are long-tailed already).
+    imbalance_factor: Optional[float] = 10.0
+    # Balanced validation images per class, taken from the images the LT
+    # construction leaves unused (never from the test set). Ignored when the
+    # source brings its own validation list.
+    val_per_class: int = 10
+    lt_seed: int = 0
+    transform: Literal["digits", "cifar", "imagenet"] = "digits"
+    image_size: int = 8
+    loader_workers: int = 0  # DataLoader worker processes per Ray worker
+    check_images: bool = True  # decode every image in the split stage
+
+    def check(self, path: str) -> None:
+        if self.source in ("imagefolder", "oltr", "parquet") and not self.root:
+            raise ConfigError(f"{path}.root: required for source '{self.source}'")
+        if self.source == "oltr" and not (self.train and self.test):
+            raise ConfigError(f"{path}.train and {path}.test: required list files for source 'oltr'")
+        if self.source == "parquet" and not (self.train and self.test):
+            raise ConfigError(f"{path}.train and {path}.test: required file names for source 'parquet'")
+        if self.imbalance_factor is not None and self.imbalance_factor < 1:
+            raise ConfigError(f"{path}.imbalance_factor: must be >= 1, got {self.imbalance_factor}")
+        for name in ("val_per_class", "loader_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{path}.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.image_size < 1:
+            raise ConfigError(f"{path}.image_size: must be >= 1, got {self.image_size}")
+
+
+@dataclass
+class SplitConfig:
+    # thresholds: the paper's L-1 cardinality thresholds; balanced: L groups of
+    # adjacent cardinality with the smallest worst within-group ratio.
+    method: Literal["thresholds", "balanced"] = "balanced"
+    thresholds: list[float] = field(default_factory=lambda: [20.0, 100.0])
+    convention: Literal["inclusive", "strict"] = "inclusive"
+    num_subsets: int = 3
+    names: Optional[list[str]] = None
+
+    def check(self, path: str) -> None:
+        if self.method == "thresholds" and not self.thresholds:
+            raise ConfigError(f"{path}.thresholds: needs at least one threshold")
+        if self.method == "balanced" and self.num_subsets < 1:
+            raise ConfigError(f"{path}.num_subsets: must be >= 1, got {self.num_subsets}")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "small_cnn"
+    pretrained: Optional[str] = None  # local torchvision state-dict file
+
+    def check(self, path: str) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ConfigError(f"{path}.arch: unknown architecture '{self.arch}' (valid: {', '.join(ARCHITECTURES)})")
+
+
+@dataclass
+class TrainingConfig:
+    """The optimisation recipe shared by the experts and the student."""
+
+    epochs: int = 10
+    batch_size: int = 64  # global: split evenly over the data-parallel workers
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: list[int] = field(default_factory=list)  # step: epochs where lr *= gamma
+    gamma: float = 0.1
+    resources: Resources = field(default_factory=Resources)
+    max_failures: int = 2  # worker-group restarts Ray Train may make from the last checkpoint
+
+    def check(self, path: str) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"{path}.epochs: must be >= 1, got {self.epochs}")
+        if self.batch_size < self.resources.num_workers:
+            raise ConfigError(
+                f"{path}.batch_size: {self.batch_size} is smaller than "
+                f"{path}.resources.num_workers ({self.resources.num_workers})"
+            )
+        if self.lr <= 0:
+            raise ConfigError(f"{path}.lr: must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"{path}.weight_decay: must be >= 0, got {self.weight_decay}")
+        if self.lr_schedule == "step" and not self.milestones:
+            raise ConfigError(f"{path}.milestones: required when lr_schedule is 'step'")
+        if self.max_failures < -1:
+            raise ConfigError(f"{path}.max_failures: must be >= -1, got {self.max_failures}")
+
+
+@dataclass
+class ExpertsConfig(TrainingConfig):
+    max_concurrent: Optional[int] = None  # experts trained at once (None: all)
+
+
+@dataclass
+class CacheConfig:
+    batch_size: int = 256
+    shard_rows: int = 100_000  # rows per Parquet shard
+    resources: Resources = field(default_factory=Resources)  # one inference task
+
+    def check(self, path: str) -> None:
+        if self.batch_size < 1 or self.shard_rows < 1:
+            raise ConfigError(f"{path}: batch_size and shard_rows must be >= 1")
+
+
+@dataclass
+class DistillConfig(TrainingConfig):
+    sampling: Literal["class", "instance"] = "class"
+    samples_per_class: int = 4
+    # dataset: an epoch draws as many samples as the training set holds (the
+    # same cost for every sampling, so ablations compare like with like);
+    # official: max class count x C draws, the official code's epoch.
+    epoch_length: Literal["dataset", "official"] = "dataset"
+    kd: bool = True
+    temperature: float = 2.0
+    t_squared: bool = False
+    spes: bool = True
+    alpha: float = 0.6
+    spis: bool = True
+    spis_init: Literal["paper", "official"] = "paper"
+    schedule: Literal["linear", "convex", "concave"] = "linear"
+
+    def check(self, path: str) -> None:
+        super().check(path)
+        if self.samples_per_class < 1:
+            raise ConfigError(f"{path}.samples_per_class: must be >= 1, got {self.samples_per_class}")
+        if self.temperature <= 0:
+            raise ConfigError(f"{path}.temperature: must be > 0, got {self.temperature}")
+        if not 0 <= self.alpha <= 1:
+            raise ConfigError(f"{path}.alpha: must be in [0, 1], got {self.alpha}")
+        if self.spes and not self.kd:
+            raise ConfigError(f"{path}.spes: SpES weighs the KD terms, so it needs {path}.kd: true")
+
+
+@dataclass
+class EvaluateConfig:
+    shot_thresholds: list[float] = field(default_factory=lambda: [20.0, 100.0])
+    batch_size: int = 256
+
+    def check(self, path: str) -> None:
+        if len(self.shot_thresholds) != 2 or self.shot_thresholds[0] >= self.shot_thresholds[1]:
+            raise ConfigError(f"{path}.shot_thresholds: need two ascending numbers, got {self.shot_thresholds}")
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    run_dir: str = "runs/default"
+    ray: RayConfig = field(default_factory=RayConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    experts: ExpertsConfig = field(default_factory=ExpertsConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _convert(value: Any, annotation: Any, path: str) -> Any:
+    """Check `value` against a field annotation; return it in the field's type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, path)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
+        return [_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, path)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_describe(value)}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {_describe(value)}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {_describe(value)}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {_describe(value)}")
+        return value
+    raise TypeError(f"config field {path} has an unsupported annotation {annotation!r}")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    where = path or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown key '{_join(path, key)}' (valid keys of {where}: {', '.join(names)})")
+    values = {key: _convert(data[key], hints[key], _join(path, key)) for key in data}
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check(where)
+    return obj
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`distill.temperature=4` -> (['distill', 'temperature'], 4); values are YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. distill.epochs=5")
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: '{key}' is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict, overrides: list[str] = ()) -> Config:
+    config = _build(Config, apply_overrides(data, list(overrides)), "")
+    _check_cross_section(config)
+    return config
+
+
+def _check_cross_section(config: Config) -> None:
+    if config.distill.spes and config.data.val_per_class == 0 and not config.data.val:
+        raise ConfigError(
+            "distill.spes: SpES needs a validation set; set data.val_per_class > 0 or data.val"
+        )
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Load and validate a YAML config; `None` gives the built-in defaults."""
+    data: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return config_from_dict(data, overrides)
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,74 @@
+"""The stage graph and the fingerprints that decide what must rerun.
+
+A stage's fingerprint hashes the config fields that define its result together
+with the fingerprints of the stages it reads. Changing a stage's settings thus
+changes its fingerprint and, through the chain, every fingerprint downstream,
+while everything upstream keeps its own and is skipped.
+
+Left out on purpose: resources, concurrency, loader processes, inference batch
+size and shard size. They change how fast a stage runs, not what it produces,
+so moving a run to a bigger cluster does not retrain anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pipeline.config import Config
+
+STAGES = ("split", "experts", "cache", "distill", "evaluate")
+
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "split": (),
+    "experts": ("split",),
+    "cache": ("split", "experts"),
+    "distill": ("split", "cache"),
+    "evaluate": ("split", "experts", "distill"),
+}
+
+_SPEED_ONLY = {"resources", "max_concurrent", "max_failures", "loader_workers", "check_images", "shard_rows"}
+
+
+def _without_speed_fields(section: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in section.items() if k not in _SPEED_ONLY}
+
+
+def stage_settings(config: Config, stage: str) -> dict[str, Any]:
+    """The config fields that define what `stage` produces."""
+    c = config.to_dict()
+    if stage == "split":
+        return {"data": _without_speed_fields(c["data"]), "split": c["split"]}
+    if stage == "experts":
+        return {"seed": c["seed"], "model": c["model"], "experts": _without_speed_fields(c["experts"])}
+    if stage == "cache":
+        # Inference with the test transform is deterministic: nothing of the
+        # cache section changes the logits (batch size only changes the speed).
+        return {}
+    if stage == "distill":
+        return {"seed": c["seed"], "model": c["model"], "distill": _without_speed_fields(c["distill"])}
+    if stage == "evaluate":
+        return {"evaluate": {"shot_thresholds": c["evaluate"]["shot_thresholds"]}}
+    raise ValueError(f"unknown stage '{stage}' (stages: {', '.join(STAGES)})")
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fingerprints(config: Config) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for stage in STAGES:
+        upstream = {u: out[u] for u in UPSTREAM[stage]}
+        out[stage] = _digest({"stage": stage, "settings": stage_settings(config, stage), "upstream": upstream})
+    return out
+
+
+def downstream_of(stage: str) -> list[str]:
+    """`stage` and every stage that (transitively) reads it, in run order."""
+    affected = {stage}
+    for s in STAGES:
+        if any(u in affected for u in UPSTREAM[s]):
+            affected.add(s)
+    return [s for s in STAGES if s in affected]

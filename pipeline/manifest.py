@@ -1,0 +1,118 @@
+"""The run manifest: what each stage did, with what, and when.
+
+`manifest.json` at the top of a run directory is the pipeline's memory between
+invocations. Per stage it keeps the status (`running`, `done`, `failed`), the
+fingerprint of the stage's settings and inputs, the upstream fingerprints it was
+run against, timings, how often it was attempted and whether an attempt resumed
+an interrupted one. The runner decides from it what to skip and what to resume.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from pipeline.storage import read_json, write_json_atomic
+
+FORMAT = "lfme-run/1"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of what produced the results: reproducibility starts here."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("lfme-ray", "torch", "torchvision", "ray", "numpy", "pyarrow"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+@dataclass
+class StageRecord:
+    status: str  # running | done | failed
+    fingerprint: str
+    inputs: dict[str, str]  # upstream stage -> fingerprint it was run against
+    started_at: str
+    finished_at: Optional[str] = None
+    duration_s: Optional[float] = None
+    attempts: int = 1
+    resumed: bool = False  # this attempt continued an interrupted one
+    resumes: list[str] = field(default_factory=list)  # when each resume happened
+    error: Optional[str] = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class Manifest:
+    def __init__(self, path: Path, data: dict[str, Any]):
+        self.path = path
+        self.data = data
+        self._started: dict[str, float] = {}
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "Manifest":
+        path = Path(run_dir) / "manifest.json"
+        if path.exists():
+            data = read_json(path)
+            if data.get("format") != FORMAT:
+                raise ValueError(f"{path}: not an lfme run manifest (format {data.get('format')!r})")
+        else:
+            data = {"format": FORMAT, "created_at": now_iso(), "stages": {}}
+        return cls(path, data)
+
+    def save(self) -> None:
+        self.data["updated_at"] = now_iso()
+        self.data["versions"] = library_versions()
+        write_json_atomic(self.path, self.data)
+
+    def record(self, stage: str) -> Optional[StageRecord]:
+        raw = self.data["stages"].get(stage)
+        return StageRecord(**raw) if raw else None
+
+    def is_done(self, stage: str, fingerprint: str) -> bool:
+        rec = self.record(stage)
+        return rec is not None and rec.status == "done" and rec.fingerprint == fingerprint
+
+    def start(self, stage: str, fingerprint: str, inputs: dict[str, str]) -> StageRecord:
+        """Mark a stage running; an unfinished attempt with the same fingerprint is resumed."""
+        previous = self.record(stage)
+        resumed = previous is not None and previous.status in ("running", "failed") and previous.fingerprint == fingerprint
+        rec = StageRecord(
+            status="running",
+            fingerprint=fingerprint,
+            inputs=inputs,
+            started_at=now_iso(),
+            attempts=(previous.attempts + 1) if resumed else 1,
+            resumed=resumed,
+            resumes=(previous.resumes + [now_iso()]) if resumed else [],
+        )
+        self._started[stage] = time.monotonic()
+        self.data["stages"][stage] = asdict(rec)
+        self.save()
+        return rec
+
+    def finish(self, stage: str, summary: dict[str, Any]) -> None:
+        self._close(stage, "done", summary=summary)
+
+    def fail(self, stage: str, error: str) -> None:
+        self._close(stage, "failed", error=error)
+
+    def _close(self, stage: str, status: str, summary: Optional[dict] = None, error: Optional[str] = None) -> None:
+        raw = self.data["stages"][stage]
+        raw["status"] = status
+        raw["finished_at"] = now_iso()
+        raw["duration_s"] = round(time.monotonic() - self._started.pop(stage, time.monotonic()), 2)
+        raw["error"] = error
+        if summary is not None:
+            raw["summary"] = summary
+        self.save()

@@ -1,0 +1,119 @@
+"""Stage 3, cache: every expert over the training and validation sets, once, to Parquet.
+
+One Ray task per (expert, part) runs the expert with the test transform (the
+un-augmented image, as the official code computes the teacher signals) over the
+whole part, not only its subset's samples: every expert's KD term applies to
+every instance (paper 4.5). The driver joins the outputs into one row per
+sample (`lfme.teacher_cache` documents the schema), computes the confidence p_i
+from the expert of the sample's own subset, and writes the shards and the
+manifest atomically. The manifest records the SHA-256 of every expert
+checkpoint, so the student refuses a cache built from other experts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+from lfme.engine import predict
+from lfme.models import build_model
+from lfme.subsets import Subset, subset_of_class
+from lfme.teacher_cache import TeacherRows, file_sha256, write_cache
+from pipeline.config import Config
+from pipeline.context import StageContext
+from stages.data import load_split, make_loader
+from stages.experts import MODEL_FILE, expert_dir
+
+PARTS = ("train", "val")
+
+
+def cache_dir(run_dir: Path) -> Path:
+    return run_dir / "cache"
+
+
+def expert_hashes(run_dir: Path, subsets: list[Subset]) -> dict[str, str]:
+    """SHA-256 of each expert's checkpoint: what the cache is fingerprinted by."""
+    hashes = {}
+    for s in subsets:
+        path = expert_dir(run_dir, s.name) / MODEL_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run the experts stage first (lfme run --stage experts)")
+        hashes[s.name] = file_sha256(path)
+    return hashes
+
+
+def load_expert(run_dir: Path, subset: Subset, channels: int, device: torch.device) -> torch.nn.Module:
+    saved = torch.load(expert_dir(run_dir, subset.name) / MODEL_FILE, map_location="cpu", weights_only=False)
+    model = build_model(saved["arch"], len(subset.classes), in_channels=channels)
+    model.load_state_dict(saved["model"])
+    return model.to(device).eval()
+
+
+@ray.remote
+def expert_logits(cfg: Config, run_dir: str, subset: Subset, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """(sample_ids, logits over the subset's classes) of one expert on one part."""
+    torch.set_num_threads(max(1, int(cfg.cache.resources.cpus_per_worker)))
+    device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
+    split = load_split(run_dir, cfg.data)
+    images = split.train if part == "train" else split.val
+    model = load_expert(Path(run_dir), subset, split.channels, device)
+    pred = predict(model, make_loader(images, cfg.data, False, cfg.cache.batch_size), device)
+    return pred.sample_ids, pred.logits
+
+
+def confidence(logits: np.ndarray, labels: np.ndarray, subsets: list[Subset], owner: np.ndarray) -> np.ndarray:
+    """p_i: softmax probability of y_i under the expert whose subset holds y_i."""
+    p = np.empty(len(labels), dtype=np.float32)
+    for l, s in enumerate(subsets):
+        rows = np.flatnonzero(owner[labels] == l)
+        classes = np.asarray(s.classes)
+        z = logits[np.ix_(rows, classes)].astype(np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        p[rows] = probs[np.arange(len(rows)), np.searchsorted(classes, labels[rows])]
+    return p
+
+
+def run(ctx: StageContext) -> dict:
+    cfg = ctx.config
+    split = load_split(ctx.run_dir, cfg.data)
+    hashes = expert_hashes(ctx.run_dir, split.subsets)
+    resources = cfg.cache.resources
+    futures = {
+        (s.name, part): expert_logits.options(
+            num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker
+        ).remote(cfg, str(ctx.run_dir), s, part)
+        for s in split.subsets
+        for part in PARTS
+    }
+    ctx.log(f"cache: {len(futures)} inference tasks ({len(split.subsets)} experts x {len(PARTS)} parts)")
+    owner = subset_of_class(split.subsets, split.num_classes)
+    parts = {}
+    for part in PARTS:
+        images = split.train if part == "train" else split.val
+        logits = np.zeros((len(images), split.num_classes), dtype=np.float32)
+        for s in split.subsets:
+            ids, expert_out = ray.get(futures[(s.name, part)])
+            if not np.array_equal(ids, images.sample_ids):
+                raise RuntimeError(f"cache: expert '{s.name}' returned {part} rows in another order")
+            logits[:, list(s.classes)] = expert_out
+        parts[part] = TeacherRows(
+            sample_ids=images.sample_ids.astype(np.int64),
+            labels=images.labels.astype(np.int64),
+            subsets=owner[images.labels].astype(np.int32),
+            logits=logits.astype(np.float16),
+            confidence=confidence(logits, images.labels, split.subsets, owner),
+        )
+    manifest = write_cache(
+        cache_dir(ctx.run_dir),
+        parts,
+        fingerprint=ctx.fingerprint,
+        subsets=[{"name": s.name, "classes": list(s.classes)} for s in split.subsets],
+        experts={name: {"sha256": digest} for name, digest in hashes.items()},
+        shard_rows=cfg.cache.shard_rows,
+    )
+    ctx.log(f"cache: wrote {len(parts['train'])} train and {len(parts['val'])} val rows")
+    return {part: manifest["parts"][part]["rows"] for part in PARTS}

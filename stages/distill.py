@@ -1,0 +1,204 @@
+"""Stage 4, distill: the student learns from the data and from the cached experts.
+
+Ray Train with `distill.resources.num_workers` data-parallel workers (gloo on
+CPU, NCCL on GPU). Each worker reads the teacher cache once (a few bytes per
+class per sample) and joins it to its images by `sample_id`: no teacher runs.
+
+Loss per batch: mean_i v_i CE_i + sum_l w_l KD_l (`lfme.losses.lfme_loss`).
+After each epoch the validation set is scored over all workers; SpES sets the
+next epoch's w_l from the student's accuracy on each subset against the
+expert's (both read from the cache's validation rows); SpIS moves v_i one step
+along its schedule. The checkpoint holds model, optimiser, scheduler, the w_l
+history and the RNG state, so a killed or failed run continues where it was.
+
+Every ablation of the paper's Table 3 is a switch: `sampling`, `kd`, `spes`,
+`spis`, `schedule`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import ray.train.torch
+import torch
+from torch.utils.data.distributed import DistributedSampler
+
+from lfme.engine import make_optimizer, make_scheduler, predict, progress_line, rng_state, seed_everything, set_rng_state, train_epoch
+from lfme.evaluation import subset_accuracy
+from lfme.losses import lfme_loss
+from lfme.models import build_model
+from lfme.sampling import DistributedClassBalancedSampler
+from lfme.selfpaced import expert_weights, initial_instance_weights, scheduled_instance_weights
+from lfme.subsets import Subset
+from lfme.teacher_cache import CacheMismatchError, TeacherRows, read_cache
+from pipeline.config import Config, DistillConfig
+from pipeline.context import StageContext
+from pipeline.storage import save_torch_atomic, write_json_atomic
+from stages import ray_train
+from stages.cache import cache_dir, expert_hashes
+from stages.data import load_split, make_loader
+
+STUDENT_FILE = "student.pt"
+HISTORY_FILE = "history.json"
+
+
+def expert_accuracies(val_rows: TeacherRows, subsets: list[Subset]) -> list[float]:
+    """Acc_E of each expert: its accuracy on its subset's validation samples, among its classes."""
+    logits = val_rows.logits.astype(np.float32)
+    return [subset_accuracy(logits, val_rows.labels, s.classes, restrict=True) for s in subsets]
+
+
+def epoch_length(cfg: DistillConfig, class_counts: np.ndarray) -> int:
+    """Samples drawn per epoch (see `DistillConfig.epoch_length`)."""
+    if cfg.epoch_length == "official":
+        return int(class_counts.max() * len(class_counts))
+    return int(class_counts.sum())
+
+
+def make_sampler(cfg: DistillConfig, labels: np.ndarray, class_counts: np.ndarray, world: int, rank: int, seed: int):
+    if cfg.sampling == "class":
+        return DistributedClassBalancedSampler(
+            labels, world, rank, cfg.samples_per_class, num_samples=epoch_length(cfg, class_counts), seed=seed
+        )
+    return DistributedSampler(range(len(labels)), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+
+
+def validation_counts(model, loader, num_classes: int, device) -> torch.Tensor:
+    """Per-class [correct, total] of this worker's share of the validation set (student among all C)."""
+    pred = predict(model, loader, device)
+    counts = torch.zeros(2, num_classes, dtype=torch.float64)
+    if len(pred.labels):
+        hits = pred.logits.argmax(1) == pred.labels
+        counts[0] = torch.from_numpy(np.bincount(pred.labels, weights=hits, minlength=num_classes))
+        counts[1] = torch.from_numpy(np.bincount(pred.labels, minlength=num_classes).astype(np.float64))
+    return counts.to(device)
+
+
+def accuracy_of(counts: torch.Tensor, classes) -> float:
+    correct, total = counts[0, list(classes)].sum().item(), counts[1, list(classes)].sum().item()
+    return correct / total if total else 0.0
+
+
+def distill_loop(loop_config: dict) -> None:
+    """Ray Train worker: one data-parallel share of the student's training."""
+    cfg: Config = loop_config["config"]
+    dcfg = cfg.distill
+    run_dir = Path(loop_config["run_dir"])
+    rank, world, device = ray_train.worker_setup(dcfg.resources.cpus_per_worker)
+    seed_everything(cfg.seed)
+
+    split = load_split(run_dir, cfg.data)
+    subsets = split.subsets
+    expected = {"expected_fingerprint": loop_config["cache_fingerprint"], "expected_experts": loop_config["expert_hashes"]}
+    teacher = read_cache(cache_dir(run_dir), "train", **expected)
+    val_rows = read_cache(cache_dir(run_dir), "val", **expected)
+    try:
+        teacher.rows_for(split.train.sample_ids)  # every training image must have its row
+    except KeyError as err:
+        raise CacheMismatchError(f"the teacher cache has no row for training {err}: it was built from other data") from err
+    teacher_logits = torch.from_numpy(teacher.logits)  # float16, converted per batch
+    subset_classes = [torch.tensor(s.classes, dtype=torch.long) for s in subsets]
+    acc_experts = expert_accuracies(val_rows, subsets)
+    v1 = None  # per cache row, like everything the loss looks up by sample id
+    if dcfg.spis:
+        v1 = initial_instance_weights(teacher.confidence, teacher.labels, subsets, split.class_counts, variant=dcfg.spis_init)
+
+    sampler = make_sampler(dcfg, split.train.labels, split.class_counts, world, rank, cfg.seed)
+    train_loader = make_loader(split.train, cfg.data, True, dcfg.batch_size // world, sampler=sampler)
+    val_loader = make_loader(split.val.subset(np.arange(rank, len(split.val), world)), cfg.data, False, cfg.evaluate.batch_size)
+
+    model = build_model(cfg.model.arch, split.num_classes, in_channels=split.channels, pretrained=cfg.model.pretrained)
+    model = ray.train.torch.prepare_model(model)
+    optimizer = make_optimizer(model, dcfg.lr, dcfg.momentum, dcfg.weight_decay)
+    scheduler = make_scheduler(optimizer, dcfg.lr_schedule, dcfg.epochs, dcfg.milestones, dcfg.gamma)
+
+    weights = [1.0] * len(subsets)  # w_l of the first epoch: plain KD until the student is measured
+    history: list[dict] = []
+    state = ray_train.resume_state()
+    if state is not None:
+        ray_train.unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        weights, history = state["weights"], state["history"]
+        if rank == 0:
+            print(f"[student] resuming after epoch {state['epoch']}", flush=True)
+
+    start, first_epoch = time.perf_counter(), len(history) + 1
+    for epoch in range(first_epoch, dcfg.epochs + 1):
+        sampler.set_epoch(epoch)
+        v = scheduled_instance_weights(v1, epoch, dcfg.epochs, dcfg.schedule) if dcfg.spis else None
+        w = torch.tensor(weights) if dcfg.kd else None
+
+        def loss_fn(logits, labels, sample_ids):
+            rows = teacher.rows_for(sample_ids.numpy())
+            t = teacher_logits[torch.from_numpy(rows)].to(logits.device) if dcfg.kd else None
+            iw = torch.from_numpy(v[rows]).to(logits.device) if v is not None else None
+            return lfme_loss(logits, labels, t, subset_classes, w, iw, dcfg.temperature, dcfg.t_squared)
+
+        stats = train_epoch(model, train_loader, optimizer, loss_fn, device)
+        scheduler.step()
+
+        counts = ray_train.all_reduce_sum(validation_counts(model, val_loader, split.num_classes, device)).cpu()
+        val_acc = counts[0].sum().item() / max(counts[1].sum().item(), 1)
+        acc_student = [accuracy_of(counts, s.classes) for s in subsets]
+        used_weights = list(weights)
+        if dcfg.kd and dcfg.spes:
+            weights = expert_weights(acc_student, acc_experts, dcfg.alpha)
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": stats.loss,
+                "ce": stats.parts.get("ce"),
+                "kd": stats.parts.get("kd"),
+                "train_acc": stats.accuracy,
+                "val_acc": val_acc,
+                "lr": optimizer.param_groups[0]["lr"],
+                "student_subset_acc": dict(zip([s.name for s in subsets], acc_student)),
+                "expert_subset_acc": dict(zip([s.name for s in subsets], acc_experts)),
+                "weights_used": dict(zip([s.name for s in subsets], used_weights)) if dcfg.kd else {},
+                "weights_next": dict(zip([s.name for s in subsets], weights)) if dcfg.kd else {},
+                "mean_instance_weight": float(v.mean()) if v is not None else 1.0,
+            }
+        )
+        if rank == 0:
+            eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (dcfg.epochs - epoch)
+            print(progress_line("student", epoch, dcfg.epochs, stats, val_acc, eta), flush=True)
+        state = {
+            "epoch": epoch,
+            "model": ray_train.unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "weights": weights,
+            "history": history,
+        }
+        ray_train.report_epoch({"epoch": epoch, "loss": stats.loss, "val_acc": val_acc}, state, rank)
+
+
+def run(ctx: StageContext) -> dict:
+    cfg = ctx.config
+    split = load_split(ctx.run_dir, cfg.data)
+    state = ray_train.fit(
+        distill_loop,
+        {
+            "config": cfg,
+            "run_dir": str(ctx.run_dir),
+            "cache_fingerprint": ctx.fingerprints["cache"],
+            "expert_hashes": expert_hashes(ctx.run_dir, split.subsets),
+        },
+        cfg.distill.resources,
+        name=ctx.train_run_name("student"),
+        storage_path=ctx.ray_storage,
+        max_failures=cfg.distill.max_failures,
+    )
+    out = ctx.stage_dir()
+    save_torch_atomic(
+        out / STUDENT_FILE,
+        {"arch": cfg.model.arch, "num_classes": split.num_classes, "class_names": split.class_names, "model": state["model"]},
+    )
+    write_json_atomic(out / HISTORY_FILE, state["history"])
+    last = state["history"][-1]
+    return {"epochs": state["epoch"], "val_acc": last["val_acc"], "final_weights": last["weights_next"]}

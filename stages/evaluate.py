@@ -1,0 +1,92 @@
+"""Stage 5, evaluate: the student and each expert on the test set.
+
+Ray tasks run the student over the whole test set and each expert over its
+subset's test samples (predicting among its own classes). The report gives
+overall, per-subset and Many/Medium/Few accuracy under both threshold
+conventions (each stated), per-class accuracy, and the SpES weight history;
+it is written as JSON, markdown and PNG plots (w_l per epoch, paper Fig. 5;
+per-class accuracy against training count).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+from lfme.engine import predict
+from lfme.evaluation import accuracy_report, subset_accuracy
+from lfme.models import build_model
+from lfme.report import write_report
+from lfme.subsets import Subset
+from pipeline.config import Config
+from pipeline.context import StageContext
+from pipeline.storage import read_json
+from stages.cache import load_expert
+from stages.data import load_split, make_loader, restrict_to_subset
+from stages.distill import HISTORY_FILE, STUDENT_FILE
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
+
+
+@ray.remote
+def student_test_logits(cfg: Config, run_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    split = load_split(run_dir, cfg.data)
+    saved = torch.load(Path(run_dir) / "distill" / STUDENT_FILE, map_location="cpu", weights_only=False)
+    model = build_model(saved["arch"], saved["num_classes"], in_channels=split.channels)
+    model.load_state_dict(saved["model"])
+    device = _device()
+    pred = predict(model.to(device), make_loader(split.test, cfg.data, False, cfg.evaluate.batch_size), device)
+    return pred.logits, pred.labels
+
+
+@ray.remote
+def expert_test_accuracy(cfg: Config, run_dir: str, subset: Subset) -> dict:
+    """The expert on its subset's test samples, among its subset's classes."""
+    split = load_split(run_dir, cfg.data)
+    device = _device()
+    model = load_expert(Path(run_dir), subset, split.channels, device)
+    test = restrict_to_subset(split.test, subset.classes)
+    pred = predict(model, make_loader(test, cfg.data, False, cfg.evaluate.batch_size), device)
+    accuracy = float((pred.logits.argmax(1) == pred.labels).mean()) if len(pred.labels) else None
+    return {"classes": list(subset.classes), "accuracy": accuracy, "num_samples": int(len(pred.labels))}
+
+
+def run(ctx: StageContext) -> dict:
+    cfg = ctx.config
+    run_dir = str(ctx.run_dir)
+    split = load_split(ctx.run_dir, cfg.data)
+    resources = {"num_cpus": cfg.cache.resources.cpus_per_worker, "num_gpus": cfg.cache.resources.gpus_per_worker}
+    student_ref = student_test_logits.options(**resources).remote(cfg, run_dir)
+    expert_refs = {s.name: expert_test_accuracy.options(**resources).remote(cfg, run_dir, s) for s in split.subsets}
+
+    logits, labels = ray.get(student_ref)
+    student = accuracy_report(logits, labels, split.class_counts, split.subsets, tuple(cfg.evaluate.shot_thresholds))
+    experts = {name: ray.get(ref) for name, ref in expert_refs.items()}
+    for s in split.subsets:  # the student on each expert's home ground, for the side-by-side table
+        experts[s.name]["student_accuracy"] = subset_accuracy(logits, labels, s.classes)
+    history = read_json(ctx.run_dir / "distill" / HISTORY_FILE)
+    report = {
+        "student": student,
+        "experts": experts,
+        "subsets": [{"name": s.name, "classes": list(s.classes)} for s in split.subsets],
+        "class_names": split.class_names,
+        "train_counts": split.class_counts.tolist(),
+        "w_history": [{"epoch": h["epoch"], "weights": h["weights_used"]} for h in history if h["weights_used"]],
+        "config": {"distill": ctx.config.to_dict()["distill"], "model": ctx.config.to_dict()["model"]},
+    }
+    written = write_report(report, ctx.stage_dir())
+    ctx.log(f"evaluate: wrote {', '.join(sorted(written))} to {ctx.stage_dir()}")
+    inclusive = student["shots"]["inclusive"]
+    return {
+        "overall": student["overall"],
+        "many": inclusive["many"],
+        "medium": inclusive["medium"],
+        "few": inclusive["few"],
+        "shot_rule": inclusive["rule"],
+        "experts": {name: e["accuracy"] for name, e in experts.items()},
+    }

@@ -1,0 +1,169 @@
+"""Stage 2, experts: one model per cardinality-adjacent subset, all trained at once.
+
+Each expert is its own Ray Train run (its own workers and resources from
+`experts.resources`), launched concurrently from driver threads. An expert sees
+only its subset's classes, labels re-indexed within the subset, plain
+cross-entropy with instance sampling (the paper's "no bells and whistles").
+Every epoch is checkpointed; the weights with the best validation accuracy on
+the subset (predicting among the subset's classes, which SpES compares the
+student against) are kept and saved as `experts/<name>/model.pt`.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import ray.train.torch
+import torch
+from torch.utils.data.distributed import DistributedSampler
+
+from lfme.engine import (
+    cross_entropy_loss,
+    make_optimizer,
+    make_scheduler,
+    predict,
+    progress_line,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    train_epoch,
+)
+from lfme.models import build_model
+from lfme.subsets import Subset
+from pipeline.config import Config
+from pipeline.context import StageContext
+from pipeline.storage import read_json, save_torch_atomic, write_json_atomic
+from stages import ray_train
+from stages.data import load_split, make_loader, restrict_to_subset
+
+MODEL_FILE = "model.pt"
+RESULT_FILE = "result.json"
+
+
+def count_correct(model, loader, device) -> torch.Tensor:
+    """[correct, total] of this worker's share, as a tensor to sum over workers."""
+    pred = predict(model, loader, device)
+    correct = int((pred.logits.argmax(1) == pred.labels).sum()) if len(pred.labels) else 0
+    return torch.tensor([correct, len(pred.labels)], dtype=torch.float64, device=device)
+
+
+def expert_loop(loop_config: dict) -> None:
+    """Ray Train worker: train the expert of one subset."""
+    cfg: Config = loop_config["config"]
+    subset: Subset = loop_config["subset"]
+    train_cfg = cfg.experts
+    rank, world, device = ray_train.worker_setup(train_cfg.resources.cpus_per_worker)
+    seed_everything(cfg.seed)
+
+    split = load_split(loop_config["run_dir"], cfg.data)
+    train = restrict_to_subset(split.train, subset.classes)
+    val = restrict_to_subset(split.val, subset.classes)
+    sampler = DistributedSampler(range(len(train)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    train_loader = make_loader(train, cfg.data, True, train_cfg.batch_size // world, sampler=sampler)
+    val_loader = make_loader(val.subset(np.arange(rank, len(val), world)), cfg.data, False, cfg.evaluate.batch_size)
+
+    model = build_model(cfg.model.arch, len(subset.classes), in_channels=split.channels, pretrained=cfg.model.pretrained)
+    model = ray.train.torch.prepare_model(model)
+    optimizer = make_optimizer(model, train_cfg.lr, train_cfg.momentum, train_cfg.weight_decay)
+    scheduler = make_scheduler(optimizer, train_cfg.lr_schedule, train_cfg.epochs, train_cfg.milestones, train_cfg.gamma)
+
+    state = ray_train.resume_state()
+    if state is not None:
+        ray_train.unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        history, best = state["history"], state["best"]
+        print(f"[expert {subset.name}] resuming after epoch {state['epoch']}")
+    else:
+        history, best = [], {"accuracy": -1.0, "epoch": 0, "model": None}
+
+    start = time.perf_counter()
+    first_epoch = len(history) + 1
+    for epoch in range(first_epoch, train_cfg.epochs + 1):
+        sampler.set_epoch(epoch)
+        stats = train_epoch(model, train_loader, optimizer, cross_entropy_loss, device)
+        scheduler.step()
+        correct, total = ray_train.all_reduce_sum(count_correct(model, val_loader, device)).tolist()
+        val_acc = correct / max(total, 1)
+        history.append({"epoch": epoch, "loss": stats.loss, "train_acc": stats.accuracy, "val_acc": val_acc})
+        if val_acc > best["accuracy"]:
+            bare = ray_train.unwrap(model)
+            best = {"accuracy": val_acc, "epoch": epoch, "model": {k: v.detach().cpu().clone() for k, v in bare.state_dict().items()}}
+        if rank == 0:
+            eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (train_cfg.epochs - epoch)
+            print(progress_line(f"expert {subset.name}", epoch, train_cfg.epochs, stats, val_acc, eta), flush=True)
+        state = {
+            "epoch": epoch,
+            "model": ray_train.unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "history": history,
+            "best": best,
+        }
+        ray_train.report_epoch({"epoch": epoch, "loss": stats.loss, "val_acc": val_acc}, state, rank)
+
+
+def expert_dir(run_dir: Path, name: str) -> Path:
+    return run_dir / "experts" / name
+
+
+def expert_is_done(run_dir: Path, name: str, fingerprint: str) -> bool:
+    result = expert_dir(run_dir, name) / RESULT_FILE
+    return result.exists() and read_json(result).get("fingerprint") == fingerprint
+
+
+def train_expert(ctx: StageContext, subset: Subset) -> dict:
+    cfg = ctx.config
+    out = expert_dir(ctx.run_dir, subset.name)
+    if expert_is_done(ctx.run_dir, subset.name, ctx.fingerprint):
+        ctx.log(f"experts: {subset.name} already trained with these settings, kept")
+        return read_json(out / RESULT_FILE)
+    state = ray_train.fit(
+        expert_loop,
+        {"config": cfg, "subset": subset, "run_dir": str(ctx.run_dir)},
+        cfg.experts.resources,
+        name=ctx.train_run_name(subset.name),
+        storage_path=ctx.ray_storage,
+        max_failures=cfg.experts.max_failures,
+    )
+    best = state["best"]
+    save_torch_atomic(
+        out / MODEL_FILE,
+        {"arch": cfg.model.arch, "subset": subset.name, "classes": list(subset.classes), "model": best["model"]},
+    )
+    result = {
+        "fingerprint": ctx.fingerprint,
+        "subset": subset.name,
+        "classes": list(subset.classes),
+        "val_accuracy": best["accuracy"],
+        "best_epoch": best["epoch"],
+        "epochs": state["epoch"],
+        "history": state["history"],
+    }
+    write_json_atomic(out / RESULT_FILE, result)
+    ctx.log(f"experts: {subset.name} done, best val acc {100 * best['accuracy']:.1f}% at epoch {best['epoch']}")
+    return result
+
+
+def run(ctx: StageContext) -> dict:
+    subsets = load_split(ctx.run_dir, ctx.config.data).subsets
+    concurrency = ctx.config.experts.max_concurrent or len(subsets)
+    ctx.log(f"experts: training {len(subsets)} experts, {concurrency} at a time")
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = {s.name: pool.submit(train_expert, ctx, s) for s in subsets}
+        errors = {}
+        results = {}
+        for name, future in futures.items():
+            try:
+                results[name] = future.result()
+            except Exception as err:  # every expert finishes or fails before the stage reports
+                errors[name] = err
+    if errors:
+        name, err = next(iter(errors.items()))
+        raise RuntimeError(f"experts: expert '{name}' failed: {err}") from err
+    return {name: {"val_accuracy": r["val_accuracy"], "best_epoch": r["best_epoch"]} for name, r in results.items()}

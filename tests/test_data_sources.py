@@ -1,0 +1,367 @@
+"""Sources: the real data at ../shared/data (when present) and tmp_path fixtures for every error."""
+
+import io
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from lfme.data import (
+    TEST_ID_OFFSET,
+    VAL_ID_OFFSET,
+    CorruptImageError,
+    ImageDataset,
+    build_transform,
+    check_images,
+    digits,
+    imagefolder,
+    load_source,
+    oltr_lists,
+    parquet,
+    torchvision_cifar,
+)
+
+DATA = Path(__file__).parents[2] / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"shared data folder {DATA} is not on this machine")
+
+
+def jpeg_bytes(color, mode="RGB", size=(4, 4)) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def make_imagefolder(root: Path, splits: dict[str, dict[str, list[str]]]) -> Path:
+    """root/<split>/<class>/<file> with small solid JPEGs."""
+    for split, classes in splits.items():
+        for name, files in classes.items():
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for f in files:
+                (root / split / name / f).write_bytes(jpeg_bytes((200, 30, 30)))
+    return root
+
+
+# --------------------------------------------------------------------------- real data
+
+
+@needs_data
+def test_real_cifar10_imagefolder():
+    s = imagefolder(DATA / "cifar10")
+    assert s.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert (len(s.train), len(s.test), s.val, s.channels) == (50_000, 10_000, None, 3)
+    np.testing.assert_array_equal(s.train.labels, np.repeat(np.arange(10), 5000))
+    np.testing.assert_array_equal(s.test.labels, np.repeat(np.arange(10), 1000))
+    np.testing.assert_array_equal(s.train.sample_ids, np.arange(50_000))
+    np.testing.assert_array_equal(s.test.sample_ids, TEST_ID_OFFSET + np.arange(10_000))
+    assert s.train.where(5001) == str(DATA / "cifar10" / "train" / "automobile" / "0001.jpg")
+    image = s.train.load(0)
+    assert (image.mode, image.size) == ("RGB", (32, 32))
+    # Stable: a second scan gives the same order.
+    again = imagefolder(DATA / "cifar10")
+    assert again.train.store.paths == s.train.store.paths
+
+
+@needs_data
+def test_real_tiny_imagenet_parquet():
+    root = DATA / "tiny-imagenet-100"
+    s = parquet(root / "train.parquet", root / "val.parquet", classes_file=root / "classes.txt")
+    assert (len(s.class_names), len(s.train), len(s.test), s.channels) == (100, 50_000, 5_000, 3)
+    assert s.class_names[0] == "goldfish, Carassius auratus"
+    np.testing.assert_array_equal(np.bincount(s.train.labels), np.full(100, 500))
+    np.testing.assert_array_equal(s.train.sample_ids, np.arange(50_000))
+    # The first grayscale JPEG (scanning headers only) must come out RGB, also through the Dataset.
+    gray = next(i for i in range(len(s.train)) if Image.open(io.BytesIO(s.train.store.read(i))).mode == "L")
+    image = s.train.load(gray)
+    assert (image.mode, image.size) == ("RGB", (64, 64))
+    tensor, label, sample_id = ImageDataset(s.train, build_transform("cifar", False, 64))[gray]
+    assert tensor.shape == (3, 64, 64) and sample_id == gray and label == s.train.labels[gray]
+    # Without a classes file the schema metadata names the classes.
+    assert parquet(root / "val.parquet", root / "val.parquet").class_names[0] == "goldfish, Carassius auratus"
+
+
+@needs_data
+def test_real_places_lt_lists(tmp_path):
+    lists = DATA / "splits" / "Places_LT"
+    s = oltr_lists(tmp_path, lists / "Places_LT_train.txt", lists / "Places_LT_val.txt", lists / "Places_LT_test.txt")
+    assert (len(s.train), len(s.val), len(s.test), len(s.class_names)) == (62_500, 7_300, 36_500, 365)
+    assert s.train.where(0) == str(tmp_path / "data_256/a/airfield/00004851.jpg")
+    np.testing.assert_array_equal(s.val.sample_ids, VAL_ID_OFFSET + np.arange(7_300))
+
+
+# --------------------------------------------------------------------------- ImageFolder
+
+
+def test_imagefolder_order_ids_and_filter(tmp_path):
+    root = make_imagefolder(
+        tmp_path,
+        {
+            "train": {"b": ["2.jpg", "1.jpg"], "a": ["z.jpg", "y.png"]},
+            "val": {"a": ["v.jpg"], "b": ["w.jpg"]},
+            "test": {"a": ["t.jpg"], "b": ["u.jpg"]},
+        },
+    )
+    (root / "train" / "a" / "notes.txt").write_text("not an image")
+    s = imagefolder(root, val="val")
+    assert s.class_names == ["a", "b"]
+    assert s.train.store.paths == ["a/y.png", "a/z.jpg", "b/1.jpg", "b/2.jpg"]
+    np.testing.assert_array_equal(s.train.labels, [0, 0, 1, 1])
+    np.testing.assert_array_equal(s.train.sample_ids, [0, 1, 2, 3])
+    np.testing.assert_array_equal(s.val.sample_ids, VAL_ID_OFFSET + np.arange(2))
+    np.testing.assert_array_equal(s.test.sample_ids, TEST_ID_OFFSET + np.arange(2))
+    assert s.train.load(3).getpixel((0, 0))[0] > 150
+
+
+def test_imagefolder_missing_root(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nowhere"))):
+        imagefolder(tmp_path / "nowhere")
+
+
+def test_imagefolder_missing_test_folder(tmp_path):
+    make_imagefolder(tmp_path, {"train": {"a": ["0.jpg"]}})
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "test"))):
+        imagefolder(tmp_path)
+
+
+def test_imagefolder_class_mismatch(tmp_path):
+    make_imagefolder(tmp_path, {"train": {"a": ["0.jpg"], "b": ["0.jpg"]}, "test": {"a": ["0.jpg"], "c": ["0.jpg"]}})
+    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path / 'test'))}.*missing \['b'\], unexpected \['c'\]"):
+        imagefolder(tmp_path)
+
+
+def test_grayscale_jpeg_in_colour_source_comes_out_rgb(tmp_path):
+    make_imagefolder(tmp_path, {"train": {"a": ["0.jpg"]}, "test": {"a": ["0.jpg"]}})
+    (tmp_path / "train" / "a" / "0.jpg").write_bytes(jpeg_bytes(128, mode="L"))
+    s = imagefolder(tmp_path)
+    assert s.train.load(0).mode == "RGB"
+    tensor, _, _ = ImageDataset(s.train, build_transform("cifar", False, 4))[0]
+    assert tensor.shape == (3, 4, 4)
+
+
+# --------------------------------------------------------------------------- corrupt images
+
+
+def test_corrupt_jpeg_reported_by_check_images_and_load(tmp_path):
+    make_imagefolder(tmp_path, {"train": {"a": ["0.jpg", "1.jpg", "2.jpg"]}, "test": {"a": ["0.jpg"]}})
+    bad = tmp_path / "train" / "a" / "1.jpg"
+    bad.write_bytes(np.random.RandomState(0).bytes(500))
+    s = imagefolder(tmp_path)
+    check_images(s.test)  # the clean split passes
+    with pytest.raises(CorruptImageError, match=rf"(?s)1 of 3 images.*{re.escape(str(bad))}"):
+        check_images(s.train)
+    with pytest.raises(CorruptImageError, match=re.escape(str(bad))):
+        s.train.load(1)
+    with pytest.raises(CorruptImageError, match=re.escape(str(bad))):
+        ImageDataset(s.train, build_transform("cifar", False, 4))[1]
+    assert issubclass(CorruptImageError, ValueError)
+
+
+def test_truncated_jpeg_is_corrupt(tmp_path):
+    make_imagefolder(tmp_path, {"train": {"a": ["0.jpg"]}, "test": {"a": ["0.jpg"]}})
+    path = tmp_path / "train" / "a" / "0.jpg"
+    path.write_bytes(jpeg_bytes((1, 2, 3), size=(64, 64))[:200])
+    with pytest.raises(CorruptImageError, match=re.escape(str(path))):
+        imagefolder(tmp_path).train.load(0)
+
+
+def test_missing_image_file_is_file_not_found(tmp_path):
+    make_imagefolder(tmp_path, {"train": {"a": ["0.jpg"]}, "test": {"a": ["0.jpg"]}})
+    s = imagefolder(tmp_path)
+    (tmp_path / "train" / "a" / "0.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="0.jpg"):
+        check_images(s.train)
+
+
+# --------------------------------------------------------------------------- OLTR lists
+
+
+def write_lists(tmp_path, train="a.jpg 0\n\nb.jpg 1\nc d.jpg 1\n", val="e.jpg 0\n", test="f.jpg 1\n"):
+    for name, text in (("train.txt", train), ("val.txt", val), ("test.txt", test)):
+        (tmp_path / name).write_text(text)
+    return [tmp_path / n for n in ("train.txt", "val.txt", "test.txt")]
+
+
+def test_oltr_lists_parse(tmp_path):
+    train, val, test = write_lists(tmp_path)
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes((0, 0, 255)))
+    s = oltr_lists(tmp_path, train, val, test)
+    assert s.train.store.paths == ["a.jpg", "b.jpg", "c d.jpg"]
+    np.testing.assert_array_equal(s.train.labels, [0, 1, 1])
+    assert s.class_names == ["0", "1"]
+    assert s.train.load(0).mode == "RGB"
+    np.testing.assert_array_equal(s.test.sample_ids, [TEST_ID_OFFSET])
+    assert oltr_lists(tmp_path, train, None, test).val is None
+
+
+def test_oltr_malformed_line(tmp_path):
+    train, val, test = write_lists(tmp_path, train="a.jpg 0\n\nb.jpg one\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(train))} line 3"):
+        oltr_lists(tmp_path, train, val, test)
+    train, val, test = write_lists(tmp_path, train="a.jpg 0\nlonely\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(train))} line 2"):
+        oltr_lists(tmp_path, train, val, test)
+
+
+def test_oltr_label_out_of_range(tmp_path):
+    train, val, test = write_lists(tmp_path, test="f.jpg 1\ng.jpg 7\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(test))} line 2: label 7 is out of range"):
+        oltr_lists(tmp_path, train, val, test)
+    train, val, test = write_lists(tmp_path, train="a.jpg 0\nb.jpg -1\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(train))} line 2: label -1"):
+        oltr_lists(tmp_path, train, val, test)
+
+
+def test_oltr_missing_list_and_root(tmp_path):
+    train, val, test = write_lists(tmp_path)
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "absent_val.txt"))):
+        oltr_lists(tmp_path, train, tmp_path / "absent_val.txt", test)
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "no_images"))):
+        oltr_lists(tmp_path / "no_images", train, val, test)
+
+
+# --------------------------------------------------------------------------- Parquet
+
+
+def write_parquet(path: Path, blobs: list[bytes], labels: list[int], classes: str | None = None) -> Path:
+    image = pa.array([{"bytes": b, "path": f"{i}.jpg"} for i, b in enumerate(blobs)])
+    table = pa.table({"image": image, "label": pa.array(labels, type=pa.int64())})
+    if classes is not None:
+        table = table.replace_schema_metadata({"classes": classes})
+    pq.write_table(table, path)
+    return path
+
+
+def test_parquet_shards_metadata_and_classes_file(tmp_path):
+    write_parquet(tmp_path / "train-0.parquet", [jpeg_bytes((255, 0, 0))] * 2, [0, 1], classes="n01\nn02\nn03")
+    write_parquet(tmp_path / "train-1.parquet", [jpeg_bytes(60, mode="L")], [2], classes="n01\nn02\nn03")
+    test = write_parquet(tmp_path / "test.parquet", [jpeg_bytes((0, 255, 0))], [2])
+    s = parquet(tmp_path / "train-*.parquet", test)
+    assert s.class_names == ["n01", "n02", "n03"]
+    np.testing.assert_array_equal(s.train.labels, [0, 1, 2])
+    assert s.train.where(2) == f"{tmp_path / 'train-1.parquet'} row 0"
+    assert s.train.load(2).mode == "RGB"
+    (tmp_path / "classes.txt").write_text("0\tn01\tone\n1\tn02\ttwo\n2\tn03\tthree\n")
+    assert parquet(tmp_path / "train-*.parquet", test, classes_file=tmp_path / "classes.txt").class_names == [
+        "one",
+        "two",
+        "three",
+    ]
+    plain = parquet(tmp_path / "test.parquet", test)  # no metadata, no classes file
+    assert plain.class_names == ["0", "1", "2"]
+    # Pickles cheaply and round-trips; a subset keeps its sample ids and origins.
+    sub = pickle.loads(pickle.dumps(s.train.subset([2, 0])))
+    np.testing.assert_array_equal(sub.sample_ids, [2, 0])
+    assert sub.where(0) == f"{tmp_path / 'train-1.parquet'} row 0" and sub.load(1).getpixel((0, 0))[0] > 200
+
+
+def test_parquet_label_out_of_range(tmp_path):
+    train = write_parquet(tmp_path / "train.parquet", [jpeg_bytes((1, 1, 1))] * 2, [0, 1])
+    test = write_parquet(tmp_path / "test.parquet", [jpeg_bytes((1, 1, 1))] * 2, [1, 5])
+    with pytest.raises(ValueError, match=rf"{re.escape(str(test))} row 1: label 5 is out of range"):
+        parquet(train, test)
+
+
+def test_parquet_corrupt_bytes(tmp_path):
+    train = write_parquet(tmp_path / "train.parquet", [jpeg_bytes((1, 1, 1)), b"not a jpeg"], [0, 1])
+    s = parquet(train, train)
+    with pytest.raises(CorruptImageError, match=rf"{re.escape(str(train))} row 1"):
+        s.train.load(1)
+    with pytest.raises(CorruptImageError, match=rf"{re.escape(str(train))} row 1"):
+        check_images(s.train)
+
+
+def test_parquet_missing_files(tmp_path):
+    train = write_parquet(tmp_path / "train.parquet", [jpeg_bytes((1, 1, 1))], [0])
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "test.parquet"))):
+        parquet(train, tmp_path / "test.parquet")
+    with pytest.raises(FileNotFoundError, match="shard-"):
+        parquet(tmp_path / "shard-*.parquet", train)
+    with pytest.raises(FileNotFoundError, match="classes.txt"):
+        parquet(train, train, classes_file=tmp_path / "classes.txt")
+
+
+# --------------------------------------------------------------------------- torchvision CIFAR
+
+
+def write_fake_cifar10(root: Path) -> Path:
+    """torchvision's cifar-10-batches-py layout, 2 images per batch, pixels R=10+k G=20 B=30."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for k, name in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]):
+        data = np.concatenate([np.full(1024, 10 + k), np.full(1024, 20), np.full(1024, 30)]).astype(np.uint8)
+        entry = {"data": np.stack([data, data]), "labels": [k % 10, (k + 1) % 10]}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+    return folder
+
+
+def test_torchvision_cifar_reads_pickle_layout(tmp_path):
+    write_fake_cifar10(tmp_path)
+    s = torchvision_cifar("cifar10", tmp_path)
+    assert (len(s.train), len(s.test), s.class_names[9], s.channels) == (10, 2, "truck", 3)
+    np.testing.assert_array_equal(s.train.labels, [0, 1, 1, 2, 2, 3, 3, 4, 4, 5])
+    np.testing.assert_array_equal(s.test.sample_ids, TEST_ID_OFFSET + np.arange(2))
+    image = s.train.load(2)  # from data_batch_2
+    assert (image.mode, image.size, image.getpixel((5, 7))) == ("RGB", (32, 32), (11, 20, 30))
+    assert pickle.loads(pickle.dumps(s.test)).load(0).getpixel((0, 0)) == (15, 20, 30)
+
+
+def test_torchvision_cifar100_layout(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    data = np.zeros((3, 3072), dtype=np.uint8)
+    for name in ("train", "test"):
+        (folder / name).write_bytes(pickle.dumps({"data": data, "fine_labels": [0, 99, 5]}))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
+    s = torchvision_cifar("cifar100", tmp_path)
+    assert len(s.class_names) == 100
+    np.testing.assert_array_equal(s.train.labels, [0, 99, 5])
+
+
+def test_torchvision_cifar_missing_says_download(tmp_path):
+    with pytest.raises(FileNotFoundError, match=rf"{re.escape(str(tmp_path / 'cifar'))}.*download: true"):
+        torchvision_cifar("cifar10", tmp_path / "cifar")
+    with pytest.raises(ValueError, match="cifar1000"):
+        torchvision_cifar("cifar1000", tmp_path)
+
+
+# --------------------------------------------------------------------------- digits and dispatch
+
+
+def test_digits_balanced_test_split():
+    s = digits(test_per_class=40)
+    assert (len(s.train) + len(s.test), s.channels, s.class_names) == (1797, 1, [str(c) for c in range(10)])
+    np.testing.assert_array_equal(np.bincount(s.test.labels), np.full(10, 40))
+    image = s.train.load(0)
+    assert (image.mode, image.size) == ("L", (8, 8))
+    assert s.train.store.images.dtype == np.uint8 and s.train.store.images.max() == 255
+    # The test split is the first 40 of each class in dataset order: digits image 0 is a 0.
+    from sklearn.datasets import load_digits
+
+    first = np.rint(load_digits().images[0] * 255 / 16).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(s.test.load(0)), first)
+    tensor, label, sample_id = ImageDataset(s.test, build_transform("digits", True, 8))[0]
+    assert tensor.shape == (1, 8, 8) and (label, sample_id) == (0, TEST_ID_OFFSET)
+    assert isinstance(tensor, torch.Tensor)
+
+
+def test_load_source_dispatch(tmp_path):
+    make_imagefolder(tmp_path, {"train": {"a": ["0.jpg"]}, "test": {"a": ["0.jpg"]}})
+    assert len(load_source({"source": "imagefolder", "root": str(tmp_path)}).train) == 1
+    assert len(load_source({"source": "digits", "test_per_class": 10}).test) == 100
+    with pytest.raises(ValueError, match="'webdataset'"):
+        load_source({"source": "webdataset"})
+
+
+def test_parquet_without_embedded_bytes(tmp_path):
+    image = pa.array([{"bytes": jpeg_bytes((1, 1, 1)), "path": "0.jpg"}, {"bytes": None, "path": "1.jpg"}])
+    path = tmp_path / "by_path.parquet"
+    pq.write_table(pa.table({"image": image, "label": pa.array([0, 0], type=pa.int64())}), path)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))} row 1: image has no embedded bytes"):
+        parquet(path, path)

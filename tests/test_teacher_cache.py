@@ -1,0 +1,251 @@
+"""Tests of lfme.teacher_cache: format on disk, round trip, sharding, atomic rewrite, errors."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lfme import teacher_cache as tc
+from lfme.teacher_cache import CacheMismatchError, TeacherRows, file_sha256, read_cache, read_manifest, write_cache
+
+C = 6
+SUBSETS = [{"name": "many", "classes": [0, 1, 2]}, {"name": "medium", "classes": [3, 4]}, {"name": "few", "classes": [5]}]
+OWNER = np.array([0, 0, 0, 1, 1, 2])
+EXPERTS = {"many": {"sha256": "a" * 64}, "medium": {"sha256": "b" * 64}, "few": {"sha256": "c" * 64}}
+
+
+def make_rows(n, seed=0, id_offset=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(n).astype(np.int64) * 7 + id_offset  # unsorted, non-contiguous
+    labels = rng.integers(0, C, n).astype(np.int64)
+    return TeacherRows(
+        sample_ids=ids,
+        labels=labels,
+        subsets=OWNER[labels].astype(np.int32),
+        logits=(rng.standard_normal((n, C)) * 4).astype(np.float32),
+        confidence=rng.random(n).astype(np.float32),
+    )
+
+
+def write(directory, parts=None, fingerprint="fp-one-0123456789", **kw):
+    parts = parts if parts is not None else {"train": make_rows(10), "val": make_rows(4, seed=1, id_offset=1_000_000_000)}
+    kw.setdefault("experts", EXPERTS)
+    return write_cache(directory, parts, fingerprint=fingerprint, subsets=SUBSETS, **kw)
+
+
+def data_dirs(directory):
+    return sorted(p.name for p in directory.iterdir() if p.is_dir())
+
+
+def test_round_trip_sorted_and_float16(tmp_path):
+    src = make_rows(10)
+    manifest = write(tmp_path, {"train": src, "val": make_rows(4, seed=1)}, extra={"note": "x"})
+    got = read_cache(tmp_path, "train", expected_fingerprint="fp-one-0123456789", expected_experts=EXPERTS)
+    order = np.argsort(src.sample_ids)
+    assert len(got) == 10
+    np.testing.assert_array_equal(got.sample_ids, src.sample_ids[order])
+    np.testing.assert_array_equal(got.labels, src.labels[order])
+    np.testing.assert_array_equal(got.subsets, src.subsets[order])
+    np.testing.assert_array_equal(got.confidence, src.confidence[order])
+    assert got.logits.dtype == np.float16 and got.logits.shape == (10, C)
+    np.testing.assert_array_equal(got.logits, src.logits[order].astype(np.float16))
+    # float16 precision only: close to the float32 source, not equal to it
+    np.testing.assert_allclose(got.logits.astype(np.float32), src.logits[order], rtol=1e-3, atol=1e-3)
+    assert got.sample_ids.dtype == np.int64 and got.subsets.dtype == np.int32 and got.confidence.dtype == np.float32
+    # rows_for maps ids back to positions
+    pick = src.sample_ids[[3, 0, 7]]
+    np.testing.assert_array_equal(got.sample_ids[got.rows_for(pick)], pick)
+    # manifest as documented
+    on_disk = read_manifest(tmp_path)
+    assert on_disk == manifest
+    assert on_disk["format"] == "lfme-teacher-cache/1"
+    assert on_disk["num_classes"] == C and on_disk["subsets"] == SUBSETS and on_disk["experts"] == EXPERTS
+    assert on_disk["parts"]["train"]["rows"] == 10 and on_disk["parts"]["val"]["rows"] == 4
+    assert on_disk["extra"] == {"note": "x"} and "T" in on_disk["created_at"]
+    assert on_disk["data_dir"].startswith("data-fp-one-01234-")
+    assert data_dirs(tmp_path) == [on_disk["data_dir"]]
+
+
+def test_plain_pyarrow_and_pandas_read_documented_schema(tmp_path):
+    manifest = json.loads((write(tmp_path) and (tmp_path / "manifest.json")).read_text())
+    shard = tmp_path / manifest["data_dir"] / manifest["parts"]["train"]["shards"][0]
+    table = pq.read_table(shard)
+    assert table.column_names == ["sample_id", "label", "subset", "logits", "confidence"]
+    types = {f.name: f.type for f in table.schema}
+    assert types["sample_id"] == pa.int64()
+    assert types["label"] == pa.int64()
+    assert types["subset"] == pa.int32()
+    assert types["logits"] == pa.list_(pa.float16(), C)
+    assert pa.types.is_fixed_size_list(types["logits"]) and types["logits"].value_type == pa.float16()
+    assert types["confidence"] == pa.float32()
+    meta = json.loads(table.schema.metadata[b"lfme"])
+    assert meta["num_classes"] == C and meta["fingerprint"] == "fp-one-0123456789"
+    ids = table.column("sample_id").to_numpy()
+    assert (np.diff(ids) > 0).all()
+
+    df = pd.read_parquet(shard)
+    assert list(df.columns) == ["sample_id", "label", "subset", "logits", "confidence"]
+    assert df["sample_id"].dtype == np.int64 and df["label"].dtype == np.int64
+    assert df["subset"].dtype == np.int32 and df["confidence"].dtype == np.float32
+    first = np.asarray(df["logits"].iloc[0])
+    assert first.shape == (C,) and first.dtype == np.float16
+
+
+def test_sharding(tmp_path):
+    manifest = write(tmp_path, shard_rows=3)
+    train = manifest["parts"]["train"]
+    assert train["shards"] == [f"train-{k:05d}.parquet" for k in range(4)]
+    sizes = [pq.read_metadata(tmp_path / manifest["data_dir"] / s).num_rows for s in train["shards"]]
+    assert sizes == [3, 3, 3, 1]
+    assert manifest["parts"]["val"]["shards"] == ["val-00000.parquet", "val-00001.parquet"]
+    # shards are sorted and consecutive in sample_id
+    ids = np.concatenate(
+        [pq.read_table(tmp_path / manifest["data_dir"] / s).column("sample_id").to_numpy() for s in train["shards"]]
+    )
+    assert (np.diff(ids) > 0).all()
+    assert len(read_cache(tmp_path, "train")) == 10
+
+
+def test_failed_rewrite_leaves_old_cache_intact(tmp_path, monkeypatch):
+    old_manifest = write(tmp_path, shard_rows=3)
+    old_bytes = (tmp_path / "manifest.json").read_bytes()
+    old_rows = read_cache(tmp_path, "train")
+
+    real = tc._write_shard
+    calls = {"n": 0}
+
+    def flaky(table, path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            real(table, path)  # half-write the shard, then die
+            raise OSError("disk full (simulated)")
+        real(table, path)
+
+    monkeypatch.setattr(tc, "_write_shard", flaky)
+    with pytest.raises(OSError, match="simulated"):
+        write(tmp_path, {"train": make_rows(10, seed=5)}, fingerprint="fp-two", shard_rows=3)
+    assert calls["n"] == 2
+
+    assert (tmp_path / "manifest.json").read_bytes() == old_bytes
+    assert data_dirs(tmp_path) == [old_manifest["data_dir"]]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    again = read_cache(tmp_path, "train", expected_fingerprint="fp-one-0123456789")
+    np.testing.assert_array_equal(again.sample_ids, old_rows.sample_ids)
+    np.testing.assert_array_equal(again.logits, old_rows.logits)
+
+
+def test_successful_rewrite_removes_old_data(tmp_path):
+    first = write(tmp_path)
+    (tmp_path / "data-orphan-deadbeef").mkdir()  # left over from a crashed writer
+    (tmp_path / "keep-me").mkdir()  # not ours: never deleted
+    second = write(tmp_path, {"train": make_rows(5, seed=9)}, fingerprint="fp-two")
+    assert second["data_dir"] != first["data_dir"]
+    assert data_dirs(tmp_path) == sorted([second["data_dir"], "keep-me"])
+    assert read_manifest(tmp_path)["fingerprint"] == "fp-two"
+    assert len(read_cache(tmp_path, "train")) == 5
+    with pytest.raises(KeyError, match="val"):
+        read_cache(tmp_path, "val")
+
+
+def test_fingerprint_mismatch_names_both(tmp_path):
+    write(tmp_path)
+    with pytest.raises(CacheMismatchError) as err:
+        read_cache(tmp_path, "train", expected_fingerprint="fp-other")
+    msg = str(err.value)
+    assert "fp-one-0123456789" in msg and "fp-other" in msg and "rerun the cache stage" in msg
+    assert isinstance(err.value, ValueError)
+
+
+def test_expert_mismatch_names_the_expert(tmp_path):
+    write(tmp_path)
+    wanted = {"many": "a" * 64, "medium": "d" * 64, "few": "e" * 64}
+    with pytest.raises(CacheMismatchError) as err:
+        read_cache(tmp_path, "train", expected_experts=wanted)
+    msg = str(err.value)
+    assert "'medium'" in msg and "b" * 64 in msg and "d" * 64 in msg and "rerun the cache stage" in msg
+    assert "'few'" not in msg
+    with pytest.raises(CacheMismatchError, match="'extra'"):
+        read_cache(tmp_path, "train", expected_experts={**{k: v["sha256"] for k, v in EXPERTS.items()}, "extra": "f" * 64})
+    assert len(read_cache(tmp_path, "train", expected_experts={k: v["sha256"] for k, v in EXPERTS.items()})) == 10
+
+
+def test_missing_manifest_and_unknown_format(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        read_cache(tmp_path / "nowhere", "train")
+    assert str(tmp_path / "nowhere" / "manifest.json") in str(err.value) and "cache stage" in str(err.value)
+    tmp_path.joinpath("manifest.json").write_text(json.dumps({"format": "something-else/9"}))
+    with pytest.raises(ValueError, match="something-else/9"):
+        read_manifest(tmp_path)
+
+
+def test_duplicate_ids_rejected(tmp_path):
+    rows = make_rows(6)
+    rows.sample_ids[4] = rows.sample_ids[1]
+    dup = int(rows.sample_ids[1])
+    with pytest.raises(ValueError, match=rf"part 'train': duplicate sample_id {dup}\b"):
+        write(tmp_path, {"train": rows})
+    assert not (tmp_path / "manifest.json").exists()
+    assert data_dirs(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "field, value, needle",
+    [
+        ("logits", np.zeros((10, C + 1), np.float32), "'logits'"),
+        ("logits", np.zeros((10, C), np.int64), "'logits'"),
+        ("labels", np.zeros(9, np.int64), "'labels'"),
+        ("subsets", np.zeros(10, np.float32), "'subsets'"),
+        ("confidence", np.full(10, 2.0, np.float32), "'confidence'"),
+    ],
+)
+def test_validation_names_field_and_part(tmp_path, field, value, needle):
+    rows = make_rows(10)
+    setattr(rows, field, value)
+    with pytest.raises(ValueError) as err:
+        write(tmp_path, {"val": rows})
+    assert needle in str(err.value) and "'val'" in str(err.value)
+
+
+def test_wrong_subset_index_rejected(tmp_path):
+    rows = make_rows(10)
+    rows.subsets = (rows.subsets + 1) % 3
+    with pytest.raises(ValueError, match="'subsets'"):
+        write(tmp_path, {"train": rows})
+
+
+def test_rows_for_missing_id_and_unsorted(tmp_path):
+    write(tmp_path)
+    got = read_cache(tmp_path, "train")
+    present = int(got.sample_ids[2])
+    missing = int(got.sample_ids.max()) + 1
+    with pytest.raises(KeyError, match=rf"sample_id {missing}\b"):
+        got.rows_for([present, missing, missing + 3])
+    with pytest.raises(KeyError, match=r"sample_id -5\b"):
+        got.rows_for([-5])
+    # unsorted rows (as built in memory) are searched correctly too
+    rows = make_rows(8)
+    pos = rows.rows_for(rows.sample_ids[::-1])
+    np.testing.assert_array_equal(pos, np.arange(8)[::-1])
+    assert rows.rows_for([]).shape == (0,)
+
+
+def test_row_count_mismatch_names_shard(tmp_path):
+    manifest = write(tmp_path, shard_rows=3)
+    manifest["parts"]["train"]["shard_rows"][1] = 2
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="train-00001.parquet"):
+        read_cache(tmp_path, "train")
+
+
+def test_file_sha256(tmp_path):
+    import hashlib
+
+    p = tmp_path / "ckpt.pt"
+    data = os.urandom(3 * (1 << 20) + 17)
+    p.write_bytes(data)
+    assert file_sha256(p) == hashlib.sha256(data).hexdigest()
+    assert file_sha256(p, chunk_size=1000) == hashlib.sha256(data).hexdigest()
