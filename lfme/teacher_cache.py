@@ -467,6 +467,16 @@ def _check_expected(directory, manifest: dict, expected_fingerprint, expected_ex
                 )
 
 
+def verify_cache(directory, *, expected_fingerprint: str | None = None, expected_experts=None) -> dict:
+    """The manifest, after checking it was built from the expected experts (CacheMismatchError if not).
+
+    Cheap (reads only the manifest): run it before starting work that reads the cache.
+    """
+    manifest = read_manifest(directory)
+    _check_expected(Path(directory), manifest, expected_fingerprint, expected_experts)
+    return manifest
+
+
 def _read_part(directory: Path, manifest: dict, part: str) -> TeacherRows:
     parts = manifest["parts"]
     if part not in parts:

@@ -51,10 +51,11 @@ def _short(value) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.set or [])  # before the heavy imports: a bad config fails at once
+
     from lfme.report import summary_table
     from pipeline.runner import run_pipeline
 
-    config = load_config(args.config, args.set or [])
     manifest = run_pipeline(config, run_dir=args.run_dir, only=args.stage)
     print()
     print(summary_table(_summary_rows(manifest.data), ["stage", "status", "seconds", "attempts", "resumed", "result"]))

@@ -320,7 +320,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         keys, value = parse_override(text)
         node = data
         for key in keys[:-1]:
-            node = node.setdefault(key, {})
+            if node.get(key) is None:  # a missing section, or an empty one (`ray:` alone)
+                node[key] = {}
+            node = node[key]
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text!r}: '{key}' is not a section")
         node[keys[-1]] = value
@@ -350,10 +352,31 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+            # One line (the CLI prints one): file:line:column and the problem,
+            # not PyYAML's multi-line report about "<unicode string>".
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+            problem = " ".join(str(getattr(err, "problem", None) or err).split())
+            raise ConfigError(f"{where}: not valid YAML: {problem}") from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return config_from_dict(data, overrides)
+
+
+def with_absolute_paths(config: Config, base: Path | None = None) -> Config:
+    """A copy whose local paths are absolute: Ray workers do not share the driver's working directory."""
+    base = Path(base or Path.cwd())
+    config = copy.deepcopy(config)
+
+    def absolute(path: Optional[str]) -> Optional[str]:
+        if path is None or "://" in path or Path(path).is_absolute():
+            return path
+        return str((base / path).resolve())
+
+    config.data.root = absolute(config.data.root)
+    config.model.pretrained = absolute(config.model.pretrained)
+    config.run_dir = absolute(config.run_dir)
+    return config
 
 
 def dump_config(config: Config) -> str:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from pipeline.config import Config, RayConfig, dump_config
+from pipeline.config import Config, RayConfig, dump_config, with_absolute_paths
 from pipeline.context import StageContext
 from pipeline.graph import STAGES, UPSTREAM, fingerprints, stage_settings
 from pipeline.manifest import Manifest
@@ -42,7 +42,9 @@ def init_ray(cfg: RayConfig) -> bool:
     if ray.is_initialized():
         return False
     if cfg.address is None:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        # The dashboard serves the state API Ray Train uses to clean up after a
+        # killed driver; bind it to loopback.
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", logging_level=logging.WARNING)
     else:
         ray.init(address=cfg.address, logging_level=logging.WARNING)
     return True
@@ -64,7 +66,8 @@ def run_pipeline(
     only: Optional[str] = None,
     log: Callable[[str], None] = print,
 ) -> Manifest:
-    # Absolute: Ray workers do not run in the driver's working directory.
+    # Absolute paths: Ray workers do not run in the driver's working directory.
+    config = with_absolute_paths(config)
     run_dir = Path(run_dir or config.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     if only is not None and only not in STAGES:

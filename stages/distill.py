@@ -32,7 +32,7 @@ from lfme.models import build_model
 from lfme.sampling import DistributedClassBalancedSampler
 from lfme.selfpaced import expert_weights, initial_instance_weights, scheduled_instance_weights
 from lfme.subsets import Subset
-from lfme.teacher_cache import CacheMismatchError, TeacherRows, read_cache
+from lfme.teacher_cache import CacheMismatchError, TeacherRows, read_cache, verify_cache
 from pipeline.config import Config, DistillConfig
 from pipeline.context import StageContext
 from pipeline.storage import save_torch_atomic, write_json_atomic
@@ -91,9 +91,8 @@ def distill_loop(loop_config: dict) -> None:
 
     split = load_split(run_dir, cfg.data)
     subsets = split.subsets
-    expected = {"expected_fingerprint": loop_config["cache_fingerprint"], "expected_experts": loop_config["expert_hashes"]}
-    teacher = read_cache(cache_dir(run_dir), "train", **expected)
-    val_rows = read_cache(cache_dir(run_dir), "val", **expected)
+    teacher = read_cache(cache_dir(run_dir), "train", **loop_config["expected"])
+    val_rows = read_cache(cache_dir(run_dir), "val", **loop_config["expected"])
     try:
         teacher.rows_for(split.train.sample_ids)  # every training image must have its row
     except KeyError as err:
@@ -181,14 +180,11 @@ def distill_loop(loop_config: dict) -> None:
 def run(ctx: StageContext) -> dict:
     cfg = ctx.config
     split = load_split(ctx.run_dir, cfg.data)
+    expected = {"expected_fingerprint": ctx.fingerprints["cache"], "expected_experts": expert_hashes(ctx.run_dir, split.subsets)}
+    verify_cache(cache_dir(ctx.run_dir), **expected)  # refuse a foreign cache before starting any worker
     state = ray_train.fit(
         distill_loop,
-        {
-            "config": cfg,
-            "run_dir": str(ctx.run_dir),
-            "cache_fingerprint": ctx.fingerprints["cache"],
-            "expert_hashes": expert_hashes(ctx.run_dir, split.subsets),
-        },
+        {"config": cfg, "run_dir": str(ctx.run_dir), "expected": expected},
         cfg.distill.resources,
         name=ctx.train_run_name("student"),
         storage_path=ctx.ray_storage,

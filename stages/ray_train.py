@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import torch
 
 import ray.train
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline.config import Resources
@@ -54,6 +54,9 @@ def fit(
             # The newest two: the last is what we resume from, the one before it
             # survives a kill in the middle of writing the last.
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # Our workers print one progress line per epoch; Ray Train's own
+            # per-report INFO lines would drown them.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
     result = trainer.fit()

@@ -1,0 +1,90 @@
+"""Bad input through the CLI: one clear line naming the culprit, a non-zero exit, nothing lost.
+
+These runs stop in the split stage, which decodes every image and checks every
+label before any training starts, so they need no Ray.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from tests.pipeline_helpers import manifest, run_lfme
+
+
+def write_config(path: Path, run_dir: Path, data: dict) -> Path:
+    config = {
+        "run_dir": str(run_dir),
+        "data": {"imbalance_factor": 2, "val_per_class": 2, "transform": "cifar", "image_size": 8, **data},
+        "split": {"method": "balanced", "num_subsets": 2},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def image_tree(tmp_path) -> Path:
+    """A tiny ImageFolder tree: 3 classes, 12 train and 3 test JPEGs each."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "tree"
+    for split, n in (("train", 12), ("test", 3)):
+        for c in ("ant", "bee", "cat"):
+            folder = root / split / c
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i:04d}.jpg")
+    return root
+
+
+def last_line(result) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_missing_data_root(tmp_path):
+    run_dir = tmp_path / "run"
+    missing = tmp_path / "no-such-folder"
+    config = write_config(tmp_path / "c.yaml", run_dir, {"source": "imagefolder", "root": str(missing)})
+    result = run_lfme("run", str(config), "--stage", "split", timeout=120)
+    assert result.returncode == 1
+    assert str(missing) in last_line(result)
+    assert not (run_dir / "split" / "split.json").exists()
+    assert manifest(run_dir)["stages"]["split"]["status"] == "failed"
+
+
+def test_corrupt_image_is_named_and_the_last_good_split_survives(tmp_path, image_tree):
+    run_dir = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", run_dir, {"source": "imagefolder", "root": str(image_tree)})
+    good = run_lfme("run", str(config), "--stage", "split", timeout=120)
+    assert good.returncode == 0, good.stderr
+    split_json = (run_dir / "split" / "split.json").read_bytes()
+
+    corrupt = image_tree / "train" / "bee" / "0005.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    changed = write_config(tmp_path / "c.yaml", run_dir, {"source": "imagefolder", "root": str(image_tree), "val_per_class": 3})
+    result = run_lfme("run", str(changed), "--stage", "split", timeout=120)
+    assert result.returncode == 1
+    assert "CorruptImageError" in result.stderr and str(corrupt) in result.stderr
+    assert (run_dir / "split" / "split.json").read_bytes() == split_json
+    assert manifest(run_dir)["stages"]["split"]["status"] == "failed"
+
+
+def test_label_out_of_range_names_file_and_value(tmp_path, image_tree):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    files = sorted(p.relative_to(image_tree) for p in (image_tree / "train").rglob("*.jpg"))
+    label = {"ant": 0, "bee": 1, "cat": 2}
+    (lists / "train.txt").write_text("".join(f"{p} {label[p.parent.name]}\n" for p in files))
+    (lists / "test.txt").write_text(f"{files[0]} 0\n{files[1]} 7\n")  # 7: only classes 0..2 exist
+    config = write_config(
+        tmp_path / "c.yaml",
+        tmp_path / "run",
+        {"source": "oltr", "root": str(image_tree), "train": str(lists / "train.txt"), "test": str(lists / "test.txt")},
+    )
+    result = run_lfme("run", str(config), "--stage", "split", timeout=120)
+    assert result.returncode == 1
+    line = last_line(result)
+    assert "test.txt" in line and "7" in line

@@ -1,0 +1,375 @@
+"""The config schema: presets load, and every mistake a user can make fails at
+load time with one line naming the dotted key (no Ray, no data needed)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import Config, ConfigError, config_from_dict, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def _base() -> dict:
+    """The default run's YAML as a mapping: a valid starting point to break."""
+    return yaml.safe_load((ROOT / "ray_config.yaml").read_text())
+
+
+def _error(data: dict, overrides=()) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, list(overrides))
+    message = str(info.value)
+    assert "\n" not in message, f"a config error must be one line, got {message!r}"
+    return message
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def test_the_expected_presets_exist():
+    names = {p.name for p in PRESETS}
+    assert {
+        "cifar10-lt.yaml",
+        "cifar100-lt.yaml",
+        "tiny-imagenet-100-lt.yaml",
+        "imagenet-lt.yaml",
+        "places-lt.yaml",
+    } <= names
+
+
+@pytest.mark.parametrize("path", [ROOT / "ray_config.yaml", *PRESETS], ids=lambda p: p.name)
+def test_preset_loads(path):
+    config = load_config(path)
+    assert isinstance(config, Config)
+    # Nothing is left at the built-in default by accident: each file names its source.
+    raw = yaml.safe_load(path.read_text())
+    assert config.data.source == raw["data"]["source"]
+    assert config.model.arch == raw["model"]["arch"]
+
+
+def test_presets_carry_the_documented_recipes():
+    tiny = load_config(ROOT / "configs/tiny-imagenet-100-lt.yaml")
+    assert (tiny.data.source, tiny.data.image_size, tiny.data.imbalance_factor) == ("parquet", 64, 100)
+    assert (tiny.data.train, tiny.data.test, tiny.data.classes_file) == ("train.parquet", "val.parquet", "classes.txt")
+    assert tiny.distill.epochs == 200 and tiny.split.method == "thresholds"
+
+    c100 = load_config(ROOT / "configs/cifar100-lt.yaml")
+    assert c100.data.source == "cifar100" and c100.data.download is True
+    assert c100.split.thresholds == [20.0, 100.0] and c100.split.convention == "inclusive"
+    assert c100.distill.milestones == [160, 180] and c100.experts.milestones == [160, 180]
+
+    for name in ("imagenet-lt.yaml", "places-lt.yaml"):
+        cfg = load_config(ROOT / "configs" / name)
+        assert cfg.data.source == "oltr" and cfg.data.imbalance_factor is None
+        d = cfg.distill
+        assert (d.epochs, d.batch_size, d.lr, d.momentum, d.weight_decay) == (90, 256, 0.1, 0.9, 5e-4)
+        assert (d.lr_schedule, d.milestones, d.temperature, d.alpha) == ("step", [40, 80], 2.0, 0.6)
+        assert d.resources.gpus_per_worker == 1 and cfg.data.loader_workers == 8
+
+    imagenet = load_config(ROOT / "configs/imagenet-lt.yaml")
+    assert imagenet.model.arch == "resnet10"
+    e = imagenet.experts
+    assert (e.epochs, e.lr_schedule, e.batch_size) == (120, "cosine", 128)
+
+    places = load_config(ROOT / "configs/places-lt.yaml")
+    assert places.model.arch == "tv_resnet152" and places.model.pretrained
+
+
+# --------------------------------------------------------------------------- unknown keys
+
+
+def test_unknown_top_level_key():
+    data = _base()
+    data["sed"] = 1
+    message = _error(data)
+    assert "'sed'" in message and "unknown key" in message
+
+
+def test_unknown_nested_key_names_the_dotted_path():
+    data = _base()
+    data["distill"]["tempreature"] = 4
+    message = _error(data)
+    assert "distill.tempreature" in message
+    assert "temperature" in message.replace("tempreature", "")  # the valid keys are listed
+
+
+def test_unknown_key_two_levels_down():
+    data = _base()
+    data["experts"]["resources"]["gpus"] = 1
+    assert "experts.resources.gpus" in _error(data)
+
+
+def test_unknown_section():
+    assert "'trainer'" in _error({"trainer": {"epochs": 3}})
+
+
+# --------------------------------------------------------------------------- types
+
+
+@pytest.mark.parametrize(
+    "section, key, value, words",
+    [
+        ("distill", "temperature", "hot", ["distill.temperature", "'hot'", "number"]),  # string for a float
+        ("distill", "epochs", 2.5, ["distill.epochs", "2.5", "integer"]),  # float for an int
+        ("experts", "batch_size", True, ["experts.batch_size", "True", "integer"]),  # bool for an int
+        ("distill", "kd", "yes please", ["distill.kd", "'yes please'", "true or false"]),
+        ("split", "thresholds", 20, ["split.thresholds", "20", "list"]),  # list expected
+        ("distill", "milestones", "40,80", ["distill.milestones", "'40,80'", "list"]),
+        ("data", "root", 5, ["data.root", "5", "string"]),
+    ],
+)
+def test_wrong_type_names_key_and_value(section, key, value, words):
+    data = _base()
+    data[section][key] = value
+    message = _error(data)
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+
+
+def test_wrong_type_inside_a_list_names_the_element():
+    data = _base()
+    data["evaluate"]["shot_thresholds"] = [20, "many"]
+    message = _error(data)
+    assert "evaluate.shot_thresholds[1]" in message and "'many'" in message
+
+
+def test_wrong_type_in_nested_resources():
+    data = _base()
+    data["distill"]["resources"]["num_workers"] = "2"
+    message = _error(data)
+    assert "distill.resources.num_workers" in message and "'2'" in message
+
+
+def test_section_that_is_not_a_mapping():
+    data = _base()
+    data["distill"] = 5
+    assert "distill" in _error(data) and "mapping" in _error(data)
+
+
+def test_int_is_accepted_for_a_float_and_converted():
+    data = _base()
+    data["distill"]["temperature"] = 3
+    config = config_from_dict(data)
+    assert config.distill.temperature == 3.0 and isinstance(config.distill.temperature, float)
+
+
+def test_empty_section_means_defaults():
+    data = _base()
+    data["ray"] = None  # `ray:` with every key commented out
+    assert config_from_dict(data).ray.address is None
+
+
+# --------------------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize(
+    "section, key, value, field",
+    [
+        ("experts", "epochs", -5, "experts.epochs"),
+        ("distill", "epochs", 0, "distill.epochs"),
+        ("distill", "alpha", 1.5, "distill.alpha"),
+        ("distill", "temperature", 0, "distill.temperature"),
+        ("distill", "lr", -0.1, "distill.lr"),
+        ("data", "imbalance_factor", 0.5, "data.imbalance_factor"),
+        ("data", "val_per_class", -1, "data.val_per_class"),
+        ("data", "source", "mnist", "data.source"),
+        ("distill", "lr_schedule", "exponential", "distill.lr_schedule"),
+    ],
+)
+def test_bad_value_names_the_field(section, key, value, field):
+    data = _base()
+    data[section][key] = value
+    message = _error(data)
+    assert field in message and str(value) in message
+
+
+def test_unknown_data_source_lists_the_valid_ones():
+    data = _base()
+    data["data"]["source"] = "mnist"
+    message = _error(data)
+    for source in ("digits", "imagefolder", "oltr", "parquet", "cifar10", "cifar100"):
+        assert source in message
+
+
+def test_unknown_arch_lists_valid_names():
+    data = _base()
+    data["model"]["arch"] = "resnet1000"
+    message = _error(data)
+    assert "model.arch" in message and "'resnet1000'" in message
+    for arch in ("small_cnn", "resnet32", "resnet10", "tv_resnet152"):
+        assert arch in message
+
+
+def test_step_schedule_needs_milestones():
+    data = _base()
+    data["experts"]["lr_schedule"] = "step"
+    data["experts"].pop("milestones", None)
+    assert "experts.milestones" in _error(data)
+    data["experts"]["milestones"] = [5, 10]
+    assert config_from_dict(data).experts.milestones == [5, 10]
+
+
+def test_spes_needs_kd():
+    data = _base()
+    data["distill"]["kd"] = False
+    message = _error(data)
+    assert "distill.spes" in message and "distill.kd" in message
+    data["distill"]["spes"] = False
+    assert config_from_dict(data).distill.kd is False  # without SpES, no KD is allowed
+
+
+def test_spes_needs_a_validation_set():
+    data = _base()
+    data["data"]["val_per_class"] = 0
+    message = _error(data)
+    assert "distill.spes" in message and "val_per_class" in message
+    # a source's own validation list is enough
+    data["data"]["val"] = "val.txt"
+    assert config_from_dict(data).data.val == "val.txt"
+
+
+def test_oltr_needs_a_root():
+    data = _base()
+    data["data"].update(source="oltr", train="a.txt", test="b.txt")
+    assert "data.root" in _error(data)
+
+
+def test_batch_smaller_than_workers():
+    data = _base()
+    data["distill"]["batch_size"] = 1
+    assert "distill.batch_size" in _error(data)
+
+
+# --------------------------------------------------------------------------- --set overrides
+
+
+def test_override_changes_the_value_and_leaves_the_input_alone():
+    data = _base()
+    config = config_from_dict(data, ["distill.temperature=4"])
+    assert config.distill.temperature == 4.0
+    assert data["distill"]["temperature"] == 2.0
+    assert config_from_dict(data).distill.temperature == 2.0
+
+
+def test_override_values_are_yaml():
+    config = config_from_dict(
+        _base(),
+        [
+            "distill.kd=false",
+            "distill.spes=false",
+            "split.thresholds=[10, 50]",
+            "split.method=thresholds",
+            "data.imbalance_factor=null",
+            "experts.epochs=3",
+            "run_dir=runs/other",
+            "ray.address=auto",
+        ],
+    )
+    assert config.distill.kd is False and config.distill.spes is False
+    assert config.split.thresholds == [10.0, 50.0] and config.split.method == "thresholds"
+    assert config.data.imbalance_factor is None
+    assert config.experts.epochs == 3 and isinstance(config.experts.epochs, int)
+    assert config.run_dir == "runs/other" and config.ray.address == "auto"
+
+
+def test_later_override_wins():
+    config = config_from_dict(_base(), ["distill.epochs=3", "distill.epochs=7"])
+    assert config.distill.epochs == 7
+
+
+def test_override_creates_a_missing_section():
+    data = _base()
+    del data["evaluate"]
+    assert config_from_dict(data, ["evaluate.batch_size=32"]).evaluate.batch_size == 32
+
+
+def test_override_into_an_empty_section():
+    data = _base()
+    data["ray"] = None  # `ray:` with every key commented out
+    assert config_from_dict(data, ["ray.num_cpus=2"]).ray.num_cpus == 2
+
+
+def test_override_of_unknown_key_fails_like_the_file():
+    message = _error(_base(), ["distill.tempreature=4"])
+    assert "distill.tempreature" in message and "unknown key" in message
+
+
+def test_override_of_wrong_type():
+    message = _error(_base(), ["distill.epochs=many"])
+    assert "distill.epochs" in message and "'many'" in message
+
+
+def test_override_without_equals_sign():
+    assert "distill.epochs" in _error(_base(), ["distill.epochs"])
+
+
+def test_override_through_a_scalar():
+    assert "seed" in _error(_base(), ["seed.value=1"])
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_missing_file_is_named(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(missing)
+
+
+def test_invalid_yaml_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("distill:\n  epochs: [1\nseed: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    message = str(info.value)
+    assert str(bad) in message and "YAML" in message
+    assert "\n" not in message
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- seed: 0\n")
+    with pytest.raises(ConfigError, match="list.yaml"):
+        load_config(bad)
+
+
+def test_load_config_applies_overrides(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text((ROOT / "ray_config.yaml").read_text())
+    assert load_config(good, ["seed=7"]).seed == 7
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing\n")
+    assert load_config(empty) == Config()
+
+
+# --------------------------------------------------------------------------- the CLI end
+
+
+def test_cli_run_rejects_unknown_key_before_anything_runs(tmp_path):
+    run_dir = tmp_path / "run"
+    data = _base()
+    data["run_dir"] = str(run_dir)
+    data["distill"]["tempreature"] = 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", str(bad)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "distill.tempreature" in lines[0]
+    assert result.stdout == ""
+    assert not run_dir.exists()

@@ -1,0 +1,208 @@
+"""The default pipeline end to end on a local Ray, and what a second run does.
+
+One module-scoped run of `lfme run ray_config.yaml` (short schedule) feeds the
+tests below; each check recomputes what it asserts independently of the
+pipeline's own code (plain torch, plain pyarrow/pandas).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pipeline.storage import read_json
+from tests.pipeline_helpers import FAST, kill_group, manifest, run_lfme, start_lfme, wait_for
+
+STAGES = ["split", "experts", "cache", "distill", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("default") / "run"
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir / "first_run.log").write_text(result.stdout)
+    return run_dir
+
+
+def digits_test_set():
+    """The balanced digits test set, rebuilt from scikit-learn: the first 40 images of each class."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    idx = np.concatenate([np.flatnonzero(digits.target == c)[:40] for c in range(10)])
+    return images[idx], digits.target[idx]
+
+
+def normalise(images: np.ndarray) -> torch.Tensor:
+    # the digits test transform: ToTensor then Normalize((0.5,), (0.5,))
+    return (torch.from_numpy(images).float().div(255.0).unsqueeze(1) - 0.5) / 0.5
+
+
+def test_every_stage_done_with_outputs(default_run):
+    data = manifest(default_run)
+    assert [s for s in STAGES if data["stages"][s]["status"] == "done"] == STAGES
+    assert data["versions"]["ray"].startswith("2.60")
+    split = read_json(default_run / "split" / "split.json")
+    for subset in split["subsets"]:
+        assert (default_run / "experts" / subset["name"] / "model.pt").is_file()
+    for name in ("report.json", "report.md", "expert_weights.png", "per_class_accuracy.png"):
+        assert (default_run / "evaluate" / name).stat().st_size > 0
+    assert (default_run / "config.yaml").is_file()
+    assert "epoch 3/3" in (default_run / "first_run.log").read_text()
+
+
+def test_report_matches_the_student_evaluated_independently(default_run):
+    images, labels = digits_test_set()
+    from lfme.models import build_model
+
+    saved = torch.load(default_run / "distill" / "student.pt", weights_only=False)
+    model = build_model(saved["arch"], 10, in_channels=1)
+    model.load_state_dict(saved["model"])
+    model.eval()
+    with torch.no_grad():
+        preds = model(normalise(images)).argmax(1).numpy()
+    report = read_json(default_run / "evaluate" / "report.json")
+    assert report["student"]["num_samples"] == 400
+    assert report["student"]["overall"] == pytest.approx(float((preds == labels).mean()), abs=1e-9)
+    assert report["student"]["overall"] > 0.5  # far above chance (0.1) even after 3 epochs
+    per_class = [float((preds[labels == c] == c).mean()) for c in range(10)]
+    assert report["student"]["per_class"] == pytest.approx(per_class)
+
+
+def test_cache_read_back_with_plain_pyarrow_and_pandas(default_run):
+    cache = default_run / "cache"
+    meta = read_json(cache / "manifest.json")
+    shards = [cache / meta["data_dir"] / name for name in meta["parts"]["train"]["shards"]]
+    table = pq.read_table(shards[0]) if len(shards) == 1 else None
+    frame = pd.concat([pd.read_parquet(s) for s in shards], ignore_index=True)
+    split = read_json(default_run / "split" / "split.json")
+    assert len(frame) == split["sizes"]["train"]
+    assert list(frame.columns) == ["sample_id", "label", "subset", "logits", "confidence"]
+    if table is not None:
+        assert str(table.schema.field("logits").type) == "fixed_size_list<element: halffloat>[10]"
+    assert frame["sample_id"].is_monotonic_increasing and frame["sample_id"].is_unique
+
+    # Recompute one expert's logits and p_i on a few training images with plain torch.
+    from sklearn.datasets import load_digits
+
+    from lfme.models import build_model
+
+    digits = load_digits()
+    test_idx = np.concatenate([np.flatnonzero(digits.target == c)[:40] for c in range(10)])
+    train_pool = np.setdiff1d(np.arange(len(digits.target)), test_idx)  # the source's train list, in order
+    subset = split["subsets"][0]
+    saved = torch.load(default_run / "experts" / subset["name"] / "model.pt", weights_only=False)
+    expert = build_model(saved["arch"], len(subset["classes"]), in_channels=1)
+    expert.load_state_dict(saved["model"])
+    expert.eval()
+    rows = frame.iloc[:25]
+    images = (digits.images[train_pool[rows["sample_id"].to_numpy()]] * (255.0 / 16.0)).round().astype(np.uint8)
+    assert (digits.target[train_pool[rows["sample_id"].to_numpy()]] == rows["label"].to_numpy()).all()
+    with torch.no_grad():
+        logits = expert(normalise(images)).numpy()
+    cached = np.stack(rows["logits"].to_numpy())[:, subset["classes"]].astype(np.float32)
+    np.testing.assert_allclose(cached, logits, rtol=2e-3, atol=2e-2)
+    mine = rows["subset"].to_numpy() == 0
+    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    local = np.searchsorted(subset["classes"], rows["label"].to_numpy()[mine])
+    np.testing.assert_allclose(rows["confidence"].to_numpy()[mine], probs[mine, local], rtol=1e-3, atol=1e-4)
+
+
+def test_second_run_skips_every_stage(default_run):
+    before = manifest(default_run)
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(default_run), sets=FAST, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for stage in STAGES:
+        assert f"== {stage}: up to date" in result.stdout
+    after = manifest(default_run)
+    for stage in STAGES:
+        assert after["stages"][stage]["finished_at"] == before["stages"][stage]["finished_at"]
+
+
+def test_changing_a_distill_setting_reruns_only_distill_and_evaluate(default_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(default_run, run_dir)
+    expert = run_dir / "experts" / read_json(run_dir / "split" / "split.json")["subsets"][0]["name"] / "model.pt"
+    expert_bytes = expert.read_bytes()
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST + ["distill.temperature=4"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for stage in ("split", "experts", "cache"):
+        assert f"== {stage}: up to date" in result.stdout
+    for stage in ("distill", "evaluate"):
+        assert f"== {stage}: running" in result.stdout
+    first, second = manifest(default_run), manifest(run_dir)
+    assert second["stages"]["distill"]["fingerprint"] != first["stages"]["distill"]["fingerprint"]
+    assert second["stages"]["cache"]["fingerprint"] == first["stages"]["cache"]["fingerprint"]
+    assert expert.read_bytes() == expert_bytes
+
+
+def test_a_cache_built_from_other_experts_is_refused_and_nothing_is_lost(default_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(default_run, run_dir)
+    split = read_json(run_dir / "split" / "split.json")
+    name = split["subsets"][-1]["name"]
+    # Another expert in place of the one the cache was built from.
+    path = run_dir / "experts" / name / "model.pt"
+    saved = torch.load(path, weights_only=False)
+    first = next(iter(saved["model"]))
+    saved["model"][first] = saved["model"][first] + 1.0
+    torch.save(saved, path)
+    student = (run_dir / "distill" / "student.pt").read_bytes()
+    cache_manifest = (run_dir / "cache" / "manifest.json").read_bytes()
+
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), "--stage", "distill",
+                      sets=FAST + ["distill.temperature=3"], timeout=300)
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert "CacheMismatchError" in message and repr(name) in message and "other experts" in message
+    assert (run_dir / "distill" / "student.pt").read_bytes() == student
+    assert (run_dir / "cache" / "manifest.json").read_bytes() == cache_manifest
+    assert manifest(run_dir)["stages"]["distill"]["status"] == "failed"
+
+
+def test_one_stage_alone_names_its_missing_inputs(tmp_path):
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(tmp_path / "empty"), "--stage", "distill", timeout=120)
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert "'split'" in message and "'cache'" in message and "--stage split" in message
+
+
+def test_a_killed_distill_stage_resumes_from_its_last_checkpoint(default_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(default_run, run_dir)
+    sets = FAST + ["distill.epochs=8", "distill.lr=0.03"]  # new distill settings: distill starts fresh
+    log = tmp_path / "killed.log"
+
+    def epochs_logged() -> list[int]:
+        return [int(e) for e in re.findall(r"\[student\] epoch (\d+)/8", log.read_text())] if log.exists() else []
+
+    driver = start_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=sets, log=log)
+    try:
+        wait_for(lambda: 3 in epochs_logged(), timeout=600, what="the third distill epoch")
+    finally:
+        kill_group(driver)  # SIGKILL: no clean-up code of ours runs
+    assert manifest(run_dir)["stages"]["distill"]["status"] == "running"
+    last_logged = max(epochs_logged())
+
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=sets)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "== distill: resuming" in result.stdout
+    resumed_after = int(re.search(r"\[student\] resuming after epoch (\d+)", result.stdout).group(1))
+    # Each epoch logs, then checkpoints: the kill may land between the two, so
+    # the last logged epoch may be trained again, never an earlier one.
+    assert resumed_after >= last_logged - 1 >= 2
+    retrained = [int(e) for e in re.findall(r"\[student\] epoch (\d+)/8", result.stdout)]
+    assert min(retrained) == resumed_after + 1
+    history = read_json(run_dir / "distill" / "history.json")
+    assert [h["epoch"] for h in history] == list(range(1, 9))
+    record = manifest(run_dir)["stages"]["distill"]
+    assert record["status"] == "done" and record["attempts"] == 2 and len(record["resumes"]) == 1
