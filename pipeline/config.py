@@ -168,11 +168,20 @@ class TrainingConfig:
             raise ConfigError(f"{path}.milestones: required when lr_schedule is 'step'")
         if self.max_failures < -1:
             raise ConfigError(f"{path}.max_failures: must be >= -1, got {self.max_failures}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"{path}.momentum: must be in [0, 1), got {self.momentum}")
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(f"{path}.gamma: must be in (0, 1], got {self.gamma}")
 
 
 @dataclass
 class ExpertsConfig(TrainingConfig):
     max_concurrent: Optional[int] = None  # experts trained at once (None: all)
+
+    def check(self, path: str) -> None:
+        super().check(path)
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ConfigError(f"{path}.max_concurrent: must be >= 1 or null, got {self.max_concurrent}")
 
 
 @dataclass
@@ -221,6 +230,8 @@ class EvaluateConfig:
     batch_size: int = 256
 
     def check(self, path: str) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"{path}.batch_size: must be >= 1, got {self.batch_size}")
         if len(self.shot_thresholds) != 2 or self.shot_thresholds[0] >= self.shot_thresholds[1]:
             raise ConfigError(f"{path}.shot_thresholds: need two ascending numbers, got {self.shot_thresholds}")
 

@@ -97,7 +97,7 @@ def distill_loop(loop_config: dict) -> None:
         teacher.rows_for(split.train.sample_ids)  # every training image must have its row
     except KeyError as err:
         raise CacheMismatchError(f"the teacher cache has no row for training {err}: it was built from other data") from err
-    teacher_logits = torch.from_numpy(teacher.logits)  # float16, converted per batch
+    teacher_logits = torch.from_numpy(teacher.logits.copy())  # float16 (writable copy), converted per batch
     subset_classes = [torch.tensor(s.classes, dtype=torch.long) for s in subsets]
     acc_experts = expert_accuracies(val_rows, subsets)
     v1 = None  # per cache row, like everything the loss looks up by sample id
@@ -123,7 +123,7 @@ def distill_loop(loop_config: dict) -> None:
         set_rng_state(state["rng"])
         weights, history = state["weights"], state["history"]
         if rank == 0:
-            print(f"[student] resuming after epoch {state['epoch']}", flush=True)
+            ray_train.say(f"[student] resuming after epoch {state['epoch']}")
 
     start, first_epoch = time.perf_counter(), len(history) + 1
     for epoch in range(first_epoch, dcfg.epochs + 1):
@@ -164,7 +164,7 @@ def distill_loop(loop_config: dict) -> None:
         )
         if rank == 0:
             eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (dcfg.epochs - epoch)
-            print(progress_line("student", epoch, dcfg.epochs, stats, val_acc, eta), flush=True)
+            ray_train.say(progress_line("student", epoch, dcfg.epochs, stats, val_acc, eta))
         state = {
             "epoch": epoch,
             "model": ray_train.unwrap(model).state_dict(),

@@ -77,7 +77,7 @@ def expert_loop(loop_config: dict) -> None:
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         history, best = state["history"], state["best"]
-        print(f"[expert {subset.name}] resuming after epoch {state['epoch']}")
+        ray_train.say(f"[expert {subset.name}] resuming after epoch {state['epoch']}")
     else:
         history, best = [], {"accuracy": -1.0, "epoch": 0, "model": None}
 
@@ -95,7 +95,7 @@ def expert_loop(loop_config: dict) -> None:
             best = {"accuracy": val_acc, "epoch": epoch, "model": {k: v.detach().cpu().clone() for k, v in bare.state_dict().items()}}
         if rank == 0:
             eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (train_cfg.epochs - epoch)
-            print(progress_line(f"expert {subset.name}", epoch, train_cfg.epochs, stats, val_acc, eta), flush=True)
+            ray_train.say(progress_line(f"expert {subset.name}", epoch, train_cfg.epochs, stats, val_acc, eta))
         state = {
             "epoch": epoch,
             "model": ray_train.unwrap(model).state_dict(),
@@ -166,4 +166,4 @@ def run(ctx: StageContext) -> dict:
     if errors:
         name, err = next(iter(errors.items()))
         raise RuntimeError(f"experts: expert '{name}' failed: {err}") from err
-    return {name: {"val_accuracy": r["val_accuracy"], "best_epoch": r["best_epoch"]} for name, r in results.items()}
+    return {f"{name}_val_acc": r["val_accuracy"] for name, r in results.items()}

@@ -12,6 +12,7 @@ report is a barrier).
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -97,6 +98,16 @@ def report_epoch(metrics: dict[str, Any], state: dict[str, Any], rank: int) -> N
             torch.save(state, Path(directory) / STATE_FILE)
             checkpoint = Checkpoint.from_directory(directory)
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def say(line: str) -> None:
+    """Print a progress line once.
+
+    Ray Train patches `print` in its workers to log *and* echo, which the
+    driver shows twice; writing to the stream directly shows it once.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -21,7 +21,6 @@ from lfme.data import (
     check_images,
     digits,
     imagefolder,
-    load_source,
     oltr_lists,
     parquet,
     torchvision_cifar,
@@ -349,14 +348,6 @@ def test_digits_balanced_test_split():
     tensor, label, sample_id = ImageDataset(s.test, build_transform("digits", True, 8))[0]
     assert tensor.shape == (1, 8, 8) and (label, sample_id) == (0, TEST_ID_OFFSET)
     assert isinstance(tensor, torch.Tensor)
-
-
-def test_load_source_dispatch(tmp_path):
-    make_imagefolder(tmp_path, {"train": {"a": ["0.jpg"]}, "test": {"a": ["0.jpg"]}})
-    assert len(load_source({"source": "imagefolder", "root": str(tmp_path)}).train) == 1
-    assert len(load_source({"source": "digits", "test_per_class": 10}).test) == 100
-    with pytest.raises(ValueError, match="'webdataset'"):
-        load_source({"source": "webdataset"})
 
 
 def test_parquet_without_embedded_bytes(tmp_path):

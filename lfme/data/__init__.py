@@ -3,7 +3,6 @@
 from lfme.data.datasets import ImageDataset
 from lfme.data.longtail import class_counts, ldam_counts, make_long_tailed
 from lfme.data.sources import (
-    SOURCES,
     TEST_ID_OFFSET,
     VAL_ID_OFFSET,
     CorruptImageError,
@@ -12,7 +11,6 @@ from lfme.data.sources import (
     check_images,
     digits,
     imagefolder,
-    load_source,
     oltr_lists,
     parquet,
     torchvision_cifar,
@@ -21,7 +19,6 @@ from lfme.data.transforms import FAMILIES, build_transform
 
 __all__ = [
     "FAMILIES",
-    "SOURCES",
     "TEST_ID_OFFSET",
     "VAL_ID_OFFSET",
     "CorruptImageError",
@@ -34,7 +31,6 @@ __all__ = [
     "digits",
     "imagefolder",
     "ldam_counts",
-    "load_source",
     "make_long_tailed",
     "oltr_lists",
     "parquet",

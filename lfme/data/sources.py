@@ -481,25 +481,3 @@ def digits(test_per_class: int = 40) -> SourceSplits:
         _ids(len(test_idx), TEST_ID_OFFSET), labels[test_idx], ArrayStore(images[test_idx], origin), "L"
     )
     return SourceSplits(train, None, test, [str(c) for c in range(len(counts))], channels=1)
-
-
-# --------------------------------------------------------------------------- dispatch
-
-SOURCES = {
-    "imagefolder": imagefolder,
-    "oltr_lists": oltr_lists,
-    "parquet": parquet,
-    "torchvision_cifar": torchvision_cifar,
-    "digits": digits,
-}
-
-
-def load_source(spec: dict) -> SourceSplits:
-    """Build a source from a config mapping: `source` names the function, the other keys are its arguments."""
-    if "source" not in spec:
-        raise ValueError(f"data spec has no 'source' key (one of {sorted(SOURCES)}): {spec}")
-    name = spec["source"]
-    if name not in SOURCES:
-        raise ValueError(f"unknown data source {name!r}; expected one of {sorted(SOURCES)}")
-    kwargs = {k: v for k, v in spec.items() if k != "source"}
-    return SOURCES[name](**kwargs)
