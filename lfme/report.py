@@ -22,12 +22,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+from pathlib import Path
 from decimal import ROUND_HALF_UP, Decimal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from lfme.atomic import atomic_file, write_text_atomic
 
 __all__ = [
     "format_percent",
@@ -205,33 +207,15 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- atomic writes
 
-def _atomic_write(path: str | os.PathLike, write) -> str:
-    """Call ``write(fileobj)`` on a temp file next to ``path``, then ``os.replace`` it."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
 def _atomic_write_text(path: str | os.PathLike, text: str) -> str:
-    return _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    write_text_atomic(path, text)
+    return os.fspath(path)
 
 
 def _save_figure(fig, path: str | os.PathLike) -> str:
-    return _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    with atomic_file(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    return os.fspath(path)
 
 
 def _pyplot():
@@ -383,6 +367,8 @@ def write_report(report: Mapping[str, Any], directory: str | os.PathLike) -> dic
     name = "expert_weights.png"
     if plot_expert_weights(report.get("w_history") or [], os.path.join(directory, name)):
         written[name] = os.path.join(directory, name)
+    else:  # a plot left by an earlier run with KD would pass for this run's
+        Path(directory, name).unlink(missing_ok=True)
 
     student = report.get("student") or {}
     per_class = student.get("per_class")

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from pipeline.storage import read_json, write_json_atomic
+from lfme.atomic import read_json, write_json_atomic
 
 FORMAT = "lfme-run/1"
 

@@ -21,7 +21,7 @@ from pipeline.config import Config, RayConfig, dump_config, with_absolute_paths
 from pipeline.context import StageContext
 from pipeline.graph import STAGES, UPSTREAM, fingerprints, stage_settings
 from pipeline.manifest import Manifest
-from pipeline.storage import write_json_atomic, write_text_atomic
+from lfme.atomic import write_json_atomic, write_text_atomic
 
 
 class MissingInputsError(RuntimeError):

@@ -22,7 +22,7 @@ from lfme import data as lfme_data
 from lfme.data import ImageDataset, ImageList, SourceSplits, build_transform
 from lfme.subsets import Subset
 from pipeline.config import DataConfig
-from pipeline.storage import read_json
+from lfme.atomic import atomic_file, read_json
 
 SPLIT_JSON = "split.json"
 SAMPLES_PARQUET = "samples.parquet"
@@ -81,9 +81,8 @@ def save_samples(path: Path, train: ImageList, val: ImageList) -> None:
             "part": ["train"] * len(train) + ["val"] * len(val),
         }
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as f:
+        pq.write_table(table, f)
 
 
 def _select(pool: ImageList, sample_ids: np.ndarray, what: str) -> ImageList:

@@ -25,7 +25,7 @@ import ray.train.torch
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from lfme.engine import make_optimizer, make_scheduler, predict, progress_line, rng_state, seed_everything, set_rng_state, train_epoch
+from lfme.engine import make_optimizer, make_scheduler, predict, progress_line, seed_everything, train_epoch
 from lfme.evaluation import subset_accuracy
 from lfme.losses import lfme_loss
 from lfme.models import build_model
@@ -35,7 +35,7 @@ from lfme.subsets import Subset
 from lfme.teacher_cache import CacheMismatchError, TeacherRows, read_cache, verify_cache
 from pipeline.config import Config, DistillConfig
 from pipeline.context import StageContext
-from pipeline.storage import save_torch_atomic, write_json_atomic
+from lfme.atomic import save_torch_atomic, write_json_atomic
 from stages import ray_train
 from stages.cache import cache_dir, expert_hashes
 from stages.data import load_split, make_loader
@@ -87,7 +87,7 @@ def distill_loop(loop_config: dict) -> None:
     dcfg = cfg.distill
     run_dir = Path(loop_config["run_dir"])
     rank, world, device = ray_train.worker_setup(dcfg.resources.cpus_per_worker)
-    seed_everything(cfg.seed)
+    seed_everything(ray_train.rank_seed(cfg.seed, rank))
 
     split = load_split(run_dir, cfg.data)
     subsets = split.subsets
@@ -115,12 +115,8 @@ def distill_loop(loop_config: dict) -> None:
 
     weights = [1.0] * len(subsets)  # w_l of the first epoch: plain KD until the student is measured
     history: list[dict] = []
-    state = ray_train.resume_state()
+    state = ray_train.restore_training(model, optimizer, scheduler)
     if state is not None:
-        ray_train.unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
         weights, history = state["weights"], state["history"]
         if rank == 0:
             ray_train.say(f"[student] resuming after epoch {state['epoch']}")
@@ -165,16 +161,8 @@ def distill_loop(loop_config: dict) -> None:
         if rank == 0:
             eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (dcfg.epochs - epoch)
             ray_train.say(progress_line("student", epoch, dcfg.epochs, stats, val_acc, eta))
-        state = {
-            "epoch": epoch,
-            "model": ray_train.unwrap(model).state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
-            "weights": weights,
-            "history": history,
-        }
-        ray_train.report_epoch({"epoch": epoch, "loss": stats.loss, "val_acc": val_acc}, state, rank)
+        metrics = {"epoch": epoch, "loss": stats.loss, "val_acc": val_acc}
+        ray_train.report_epoch(metrics, model, optimizer, scheduler, rank, weights=weights, history=history)
 
 
 def run(ctx: StageContext) -> dict:

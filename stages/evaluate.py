@@ -23,7 +23,7 @@ from lfme.report import write_report
 from lfme.subsets import Subset
 from pipeline.config import Config
 from pipeline.context import StageContext
-from pipeline.storage import read_json
+from lfme.atomic import read_json
 from stages.cache import load_expert
 from stages.data import load_split, make_loader, restrict_to_subset
 from stages.distill import HISTORY_FILE, STUDENT_FILE

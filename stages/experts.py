@@ -26,16 +26,14 @@ from lfme.engine import (
     make_scheduler,
     predict,
     progress_line,
-    rng_state,
     seed_everything,
-    set_rng_state,
     train_epoch,
 )
 from lfme.models import build_model
 from lfme.subsets import Subset
 from pipeline.config import Config
 from pipeline.context import StageContext
-from pipeline.storage import read_json, save_torch_atomic, write_json_atomic
+from lfme.atomic import read_json, save_torch_atomic, write_json_atomic
 from stages import ray_train
 from stages.data import load_split, make_loader, restrict_to_subset
 
@@ -56,7 +54,7 @@ def expert_loop(loop_config: dict) -> None:
     subset: Subset = loop_config["subset"]
     train_cfg = cfg.experts
     rank, world, device = ray_train.worker_setup(train_cfg.resources.cpus_per_worker)
-    seed_everything(cfg.seed)
+    seed_everything(ray_train.rank_seed(cfg.seed, rank))
 
     split = load_split(loop_config["run_dir"], cfg.data)
     train = restrict_to_subset(split.train, subset.classes)
@@ -70,12 +68,8 @@ def expert_loop(loop_config: dict) -> None:
     optimizer = make_optimizer(model, train_cfg.lr, train_cfg.momentum, train_cfg.weight_decay)
     scheduler = make_scheduler(optimizer, train_cfg.lr_schedule, train_cfg.epochs, train_cfg.milestones, train_cfg.gamma)
 
-    state = ray_train.resume_state()
+    state = ray_train.restore_training(model, optimizer, scheduler)
     if state is not None:
-        ray_train.unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
         history, best = state["history"], state["best"]
         ray_train.say(f"[expert {subset.name}] resuming after epoch {state['epoch']}")
     else:
@@ -96,16 +90,8 @@ def expert_loop(loop_config: dict) -> None:
         if rank == 0:
             eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (train_cfg.epochs - epoch)
             ray_train.say(progress_line(f"expert {subset.name}", epoch, train_cfg.epochs, stats, val_acc, eta))
-        state = {
-            "epoch": epoch,
-            "model": ray_train.unwrap(model).state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
-            "history": history,
-            "best": best,
-        }
-        ray_train.report_epoch({"epoch": epoch, "loss": stats.loss, "val_acc": val_acc}, state, rank)
+        metrics = {"epoch": epoch, "loss": stats.loss, "val_acc": val_acc}
+        ray_train.report_epoch(metrics, model, optimizer, scheduler, rank, history=history, best=best)
 
 
 def expert_dir(run_dir: Path, name: str) -> Path:

@@ -23,6 +23,7 @@ import ray.train
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from lfme.engine import rng_state, set_rng_state
 from pipeline.config import Resources
 
 STATE_FILE = "state.pt"
@@ -74,6 +75,15 @@ def worker_setup(cpus_per_worker: float) -> tuple[int, int, torch.device]:
     return context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """Each rank its own random stream (augmentation must not repeat across ranks).
+
+    Model initialisation may differ across ranks: DistributedDataParallel
+    broadcasts rank 0's parameters when it wraps the model.
+    """
+    return seed * 1000 + rank
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum a tensor (on the worker's device: NCCL reduces only CUDA tensors) over the workers."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -81,23 +91,50 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def resume_state() -> Optional[dict[str, Any]]:
-    """The state of the last checkpoint, if this run is resuming (after a kill or a worker failure)."""
+def rng_file(rank: int) -> str:
+    return f"rng-rank{rank}.pt"
+
+
+def restore_training(model, optimizer, scheduler) -> Optional[dict[str, Any]]:
+    """Load the last checkpoint into model, optimiser and scheduler, and this rank's RNG state.
+
+    Returns the checkpoint's state (epoch, history, ...) when the run is
+    resuming (after a killed driver or a failed worker), None on a fresh start.
+    """
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
+    rank = ray.train.get_context().get_world_rank()
     with checkpoint.as_directory() as directory:
-        return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+        rng = Path(directory) / rng_file(rank)
+        if rng.exists():  # absent when the worker group grew since the checkpoint
+            set_rng_state(torch.load(rng, weights_only=False))
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state
 
 
-def report_epoch(metrics: dict[str, Any], state: dict[str, Any], rank: int) -> None:
-    """Checkpoint the epoch: rank 0 writes the state, all ranks report."""
+def report_epoch(metrics: dict[str, Any], model, optimizer, scheduler, rank: int, **extra: Any) -> None:
+    """Checkpoint the epoch and report it (a barrier over all ranks).
+
+    Rank 0 writes the training state; every rank writes its own RNG state
+    (augmentation and sampling streams differ per rank), and Ray Train merges
+    the ranks' files into one checkpoint directory.
+    """
     with tempfile.TemporaryDirectory() as directory:
-        checkpoint = None
+        torch.save(rng_state(), Path(directory) / rng_file(rank))
         if rank == 0:
+            state = {
+                "epoch": metrics["epoch"],
+                "model": unwrap(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                **extra,
+            }
             torch.save(state, Path(directory) / STATE_FILE)
-            checkpoint = Checkpoint.from_directory(directory)
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
 
 
 def say(line: str) -> None:

@@ -18,7 +18,7 @@ from lfme.metrics import subset_metrics
 from lfme.subsets import Subset, split_balanced, split_by_thresholds
 from pipeline.config import Config, DataConfig, SplitConfig
 from pipeline.context import StageContext
-from pipeline.storage import write_json_atomic
+from lfme.atomic import write_json_atomic
 from stages.data import SAMPLES_PARQUET, SPLIT_JSON, load_source, save_samples
 
 

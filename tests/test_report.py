@@ -251,18 +251,11 @@ def test_write_report_numpy_and_nan_values(report, tmp_path, monkeypatch):
     assert loaded["config"]["distill"]["lr"] is None
 
 
-def test_failed_write_leaves_previous_file_and_no_temp(tmp_path, monkeypatch):
-    target = tmp_path / "report.md"
-    target.write_text("old")
-
-    def boom(fh):
-        fh.write(b"partial")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        rep._atomic_write(target, boom)
-    assert target.read_text() == "old"
-    assert os.listdir(tmp_path) == ["report.md"]
+def test_stale_weights_plot_is_removed_when_the_run_has_no_history(tmp_path, report):
+    rep.write_report(report, tmp_path)
+    assert (tmp_path / "expert_weights.png").exists()
+    rep.write_report({**report, "w_history": []}, tmp_path)
+    assert not (tmp_path / "expert_weights.png").exists()
 
 
 # --------------------------------------------------------------------------- summary_table
