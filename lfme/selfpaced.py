@@ -12,7 +12,7 @@ import numpy as np
 
 from lfme.subsets import subset_of_class
 
-SCHEDULES = ("linear", "convex", "concave")
+SCHEDULES = ("linear", "convex", "concave", "concave_printed")
 
 
 def expert_weight(student_acc: float, expert_acc: float, alpha: float) -> float:
@@ -95,9 +95,13 @@ def scheduled_instance_weights(v1, epoch: int, total_epochs: int, schedule: str 
 
     - linear (the paper's default): (1 - v1) e/E + v1, from v1 to 1.
     - convex: 1 - (1 - v1) cos(e/E * pi/2), from v1 to 1.
-    - concave, as printed in the paper and in the official code:
-      (1 - v1) log(1 + e/E) / log 2. Kept verbatim for fidelity, although it
-      does not start at v1 (it is near 0 at e = 1) and ends at 1 - v1, not 1.
+    - concave: v1 + (1 - v1) log(1 + e/E) / log 2, from about v1 to 1. The
+      paper's Table 4 compares three schedules that all grow v_i to 1; this
+      is the concave one of that family.
+    - concave_printed: (1 - v1) log(1 + e/E) / log 2, the formula as printed
+      in the paper and used by the official code. It starts near 0 rather
+      than v1 and ends at 1 - v1 rather than 1, so it never fully selects
+      the easy instances; kept for exact comparisons with the official code.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -109,6 +113,8 @@ def scheduled_instance_weights(v1, epoch: int, total_epochs: int, schedule: str 
         weights = (1 - v1) * progress + v1
     elif schedule == "convex":
         weights = 1 - (1 - v1) * math.cos(progress * math.pi / 2)
+    elif schedule == "concave":
+        weights = v1 + (1 - v1) * math.log(1 + progress) / math.log(2)
     else:
         weights = (1 - v1) * math.log(1 + progress) / math.log(2)
     return weights.astype(v1.dtype if np.issubdtype(v1.dtype, np.floating) else np.float32)

@@ -2,6 +2,7 @@
 
     lfme run [CONFIG] [--run-dir DIR] [--stage NAME] [--set key=value ...]
     lfme status RUN_DIR
+    lfme tune [CONFIG] [--run-dir DIR] [--num-samples N] [--resume] [--set key=value ...]
     lfme metrics (--class-counts FILE | CONFIG) [--thresholds 20,100] [--json]
 
 Errors a user can fix (a bad config, a missing file, a corrupt image, a cache
@@ -63,6 +64,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if evaluate and args.stage in (None, "evaluate"):
         report = Path(args.run_dir or config.run_dir) / "evaluate" / "report.md"
         print(f"\ntest top-1 {100 * evaluate['overall']:.1f}%  (report: {report})")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    sets = list(args.set or [])
+    if args.num_samples is not None:
+        sets.append(f"tune.num_samples={args.num_samples}")
+    config = load_config(args.config, sets)  # before the heavy imports: a bad config fails at once
+
+    from pipeline.tune import run_tune
+
+    summary = run_tune(config, run_dir=args.run_dir, resume=args.resume)
+    values = ", ".join(f"{k}={v}" for k, v in summary["best_values"].items())
+    print(f"\nbest trial {summary['best_trial']}: {values}; test top-1 {100 * summary['test']['overall']:.1f}%")
+    print(f"results: {summary['dir']}/trials.md, best config: {summary['dir']}/best_config.yaml")
     return 0
 
 
@@ -143,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show what each stage of a run did")
     status.add_argument("run_dir")
     status.set_defaults(func=cmd_status)
+
+    tune = sub.add_parser("tune", help="sweep the distill stage's hyperparameters over the run's teacher cache")
+    tune.add_argument("config", nargs="?", default="ray_config.yaml", help="YAML config with a tune section (default: ray_config.yaml)")
+    tune.add_argument("--run-dir", help="run directory (default: the config's run_dir); split, experts and cache run first if not done")
+    tune.add_argument("--num-samples", type=int, help="trials to draw (overrides tune.num_samples)")
+    tune.add_argument("--resume", action="store_true", help="continue the interrupted sweep tune.name of this run")
+    tune.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. tune.name=lr-sweep")
+    tune.set_defaults(func=cmd_tune)
 
     metrics = sub.add_parser("metrics", help="imbalance metrics of a class-count vector and its subsets (paper Table 1)")
     metrics.add_argument("config", nargs="?", help="YAML config whose long-tailed training set to measure")

@@ -210,7 +210,9 @@ class DistillConfig(TrainingConfig):
     alpha: float = 0.6
     spis: bool = True
     spis_init: Literal["paper", "official"] = "paper"
-    schedule: Literal["linear", "convex", "concave"] = "linear"
+    # SpIS schedule of v_i; concave_printed is the paper's printed formula
+    # (see lfme.selfpaced.scheduled_instance_weights).
+    schedule: Literal["linear", "convex", "concave", "concave_printed"] = "linear"
 
     def check(self, path: str) -> None:
         super().check(path)
@@ -236,6 +238,86 @@ class EvaluateConfig:
             raise ConfigError(f"{path}.shot_thresholds: need two ascending numbers, got {self.shot_thresholds}")
 
 
+SEARCH_SPECS = ("choice", "uniform", "loguniform", "randint")
+TUNE_LOGGERS = ("tensorboard", "mlflow", "wandb")
+
+
+@dataclass
+class TuneConfig:
+    """`lfme tune`: a sweep of the distill stage over one run's teacher cache.
+
+    Only `distill.*` fields may be swept: the split, experts and cache must stay
+    the ones the cache was built from, so every trial reuses them. This section
+    is in no stage fingerprint (`pipeline/graph.py` hashes explicit per-stage
+    settings), so editing it never reruns a stage.
+    """
+
+    num_samples: int = 4
+    # The only per-epoch measure of the student every trial reports; maximised.
+    metric: Literal["val_acc"] = "val_acc"
+    # dotted distill key -> one spec: {choice: [..]}, {uniform: [lo, hi]},
+    # {loguniform: [lo, hi]} or {randint: [lo, hi]} (hi exclusive, as in Ray Tune).
+    search_space: dict = field(default_factory=dict)
+    # ASHA, on the reported epoch: no trial is stopped before `grace_period`
+    # epochs; each rung keeps the best 1/`reduction_factor` of the trials.
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    max_concurrent_trials: Optional[int] = None  # None: as many as the distill resources fit in the cluster
+    seed: int = 0  # of the random search, so a sweep draws the same trials again
+    loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
+    name: str = "sweep"  # results under <run_dir>/tune/<name>/
+
+    def check(self, path: str) -> None:
+        if self.num_samples < 1:
+            raise ConfigError(f"{path}.num_samples: must be >= 1, got {self.num_samples}")
+        if self.grace_period < 1:
+            raise ConfigError(f"{path}.grace_period: must be >= 1, got {self.grace_period}")
+        if self.reduction_factor <= 1:
+            raise ConfigError(f"{path}.reduction_factor: must be > 1, got {self.reduction_factor}")
+        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
+            raise ConfigError(f"{path}.max_concurrent_trials: must be >= 1 or null, got {self.max_concurrent_trials}")
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ConfigError(f"{path}.name: must be a plain folder name, got {self.name!r}")
+        for key, spec in self.search_space.items():
+            _check_search_spec(f"{path}.search_space.{key}", key, spec)
+
+
+def _check_search_spec(where: str, key: Any, spec: Any) -> None:
+    """One swept key: a scalar field of the distill section and a known, well-formed spec."""
+    hints = typing.get_type_hints(DistillConfig)
+    section, _, name = str(key).partition(".")
+    if section != "distill":
+        raise ConfigError(f"{where}: only distill.* keys may be swept (the teacher cache must stay the same)")
+    if name not in hints:
+        raise ConfigError(f"{where}: unknown key '{name}' of distill (valid keys: {', '.join(hints)})")
+    annotation = hints[name]
+    if dataclasses.is_dataclass(annotation) or typing.get_origin(annotation) is list:
+        raise ConfigError(f"{where}: distill.{name} is not a single value and cannot be swept")
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SEARCH_SPECS:
+        raise ConfigError(f"{where}: expected one spec of {', '.join(SEARCH_SPECS)}, e.g. {{choice: [2, 4]}}; got {spec!r}")
+    (form, values), = spec.items()
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}.{form}: expected a non-empty list, got {_describe(values)}")
+    if form == "choice":
+        for i, value in enumerate(values):
+            _convert(value, annotation, f"{where}.choice[{i}]")
+        return
+    if len(values) != 2:
+        raise ConfigError(f"{where}.{form}: expected [low, high], got {values!r}")
+    if form == "randint":
+        if annotation not in (int, float):
+            raise ConfigError(f"{where}.randint: distill.{name} is not a number")
+        low, high = (_convert(v, int, f"{where}.randint[{i}]") for i, v in enumerate(values))
+    else:
+        if annotation is not float:
+            raise ConfigError(f"{where}.{form}: draws real numbers, distill.{name} is not a real number (use choice or randint)")
+        low, high = (_convert(v, float, f"{where}.{form}[{i}]") for i, v in enumerate(values))
+        if form == "loguniform" and low <= 0:
+            raise ConfigError(f"{where}.loguniform: low must be > 0, got {low}")
+    if low >= high:
+        raise ConfigError(f"{where}.{form}: low must be < high, got {values!r}")
+
+
 @dataclass
 class Config:
     seed: int = 0
@@ -248,6 +330,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -276,6 +359,10 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
         return [_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(annotation):
         return _build(annotation, value, path)
+    if annotation is dict:  # a free-form mapping: its section's check() validates the content
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {_describe(value)}")
+        return copy.deepcopy(value)
     if annotation is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true or false, got {_describe(value)}")
@@ -344,6 +431,23 @@ def config_from_dict(data: dict, overrides: list[str] = ()) -> Config:
     config = _build(Config, apply_overrides(data, list(overrides)), "")
     _check_cross_section(config)
     return config
+
+
+def with_values(config: Config, values: dict[str, Any]) -> Config:
+    """A copy of `config` with dotted keys set (`{"distill.temperature": 4}`), validated again.
+
+    Values come from Python (a Tune trial's config), not YAML text, so they are
+    set directly rather than through `--set` parsing; numpy scalars become
+    Python ones first.
+    """
+    data = config.to_dict()
+    for key, value in values.items():
+        *sections, name = key.split(".")
+        node = data
+        for section in sections:
+            node = node[section]
+        node[name] = value.item() if hasattr(value, "item") else value
+    return config_from_dict(data)
 
 
 def _check_cross_section(config: Config) -> None:

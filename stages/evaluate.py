@@ -34,9 +34,10 @@ def _device() -> torch.device:
 
 
 @ray.remote
-def student_test_logits(cfg: Config, run_dir: str) -> tuple[np.ndarray, np.ndarray]:
+def student_test_logits(cfg: Config, run_dir: str, student_file: str) -> tuple[np.ndarray, np.ndarray]:
+    """The test logits of a saved student (`distill/student.pt`, or a sweep's best trial: same format)."""
     split = load_split(run_dir, cfg.data)
-    saved = torch.load(Path(run_dir) / "distill" / STUDENT_FILE, map_location="cpu", weights_only=False)
+    saved = torch.load(student_file, map_location="cpu", weights_only=False)
     model = build_model(saved["arch"], saved["num_classes"], in_channels=split.channels)
     model.load_state_dict(saved["model"])
     device = _device()
@@ -61,7 +62,7 @@ def run(ctx: StageContext) -> dict:
     run_dir = str(ctx.run_dir)
     split = load_split(ctx.run_dir, cfg.data)
     resources = {"num_cpus": cfg.cache.resources.cpus_per_worker, "num_gpus": cfg.cache.resources.gpus_per_worker}
-    student_ref = student_test_logits.options(**resources).remote(cfg, run_dir)
+    student_ref = student_test_logits.options(**resources).remote(cfg, run_dir, str(ctx.run_dir / "distill" / STUDENT_FILE))
     expert_refs = {s.name: expert_test_accuracy.options(**resources).remote(cfg, run_dir, s) for s in split.subsets}
 
     logits, labels = ray.get(student_ref)
@@ -81,6 +82,11 @@ def run(ctx: StageContext) -> dict:
     }
     written = write_report(report, ctx.stage_dir())
     ctx.log(f"evaluate: wrote {', '.join(sorted(written))} to {ctx.stage_dir()}")
+    return {**headline(student), "experts": {name: e["accuracy"] for name, e in experts.items()}}
+
+
+def headline(student: dict) -> dict:
+    """The numbers a summary shows of a student's `accuracy_report`: overall and Many/Medium/Few (inclusive rule)."""
     inclusive = student["shots"]["inclusive"]
     return {
         "overall": student["overall"],
@@ -88,5 +94,4 @@ def run(ctx: StageContext) -> dict:
         "medium": inclusive["medium"],
         "few": inclusive["few"],
         "shot_rule": inclusive["rule"],
-        "experts": {name: e["accuracy"] for name, e in experts.items()},
     }

@@ -36,8 +36,13 @@ def fit(
     name: str,
     storage_path: str,
     max_failures: int,
+    callbacks: Optional[list] = None,
 ) -> dict[str, Any]:
-    """Run `loop` on `resources.num_workers` Ray Train workers; return the last checkpoint's state."""
+    """Run `loop` on `resources.num_workers` Ray Train workers; return the last checkpoint's state.
+
+    `callbacks`: Ray Train user callbacks, e.g. the one a Tune trial needs to
+    pass each epoch's report on to Tune (`pipeline/tune.py`).
+    """
     worker_resources = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
         worker_resources["GPU"] = resources.gpus_per_worker
@@ -59,6 +64,7 @@ def fit(
             # Our workers print one progress line per epoch; Ray Train's own
             # per-report INFO lines would drown them.
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=callbacks,
         ),
     )
     result = trainer.fit()

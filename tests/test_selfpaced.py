@@ -88,11 +88,20 @@ def test_convex_schedule():
 def test_concave_schedule_as_printed():
     # e=1, E=4: (1 - v1) log(1.25) / log 2; it starts below v1 and ends at 1 - v1
     r = math.log(1.25) / math.log(2)
-    np.testing.assert_allclose(scheduled_instance_weights(V1, 1, 4, "concave"), [0.8 * r, 0.4 * r], rtol=1e-6)
-    np.testing.assert_allclose(scheduled_instance_weights(V1, 4, 4, "concave"), [0.8, 0.4], rtol=1e-6)
+    np.testing.assert_allclose(scheduled_instance_weights(V1, 1, 4, "concave_printed"), [0.8 * r, 0.4 * r], rtol=1e-6)
+    np.testing.assert_allclose(scheduled_instance_weights(V1, 4, 4, "concave_printed"), [0.8, 0.4], rtol=1e-6)
 
 
-@pytest.mark.parametrize("schedule", ["linear", "convex", "concave"])
+def test_concave_schedule_grows_from_v1_to_one():
+    # V1 = [0.2, 0.6]; e=1, E=4: v1 + (1 - v1) log(1.25) / log 2 = [0.2 + 0.8 r, 0.6 + 0.4 r]
+    r = math.log(1.25) / math.log(2)
+    np.testing.assert_allclose(scheduled_instance_weights(V1, 1, 4, "concave"), [0.2 + 0.8 * r, 0.6 + 0.4 * r], rtol=1e-6)
+    np.testing.assert_allclose(scheduled_instance_weights(V1, 4, 4, "concave"), [1.0, 1.0], rtol=1e-6)
+    # concave: above the linear schedule in between
+    assert (scheduled_instance_weights(V1, 2, 4, "concave") > scheduled_instance_weights(V1, 2, 4, "linear")).all()
+
+
+@pytest.mark.parametrize("schedule", ["linear", "convex", "concave", "concave_printed"])
 def test_schedules_increase(schedule):
     weights = np.stack([scheduled_instance_weights(V1, e, 10, schedule) for e in range(1, 11)])
     assert (np.diff(weights, axis=0) > 0).all()

@@ -1,0 +1,384 @@
+"""`lfme tune`: a hyperparameter sweep of the distill stage over one run's teacher cache.
+
+Why a sweep costs little here: the experts ran once and their logits are in
+the teacher cache, so a trial is just a student training. The sweep therefore
+reads the run's split, experts and cache as they are (running them first when
+they are not done for this config) and only varies `distill.*` fields; it
+refuses to start on a cache that does not match the current experts and checks
+it again at the end, so no trial can have retrained an expert or rerun a
+teacher unnoticed. Trials never import the experts or cache stage functions.
+
+Layout under `<run_dir>/tune/<name>/`:
+    config.yaml        the sweep's resolved config (what `--resume` continues)
+    trials/<trial id>  Ray Tune's experiment: per-trial results, TensorBoard events
+    train/             each trial's Ray Train run (its per-epoch checkpoints)
+    trials.csv, trials.md, best_config.yaml, best_student.pt   the outcome
+
+Each trial is a function trainable that fits the distill stage's worker loop
+(`stages.distill.distill_loop`) through `stages.ray_train.fit`, passing each
+epoch's report to Tune with `TuneReportCallback` (Ray 2.60 cannot tune a
+TorchTrainer directly). Its Ray Train run is named after the trial id, so a
+restored sweep resumes each unfinished trial from its last epoch checkpoint.
+The distill stage's own outputs (`distill/`, its manifest record) are not
+touched: the best configuration is written as a YAML that `lfme run` accepts.
+
+Known limit (Ray 2.60): a trial ASHA stops early is killed with its Ray Train
+controller; its workers' placement group is then removed by Ray Train's
+PlacementGroupCleaner, which finds the cluster through the state API and fails
+("Found multiple active Ray instances") when several local Ray clusters run on
+one machine. There the stopped trial's CPUs stay reserved until the sweep ends,
+and trials that need them wait.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from lfme.atomic import save_torch_atomic, write_text_atomic
+from lfme.report import _md_table, format_percent
+from pipeline.config import Config, ConfigError, dump_config, load_config, with_absolute_paths, with_values
+from pipeline.graph import fingerprints
+from pipeline.manifest import Manifest
+from pipeline.runner import check_inputs, init_ray, run_pipeline
+
+INPUT_STAGES = ("split", "experts", "cache")
+# A trial's own actor only waits on its Ray Train run; the CPUs are the
+# workers'. Tune refuses 0, so a token share.
+TRIAL_CPU = 0.01
+LOGGER_PACKAGES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}
+
+
+class MissingPackageError(RuntimeError):
+    """A logger named in `tune.loggers` needs a package that is not installed."""
+
+
+def sweep_dir(run_dir: Path, name: str) -> Path:
+    return run_dir / "tune" / name
+
+
+def check_logger_packages(loggers: list[str]) -> None:
+    """Fail before any work when a configured logger cannot be built."""
+    for logger in loggers:
+        package = LOGGER_PACKAGES[logger]
+        if importlib.util.find_spec(package) is None:
+            raise MissingPackageError(
+                f"tune.loggers: '{logger}' needs the Python package '{package}', which is not installed "
+                f"(pip install {package}, or remove '{logger}' from tune.loggers)"
+            )
+
+
+def max_epochs(config: Config) -> int:
+    """The most epochs any trial can run: ASHA's max_t."""
+    spec = config.tune.search_space.get("distill.epochs")
+    if spec is None:
+        return config.distill.epochs
+    ((form, values),) = spec.items()
+    return max(values) if form == "choice" else values[1] - 1  # randint's high is exclusive
+
+
+def param_space(config: Config) -> dict[str, Any]:
+    from ray import tune
+
+    space = {}
+    for key, spec in config.tune.search_space.items():
+        ((form, values),) = spec.items()
+        space[key] = tune.choice(values) if form == "choice" else getattr(tune, form)(*values)
+    return space
+
+
+def trial_concurrency(config: Config, log: Callable[[str], None]) -> int:
+    """Trials at once: as many as the cluster fits distill worker groups, unless the config caps it."""
+    import ray
+
+    if config.tune.max_concurrent_trials is not None:
+        return config.tune.max_concurrent_trials
+    res = config.distill.resources
+    cluster = ray.cluster_resources()
+    fits = [cluster.get("CPU", 0.0) // (TRIAL_CPU + res.num_workers * res.cpus_per_worker)]
+    if res.use_gpu:
+        fits.append(cluster.get("GPU", 0.0) // (res.num_workers * res.gpus_per_worker))
+    concurrency = max(1, int(min(fits)))
+    log(f"tune: {concurrency} trial(s) at once ({res.num_workers} distill worker(s) each, cluster {cluster.get('CPU', 0):g} CPUs)")
+    return concurrency
+
+
+def logger_callbacks(config: Config, directory: Path) -> list:
+    """Tune's CSV and JSON result files (the results table is read from them) plus the configured loggers."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    callbacks = [CSVLoggerCallback(), JsonLoggerCallback()]
+    if "tensorboard" in config.tune.loggers:
+        callbacks.append(TBXLoggerCallback())
+    if "mlflow" in config.tune.loggers:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or (directory / "mlruns").as_uri()
+        callbacks.append(MLflowLoggerCallback(tracking_uri=tracking_uri, experiment_name=f"lfme-{config.tune.name}"))
+    if "wandb" in config.tune.loggers:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        callbacks.append(WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT", "lfme"), group=config.tune.name))
+    return callbacks
+
+
+def run_trial(params: dict, base: Config, run_dir: str, expected: dict, train_storage: str) -> None:
+    """One trial: the distill stage's worker loop with this trial's values, each epoch reported to Tune."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from stages import ray_train
+    from stages.distill import distill_loop
+
+    config = with_values(base, params)
+    ray_train.fit(
+        distill_loop,
+        {"config": config, "run_dir": run_dir, "expected": expected},
+        config.distill.resources,
+        name=f"{config.tune.name}_{tune.get_context().get_trial_id()}",
+        storage_path=train_storage,
+        max_failures=config.distill.max_failures,
+        callbacks=[TuneReportCallback()],
+    )
+
+
+def trial_dirname(trial) -> str:
+    """A trial's folder is its id: the id in trials.csv finds its TensorBoard events."""
+    return trial.trial_id
+
+
+def ensure_inputs(config: Config, run_dir: Path, log: Callable[[str], None]) -> dict[str, str]:
+    """Run split, experts and cache if they are not done for this config; return the fingerprints."""
+    fps = fingerprints(config)
+    for stage in INPUT_STAGES:
+        if not Manifest.load(run_dir).is_done(stage, fps[stage]):
+            log(f"tune: stage '{stage}' is not done for this config in {run_dir}: running it first")
+            run_pipeline(config, run_dir, only=stage, log=log)
+    check_inputs(Manifest.load(run_dir), "distill", fps)
+    return fps
+
+
+def run_tune(
+    config: Config,
+    run_dir: Optional[str | Path] = None,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run (or resume) the sweep `config.tune` describes; write its tables and best config; return a summary."""
+    config = with_absolute_paths(config)
+    run_dir = Path(run_dir or config.run_dir).resolve()
+    config.run_dir = str(run_dir)  # best_config.yaml then points `lfme run` at this run and its cache
+    out = sweep_dir(run_dir, config.tune.name)
+    experiment = out / "trials"
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise FileNotFoundError(f"--resume: no sweep '{config.tune.name}' in {run_dir / 'tune'}")
+        config = load_config(out / "config.yaml")  # a resumed sweep is the same sweep, whatever CONFIG says now
+        log(f"tune: resuming the sweep in {out} with its own config.yaml")
+    elif experiment.exists():
+        raise FileExistsError(
+            f"{out} holds a sweep already: resume it with --resume, or start another with --set tune.name=NEW"
+        )
+    if not config.tune.search_space:
+        raise ConfigError("tune.search_space: empty; name at least one distill.* key to sweep")
+    epochs = max_epochs(config)
+    if config.tune.grace_period > epochs:
+        raise ConfigError(f"tune.grace_period: {config.tune.grace_period} is more than the most epochs a trial runs ({epochs})")
+    check_logger_packages(config.tune.loggers)
+
+    started_ray = init_ray(config.ray)
+    try:
+        fps = ensure_inputs(config, run_dir, log)
+        write_text_atomic(out / "config.yaml", dump_config(config))
+        expected = verified_cache(config, run_dir, fps)
+        results = fit_sweep(config, run_dir, expected, resume, epochs, log)
+        # The same check as before the sweep, on the files as they are now:
+        # nothing retrained an expert or rewrote the cache while trials ran.
+        if verified_cache(config, run_dir, fps) != expected:
+            raise RuntimeError("the experts or the teacher cache changed during the sweep")
+        return write_outcome(config, run_dir, results, log)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def verified_cache(config: Config, run_dir: Path, fps: dict[str, str]) -> dict[str, Any]:
+    """What every trial's workers check the cache against: its fingerprint and the experts' hashes.
+
+    Raises CacheMismatchError (naming the expert) if the cache on disk was not
+    built from the experts on disk for this config.
+    """
+    from lfme.teacher_cache import verify_cache
+    from stages.cache import cache_dir, expert_hashes
+    from stages.data import load_split
+
+    split = load_split(run_dir, config.data)
+    expected = {"expected_fingerprint": fps["cache"], "expected_experts": expert_hashes(run_dir, split.subsets)}
+    verify_cache(cache_dir(run_dir), **expected)
+    return expected
+
+
+def fit_sweep(config: Config, run_dir: Path, expected: dict, resume: bool, epochs: int, log: Callable[[str], None]):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    out = sweep_dir(run_dir, config.tune.name)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=config, run_dir=str(run_dir), expected=expected, train_storage=str(out / "train")),
+        {"CPU": TRIAL_CPU},
+    )
+    # The loggers are exactly the configured ones: without this Tune adds
+    # TensorBoard on its own even when the config leaves it out.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    if resume:
+        tuner = tune.Tuner.restore(str(out / "trials"), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tcfg = config.tune
+        log(f"tune: {tcfg.num_samples} trial(s) over {', '.join(tcfg.search_space)}; ASHA on {tcfg.metric}, up to {epochs} epochs")
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(config),
+            tune_config=tune.TuneConfig(
+                metric=tcfg.metric,
+                mode="max",
+                num_samples=tcfg.num_samples,
+                # The reported epoch, not Tune's training_iteration: a resumed
+                # trial restarts the latter at 1 but continues its epochs.
+                # stop_last_trials=False: a trial that reaches its last epoch
+                # ends on its own. A trial Tune stops has its actor killed, and
+                # its Ray Train worker group is then released only by Ray
+                # Train's PlacementGroupCleaner (see the module docstring).
+                scheduler=ASHAScheduler(
+                    time_attr="epoch",
+                    max_t=epochs,
+                    grace_period=tcfg.grace_period,
+                    reduction_factor=tcfg.reduction_factor,
+                    stop_last_trials=False,
+                ),
+                # The concurrency cap goes to the generator: Tune ignores
+                # TuneConfig.max_concurrent_trials with a BasicVariantGenerator.
+                search_alg=BasicVariantGenerator(random_state=tcfg.seed, max_concurrent=trial_concurrency(config, log)),
+                trial_dirname_creator=trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name="trials", storage_path=str(out), callbacks=logger_callbacks(config, out), verbose=1
+            ),
+        )
+    return tuner.fit()
+
+
+def trial_rows(config: Config, results) -> list[dict[str, Any]]:
+    """One row per trial, by trial id: its swept values, epochs reached, last val_acc, status."""
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        planned = with_values(config, result.config).distill.epochs
+        reached = metrics.get("epoch", 0)
+        if result.error is not None:
+            status = "error"
+        elif reached < planned:
+            status = "stopped early (ASHA)"
+        else:
+            status = "done"
+        rows.append(
+            {
+                "trial_id": Path(result.path).name,
+                **{key: result.config[key] for key in config.tune.search_space},
+                "epochs": reached,
+                "val_acc": metrics.get("val_acc"),
+                "status": status,
+                "checkpoint_path": metrics.get("checkpoint_path"),
+                "config": result.config,
+            }
+        )
+    return sorted(rows, key=lambda row: row["trial_id"])
+
+
+def write_outcome(config: Config, run_dir: Path, results, log: Callable[[str], None]) -> dict[str, Any]:
+    """trials.csv, the best trial's student on the test set, trials.md and best_config.yaml."""
+    out = sweep_dir(run_dir, config.tune.name)
+    rows = trial_rows(config, results)
+    columns = ["trial_id", *config.tune.search_space, "epochs", "val_acc", "status"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out / "trials.csv", buffer.getvalue())
+
+    scored = [row for row in rows if row["val_acc"] is not None and row["checkpoint_path"]]
+    if not scored:
+        raise RuntimeError(f"no trial reported a validation accuracy: see {out / 'trials'}")
+    best = max(scored, key=lambda row: row["val_acc"])  # the first of equals, in trial-id order
+    best_config = with_values(config, best["config"])
+    test = evaluate_best(best_config, run_dir, best["checkpoint_path"], out / "best_student.pt")
+    write_text_atomic(out / "best_config.yaml", dump_config(best_config))
+    write_text_atomic(out / "trials.md", trials_markdown(config, rows, columns, best, test))
+    log(
+        f"tune: best trial {best['trial_id']} (val {format_percent(best['val_acc'])}%), test top-1 "
+        f"{format_percent(test['overall'])}%; wrote trials.csv, trials.md, best_config.yaml to {out}"
+    )
+    return {"best_trial": best["trial_id"], "best_values": {k: best[k] for k in config.tune.search_space}, "test": test, "dir": str(out)}
+
+
+def evaluate_best(config: Config, run_dir: Path, checkpoint_path: str, student_file: Path) -> dict[str, Any]:
+    """Save the best trial's final student like `distill/student.pt` and score it on the test set as `evaluate` does."""
+    import ray
+
+    from lfme.evaluation import accuracy_report
+    from stages.data import load_split
+    from stages.evaluate import headline, student_test_logits
+    from stages.ray_train import STATE_FILE
+
+    split = load_split(run_dir, config.data)
+    state = torch.load(Path(checkpoint_path) / STATE_FILE, map_location="cpu", weights_only=False)
+    save_torch_atomic(
+        student_file,
+        {"arch": config.model.arch, "num_classes": split.num_classes, "class_names": split.class_names, "model": state["model"]},
+    )
+    resources = {"num_cpus": config.cache.resources.cpus_per_worker, "num_gpus": config.cache.resources.gpus_per_worker}
+    logits, labels = ray.get(student_test_logits.options(**resources).remote(config, str(run_dir), str(student_file)))
+    report = accuracy_report(logits, labels, split.class_counts, split.subsets, tuple(config.evaluate.shot_thresholds))
+    return headline(report)
+
+
+def trials_markdown(config: Config, rows: list[dict], columns: list[str], best: dict, test: dict) -> str:
+    def cell(row: dict, column: str) -> Any:
+        if column == "val_acc":
+            return format_percent(row[column])
+        value = row[column]
+        return f"{value:.4g}" if isinstance(value, float) else value
+
+    table = _md_table(columns, [[cell(row, c) for c in columns] for row in rows])
+    values = ", ".join(f"`{k}={cell(best, k)}`" for k in config.tune.search_space)
+    lines = [
+        f"# Sweep `{config.tune.name}`",
+        "",
+        f"{len(rows)} trial(s); ASHA on {config.tune.metric} (validation top-1, %), every trial on the same teacher cache.",
+        "",
+        *table,
+        "",
+        f"## Best trial: {best['trial_id']}",
+        "",
+        f"{values}; validation {format_percent(best['val_acc'])}% after {best['epochs']} epoch(s).",
+        "",
+        f"Test top-1 of its final student (Many/Medium/Few: {test['shot_rule']}):",
+        "",
+        *_md_table(
+            ["overall", "many", "medium", "few"],
+            [[format_percent(test[k]) for k in ("overall", "many", "medium", "few")]],
+            ["r", "r", "r", "r"],
+        ),
+        "",
+        "Its full configuration: `best_config.yaml` (`lfme run best_config.yaml` reuses this run's experts and cache).",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,209 @@
+"""Faults inside a running stage: training workers killed, a node removed.
+
+Ray Train must absorb them without a new `lfme run`: it restarts the worker
+group (`max_failures`) and the loop resumes from the last checkpoint, so the
+run loses at most the epochs after its last committed checkpoint. Each test
+checks that every epoch is in the history exactly once and that the resume
+point is no earlier than the checkpoint Ray Train had committed when the
+fault hit. Committed means in the controller's `checkpoint_manager_snapshot.json`:
+a worker's report reaches the controller only when it polls, so on a loaded
+machine a worker may log epoch n+1 (even write its checkpoint) before epoch n
+is committed, and a kill then loses both; the log is not the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lfme.atomic import read_json
+from tests.pipeline_helpers import REPO, kill_group, manifest, run_lfme, start_lfme, wait_for
+
+BASE = ["experts.epochs=2", "distill.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    """A finished default run with short schedules: the faults below rerun only what they change."""
+    run_dir = tmp_path_factory.mktemp("faults") / "run"
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=BASE)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir
+
+
+def train_workers(session: int) -> list[int]:
+    """Pids of the Ray Train worker actors of one driver (its session): their titles name RayTrainWorker."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == session and b"RayTrainWorker" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            pass
+    return pids
+
+
+def committed_epoch(train_run: Path) -> int:
+    """The epoch of the newest checkpoint Ray Train has committed for a run (0: none yet)."""
+    try:
+        snapshot = json.loads((train_run / "checkpoint_manager_snapshot.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or being replaced
+        return 0
+    latest = snapshot.get("latest_checkpoint_result")
+    return latest["metrics"]["epoch"] if latest else 0
+
+
+def new_train_runs(run_dir: Path, prefix: str, before: set[str]) -> list[Path]:
+    """Ray Train runs of a stage started after `before` was listed (new settings: new run names)."""
+    root = run_dir / "ray"
+    return [p for p in root.glob(f"{prefix}-*") if p.name not in before] if root.exists() else []
+
+
+def finish(driver, timeout: float) -> int:
+    try:
+        return driver.wait(timeout=timeout)
+    finally:
+        kill_group(driver)  # the driver's own Ray, whatever the outcome
+
+
+def test_distill_workers_killed_mid_stage_resume_from_the_last_checkpoint(base_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(base_run, run_dir)
+    before = {p.name for p in (run_dir / "ray").iterdir()}
+    log = tmp_path / "run.log"
+    driver = start_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir),
+                        sets=BASE + ["distill.epochs=6", "distill.lr=0.03"], log=log)
+
+    def committed() -> int:
+        runs = new_train_runs(run_dir, "distill", before)
+        return committed_epoch(runs[0]) if runs else 0
+
+    try:
+        wait_for(lambda: committed() >= 2, timeout=400, what="the student's second committed checkpoint")
+        victims = train_workers(driver.pid)
+        at_kill = committed()
+        assert len(victims) == 2, victims  # distill.resources.num_workers in ray_config.yaml
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        code = finish(driver, timeout=400)
+    except BaseException:
+        kill_group(driver)
+        raise
+    text = log.read_text()
+    assert code == 0, text[-4000:]
+    resumed = [int(k) for k in re.findall(r"\[student\] resuming after epoch (\d+)", text)]
+    assert len(resumed) == 1 and resumed[0] >= at_kill >= 2, (resumed, at_kill, text[-4000:])
+    history = read_json(run_dir / "distill" / "history.json")
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+    record = manifest(run_dir)["stages"]["distill"]
+    assert record["status"] == "done" and record["attempts"] == 1 and not record["resumes"]
+    assert manifest(run_dir)["stages"]["evaluate"]["status"] == "done"
+
+
+def test_expert_workers_killed_mid_stage_resume_from_the_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    log = tmp_path / "run.log"
+    driver = start_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir),
+                        sets=["experts.epochs=5", "distill.epochs=1"], log=log)
+
+    def committed() -> dict[str, int]:
+        # run names are experts-<subset>-<fingerprint>
+        return {p.name[len("experts-"):].rsplit("-", 1)[0]: committed_epoch(p) for p in new_train_runs(run_dir, "experts", set())}
+
+    try:
+        # An expert in its second epoch: its first is committed, and it is still training.
+        wait_for(lambda: any(e >= 1 for e in committed().values()), timeout=400, what="an expert's first committed checkpoint")
+        victims = train_workers(driver.pid)
+        at_kill = committed()
+        assert victims
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        code = finish(driver, timeout=400)
+    except BaseException:
+        kill_group(driver)
+        raise
+    text = log.read_text()
+    assert code == 0, text[-4000:]
+    resumed = {name: int(k) for name, k in re.findall(r"\[expert (\S+)\] resuming after epoch (\d+)", text)}
+    # Every expert that had a checkpoint and was still training resumed from it, or later.
+    started = {name for name, epoch in at_kill.items() if 1 <= epoch < 5}
+    assert started and started <= set(resumed), (at_kill, resumed, text[-4000:])
+    for name, after in resumed.items():
+        assert after >= at_kill.get(name, 0), (name, after, at_kill)
+    for subset in read_json(run_dir / "split" / "split.json")["subsets"]:
+        history = read_json(run_dir / "experts" / subset["name"] / "result.json")["history"]
+        assert [h["epoch"] for h in history] == list(range(1, 6)), subset["name"]
+    record = manifest(run_dir)["stages"]["experts"]
+    assert record["status"] == "done" and record["attempts"] == 1 and not record["resumes"]
+
+
+def test_node_hosting_distill_workers_removed_mid_stage(base_run, tmp_path, monkeypatch, capfd):
+    """Ray's multi-node test cluster in this process: the node of the student's workers is removed.
+
+    The worker group needs 2 CPUs at once (2 workers x 1 CPU) and the head has
+    1: the group can only run on a worker node, and after the removal only on
+    the node added in its place.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.util.state import list_actors
+
+    from pipeline.config import load_config
+    from pipeline.runner import run_pipeline
+
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
+    run_dir = tmp_path / "run"
+    shutil.copytree(base_run, run_dir)
+    before = {p.name for p in (run_dir / "ray").iterdir()}
+    cluster = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1})
+    try:
+        first = cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        config = load_config(REPO / "ray_config.yaml", BASE + [
+            f"ray.address={cluster.address}", "distill.epochs=5", "distill.lr=0.03",
+            "distill.resources.cpus_per_worker=1",
+        ])
+        outcome: dict = {}
+
+        def drive():
+            try:
+                outcome["manifest"] = run_pipeline(config, run_dir=run_dir, log=lambda line: None)
+            except BaseException as err:
+                outcome["error"] = err
+
+        thread = threading.Thread(target=drive, daemon=True)
+        thread.start()
+
+        def committed() -> int:
+            runs = new_train_runs(run_dir, "distill", before)
+            return committed_epoch(runs[0]) if runs else 0
+
+        wait_for(lambda: committed() >= 2, timeout=400, what="the student's second committed checkpoint")
+        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        assert {w.node_id for w in workers} == {first.node_id}, workers
+        checkpointed = committed()
+        cluster.remove_node(first)
+        cluster.add_node(num_cpus=2)
+        thread.join(timeout=400)
+        assert not thread.is_alive(), "the pipeline did not finish within 400 s of the node's removal"
+        assert "error" not in outcome, repr(outcome.get("error"))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    out = capfd.readouterr().out
+    resumed = [int(k) for k in re.findall(r"\[student\] resuming after epoch (\d+)", out)]
+    assert len(resumed) == 1 and resumed[0] >= checkpointed, (resumed, checkpointed, out[-3000:])
+    history = read_json(run_dir / "distill" / "history.json")
+    assert [h["epoch"] for h in history] == list(range(1, 6))
+    record = outcome["manifest"].data["stages"]["distill"]
+    assert record["status"] == "done" and record["attempts"] == 1

@@ -1,0 +1,148 @@
+"""Sending the pipeline to a Ray cluster as a Ray Job, the way cluster/README.md says.
+
+A real two-node cluster on this host (`ray start --head` plus a second
+`ray start --address=...`, each its own raylet), the default pipeline submitted
+through the Jobs API with the repository as working_dir and `ray.address=auto`,
+as on a launched cluster. Also checks that the cluster files in `cluster/`
+parse and that the overrides they pass are valid config keys.
+
+Two raylets on one host need distinct dashboard-agent ports (the default,
+52365, is fixed); every other port is chosen by Ray or given free here. The
+cluster's processes are stopped by session id, not with `ray stop`, which
+would also stop every other Ray on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import load_config
+from tests.pipeline_helpers import REPO, manifest
+
+STAGES = ["split", "experts", "cache", "distill", "evaluate"]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_start(*args: str) -> int:
+    """Run `ray start` in a new session; returns the session id its daemons keep after it exits."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    process = subprocess.Popen(
+        [RAY, "start", "--disable-usage-stats", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    out, _ = process.communicate(timeout=180)
+    assert process.returncode == 0, out[-3000:]
+    return process.pid
+
+
+def kill_sessions(session_ids: list[int]) -> None:
+    """SIGKILL every process of these sessions: the daemons, workers and job drivers of our cluster only."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) in session_ids:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture
+def two_node_cluster(monkeypatch):
+    """A head (2 CPUs) and a second node (1 CPU) on loopback; yields the dashboard URL."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    temp_dir = tempfile.mkdtemp(prefix="lfmejob", dir="/tmp")  # short: Unix socket paths are limited to 107 bytes
+    gcs_port, dashboard_port = free_port(), free_port()
+    sessions: list[int] = []
+    try:
+        sessions.append(ray_start(
+            "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+            f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
+            "--num-cpus=2", f"--temp-dir={temp_dir}",
+        ))
+        sessions.append(ray_start(
+            f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1",
+            f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=1",
+        ))
+        yield f"http://127.0.0.1:{dashboard_port}"
+    finally:
+        kill_sessions(sessions)
+        subprocess.run(["rm", "-rf", temp_dir], check=False)
+
+
+def test_default_pipeline_as_a_ray_job_on_two_nodes(two_node_cluster, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.util.state import list_nodes
+
+    address = two_node_cluster
+    nodes = list_nodes(address=address)
+    assert sorted((n.state, n.resources_total.get("CPU")) for n in nodes) == [("ALIVE", 1.0), ("ALIVE", 2.0)]
+
+    run_dir = tmp_path / "run"
+    entrypoint = shlex.join([
+        sys.executable, "-m", "pipeline.cli", "run", "ray_config.yaml", "--run-dir", str(run_dir),
+        "--set", "ray.address=auto", "--set", "experts.epochs=2", "--set", "distill.epochs=2",
+    ])
+    client = JobSubmissionClient(address)
+    job = client.submit_job(
+        entrypoint=entrypoint,
+        runtime_env={"working_dir": str(REPO), "excludes": [".venv", "runs", ".git"]},
+    )
+    deadline = time.monotonic() + 600
+    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, "job still running after 600 s:\n" + client.get_job_logs(job)[-5000:]
+        time.sleep(2)
+    logs = client.get_job_logs(job)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-5000:]
+
+    data = manifest(run_dir)
+    assert [s for s in STAGES if data["stages"][s]["status"] == "done"] == STAGES, logs[-3000:]
+    assert (run_dir / "evaluate" / "report.json").stat().st_size > 0
+    assert "[student] epoch 2/2" in logs
+    # Both nodes served the whole run: neither died or was replaced.
+    after = list_nodes(address=address)
+    assert sorted(n.node_id for n in after) == sorted(n.node_id for n in nodes)
+    assert all(n.state == "ALIVE" for n in after)
+
+
+def test_cluster_files_parse_and_pass_valid_settings():
+    launcher = yaml.safe_load((REPO / "cluster" / "aws-gpu.yaml").read_text())
+    assert launcher["provider"]["type"] == "aws"
+    head = launcher["available_node_types"][launcher["head_node_type"]]
+    assert head["resources"]["GPU"] == 0
+    workers = [t for name, t in launcher["available_node_types"].items() if name != launcher["head_node_type"]]
+    assert workers and all(t["resources"]["GPU"] >= 1 and t["max_workers"] >= t["min_workers"] for t in workers)
+    assert any("pip install" in command for command in launcher["setup_commands"])
+
+    job = yaml.safe_load((REPO / "cluster" / "rayjob.yaml").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    runtime_env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
+    assert runtime_env["working_dir"] and any(p.startswith("torch==") for p in runtime_env["pip"])
+    groups = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    limits = groups[0]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert int(limits["nvidia.com/gpu"]) >= 1
+
+    # The entrypoint's config and overrides load: every key it sets exists.
+    args = shlex.split(job["spec"]["entrypoint"])
+    assert args[:4] == ["python", "-m", "pipeline.cli", "run"] and "ray.address=auto" in args
+    overrides = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    config = load_config(REPO / args[4], overrides)
+    assert config.ray.address == "auto" and config.distill.resources.gpus_per_worker == 1

@@ -1,0 +1,162 @@
+"""`lfme tune`: a sweep of the distill stage over one run's teacher cache.
+
+One module-scoped run directory gets split, experts and cache (short
+schedule); the sweeps then run the CLI in their own process group, with two
+trials side by side (one 0.5-CPU worker each) so a trial never waits on
+another's CPUs. The checks: the tables and best config are written and
+loadable, no expert or cache file changes, TensorBoard logs exist, and a
+killed sweep resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, config_from_dict, load_config
+from tests.pipeline_helpers import REPO, kill_group, manifest, run_lfme, start_lfme, wait_for
+
+SPACE = "tune.search_space={distill.temperature: {choice: [2, 4]}, distill.alpha: {uniform: [0.4, 0.8]}}"
+SWEEP = [
+    SPACE,
+    "experts.epochs=2",  # the inputs' settings: a different expert setting would (rightly) retrain the experts
+    "tune.grace_period=1",
+    "tune.max_concurrent_trials=2",
+    "distill.resources={num_workers: 1, cpus_per_worker: 0.5}",
+]
+
+BUILD_INPUTS = """
+import sys
+from pipeline.config import load_config
+from pipeline.runner import init_ray, run_pipeline
+config = load_config("ray_config.yaml", ["experts.epochs=2"])
+init_ray(config.ray)  # one local Ray for the three stages
+for stage in ("split", "experts", "cache"):
+    run_pipeline(config, sys.argv[1], only=stage)
+"""
+
+
+@pytest.fixture(scope="module")
+def inputs_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("tune") / "run"
+    process = subprocess.run(
+        [sys.executable, "-c", BUILD_INPUTS, str(run_dir)], cwd=REPO, capture_output=True, text=True, timeout=600,
+        start_new_session=True,
+    )
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    return run_dir
+
+
+def fingerprint_files(run_dir: Path) -> dict[str, str]:
+    files = sorted(run_dir.glob("experts/*/model.pt")) + [run_dir / "cache" / "manifest.json"]
+    return {str(f.relative_to(run_dir)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def input_records(run_dir: Path) -> dict:
+    return {stage: manifest(run_dir)["stages"][stage] for stage in ("split", "experts", "cache")}
+
+
+def read_trials(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_sweep_writes_tables_and_best_config_and_touches_no_expert(inputs_run):
+    files, records = fingerprint_files(inputs_run), input_records(inputs_run)
+    result = run_lfme(
+        "tune", "ray_config.yaml", "--run-dir", str(inputs_run), "--num-samples", "2",
+        sets=[*SWEEP, "distill.epochs=2", "tune.name=basic"], timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = inputs_run / "tune" / "basic"
+
+    rows = read_trials(out / "trials.csv")
+    assert len(rows) == 2
+    assert list(rows[0]) == ["trial_id", "distill.temperature", "distill.alpha", "epochs", "val_acc", "status"]
+    for row in rows:
+        assert float(row["distill.temperature"]) in (2.0, 4.0) and 0.4 <= float(row["distill.alpha"]) <= 0.8
+        assert 1 <= int(row["epochs"]) <= 2 and 0 <= float(row["val_acc"]) <= 1
+    markdown = (out / "trials.md").read_text()
+    assert "Best trial" in markdown and all(row["trial_id"] in markdown for row in rows)
+    assert "| overall | many | medium | few |" in markdown
+
+    best = load_config(out / "best_config.yaml")  # what `lfme run best_config.yaml` loads first
+    best_row = max(rows, key=lambda row: float(row["val_acc"]))
+    assert best.distill.temperature == float(best_row["distill.temperature"])
+    assert best.distill.alpha == pytest.approx(float(best_row["distill.alpha"]))
+    assert Path(best.run_dir) == inputs_run.resolve()
+
+    # No trial retrained an expert or rebuilt the cache, and the distill stage was left alone.
+    assert fingerprint_files(inputs_run) == files
+    assert input_records(inputs_run) == records
+    assert "distill" not in manifest(inputs_run)["stages"] and not (inputs_run / "distill").exists()
+    assert list((out / "trials").rglob("events.out.tfevents*")), "no TensorBoard event file"
+
+
+def test_killed_sweep_resumes(inputs_run, tmp_path):
+    out = inputs_run / "tune" / "resumable"
+    args = ("tune", "ray_config.yaml", "--run-dir", str(inputs_run), "--num-samples", "2")
+    sets = [*SWEEP, "distill.epochs=4", "tune.name=resumable"]
+    process = start_lfme(*args, sets=sets, log=tmp_path / "first.log")
+    try:
+        # Killed once a trial has reported an epoch and Tune has saved the experiment's state.
+        wait_for(
+            lambda: any(p.stat().st_size for p in out.glob("trials/*/result.json"))
+            and any(out.glob("trials/experiment_state*.json")),
+            timeout=300,
+            what="a trial's first epoch",
+        )
+    finally:
+        kill_group(process)
+    assert not (out / "trials.csv").exists()
+
+    result = run_lfme(*args, "--resume", sets=sets, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = read_trials(out / "trials.csv")
+    assert len(rows) == 2 and all(row["status"] != "error" for row in rows)
+    assert load_config(out / "best_config.yaml").distill.epochs == 4
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _tune_error(search_space) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"tune": {"search_space": search_space}})
+    return str(info.value)
+
+
+def test_unknown_swept_key_is_named():
+    message = _tune_error({"distill.nonsense": {"choice": [1, 2]}})
+    assert "tune.search_space.distill.nonsense" in message and "unknown key 'nonsense'" in message
+
+
+def test_only_distill_keys_may_be_swept():
+    assert "only distill.* keys" in _tune_error({"experts.lr": {"loguniform": [0.01, 0.1]}})
+
+
+def test_unknown_spec_form_is_named():
+    message = _tune_error({"distill.temperature": {"normal": [2, 1]}})
+    assert "tune.search_space.distill.temperature" in message and "choice" in message
+
+
+def test_spec_values_are_checked_against_the_field():
+    assert "distill.alpha.choice[1]" in _tune_error({"distill.alpha": {"choice": [0.5, "high"]}})
+    assert "low must be < high" in _tune_error({"distill.lr": {"uniform": [0.1, 0.01]}})
+    assert "use choice or randint" in _tune_error({"distill.epochs": {"uniform": [2, 5]}})
+
+
+def test_the_default_config_has_a_valid_sweep_in_no_fingerprint():
+    from pipeline.graph import fingerprints
+
+    data = yaml.safe_load((REPO / "ray_config.yaml").read_text())
+    config = config_from_dict(data)
+    assert config.tune.num_samples == 4 and "distill.temperature" in config.tune.search_space
+    assert config.tune.loggers == ["tensorboard"]
+    assert fingerprints(config) == fingerprints(config_from_dict(data, ["tune.num_samples=9", "tune.name=other"]))
