@@ -88,7 +88,7 @@ def _md_cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _md_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], align: Sequence[str] | None = None) -> list[str]:
+def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], align: Sequence[str] | None = None) -> list[str]:
     align = align or ["l"] * len(header)
     marks = {"l": "---", "r": "---:", "c": ":---:"}
     lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
@@ -140,7 +140,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     header = ["Model", "Overall"] + subset_names
     row = ["Student", format_percent(student.get("overall"))] + [
         format_percent(subset_acc.get(name)) for name in subset_names]
-    lines += _md_table(header, [row], ["l"] + ["r"] * (len(header) - 1))
+    lines += markdown_table(header, [row], ["l"] + ["r"] * (len(header) - 1))
     lines.append("")
 
     # Many / Medium / Few, one row per convention.
@@ -157,7 +157,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 k = counts.get(g)
                 row.append(f"{format_percent(group.get(g))} ({k if k is not None else NA} classes)")
             rows.append(row)
-        lines += _md_table(["Convention", "Rule", "Many", "Medium", "Few"], rows, ["l", "l", "r", "r", "r"])
+        lines += markdown_table(["Convention", "Rule", "Many", "Medium", "Few"], rows, ["l", "l", "r", "r", "r"])
         lines.append("")
 
     # Experts next to the student on the same subset.
@@ -181,7 +181,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             rows.append([name, f"{len(classes)}: {_compact_classes(classes)}",
                          format_value(info.get("num_samples")), format_percent(expert_acc),
                          format_percent(student_acc), delta])
-        lines += _md_table(["Subset", "Classes", "Test samples", "Expert (%)", "Student (%)",
+        lines += markdown_table(["Subset", "Classes", "Test samples", "Expert (%)", "Student (%)",
                             "Student - expert (pp)"], rows, ["l", "l", "r", "r", "r", "r"])
         lines.append("")
 
@@ -194,7 +194,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                   f"Expert weights w_l after student epoch {last.get('epoch', len(history))} "
                   f"({len(history)} epoch(s) recorded).", ""]
         rows = [[name, NA if w is None else f"{float(w):.3f}"] for name, w in weights.items()]
-        lines += _md_table(["Expert", "w_l"], rows, ["l", "r"])
+        lines += markdown_table(["Expert", "w_l"], rows, ["l", "r"])
         lines.append("")
 
     distill = (report.get("config") or {}).get("distill")

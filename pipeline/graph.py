@@ -63,12 +63,3 @@ def fingerprints(config: Config) -> dict[str, str]:
         upstream = {u: out[u] for u in UPSTREAM[stage]}
         out[stage] = _digest({"stage": stage, "settings": stage_settings(config, stage), "upstream": upstream})
     return out
-
-
-def downstream_of(stage: str) -> list[str]:
-    """`stage` and every stage that (transitively) reads it, in run order."""
-    affected = {stage}
-    for s in STAGES:
-        if any(u in affected for u in UPSTREAM[s]):
-            affected.add(s)
-    return [s for s in STAGES if s in affected]

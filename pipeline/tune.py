@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from lfme.atomic import save_torch_atomic, write_text_atomic
-from lfme.report import _md_table, format_percent
+from lfme.report import markdown_table, format_percent
 from pipeline.config import Config, ConfigError, dump_config, load_config, with_absolute_paths, with_values
 from pipeline.graph import fingerprints
 from pipeline.manifest import Manifest
@@ -357,7 +357,7 @@ def trials_markdown(config: Config, rows: list[dict], columns: list[str], best: 
         value = row[column]
         return f"{value:.4g}" if isinstance(value, float) else value
 
-    table = _md_table(columns, [[cell(row, c) for c in columns] for row in rows])
+    table = markdown_table(columns, [[cell(row, c) for c in columns] for row in rows])
     values = ", ".join(f"`{k}={cell(best, k)}`" for k in config.tune.search_space)
     lines = [
         f"# Sweep `{config.tune.name}`",
@@ -372,7 +372,7 @@ def trials_markdown(config: Config, rows: list[dict], columns: list[str], best: 
         "",
         f"Test top-1 of its final student (Many/Medium/Few: {test['shot_rule']}):",
         "",
-        *_md_table(
+        *markdown_table(
             ["overall", "many", "medium", "few"],
             [[format_percent(test[k]) for k in ("overall", "many", "medium", "few")]],
             ["r", "r", "r", "r"],

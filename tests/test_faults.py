@@ -76,6 +76,19 @@ def finish(driver, timeout: float) -> int:
         kill_group(driver)  # the driver's own Ray, whatever the outcome
 
 
+def kill_workers_and_finish(driver, committed, expected_workers=None):
+    """SIGKILL the driver's Ray Train workers; (committed checkpoints at the kill, the driver's exit code)."""
+    victims = train_workers(driver.pid)
+    at_kill = committed()
+    if expected_workers is None:
+        assert victims
+    else:
+        assert len(victims) == expected_workers, victims
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    return at_kill, finish(driver, timeout=400)
+
+
 def test_distill_workers_killed_mid_stage_resume_from_the_last_checkpoint(base_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(base_run, run_dir)
@@ -90,12 +103,7 @@ def test_distill_workers_killed_mid_stage_resume_from_the_last_checkpoint(base_r
 
     try:
         wait_for(lambda: committed() >= 2, timeout=400, what="the student's second committed checkpoint")
-        victims = train_workers(driver.pid)
-        at_kill = committed()
-        assert len(victims) == 2, victims  # distill.resources.num_workers in ray_config.yaml
-        for pid in victims:
-            os.kill(pid, signal.SIGKILL)
-        code = finish(driver, timeout=400)
+        at_kill, code = kill_workers_and_finish(driver, committed, expected_workers=2)  # distill.resources.num_workers
     except BaseException:
         kill_group(driver)
         raise
@@ -123,12 +131,7 @@ def test_expert_workers_killed_mid_stage_resume_from_the_last_checkpoint(tmp_pat
     try:
         # An expert in its second epoch: its first is committed, and it is still training.
         wait_for(lambda: any(e >= 1 for e in committed().values()), timeout=400, what="an expert's first committed checkpoint")
-        victims = train_workers(driver.pid)
-        at_kill = committed()
-        assert victims
-        for pid in victims:
-            os.kill(pid, signal.SIGKILL)
-        code = finish(driver, timeout=400)
+        at_kill, code = kill_workers_and_finish(driver, committed)
     except BaseException:
         kill_group(driver)
         raise
