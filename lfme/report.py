@@ -22,14 +22,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 from decimal import ROUND_HALF_UP, Decimal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from lfme.atomic import atomic_file, write_text_atomic
+from lfme import storage
 
 __all__ = [
     "format_percent",
@@ -207,15 +206,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- atomic writes
 
-def _atomic_write_text(path: str | os.PathLike, text: str) -> str:
-    write_text_atomic(path, text)
-    return os.fspath(path)
-
-
-def _save_figure(fig, path: str | os.PathLike) -> str:
-    with atomic_file(path) as f:
+def _save_figure(fig, location: str) -> str:
+    with storage.atomic_file(location) as f:
         fig.savefig(f, format="png", dpi=100)
-    return os.fspath(path)
+    return location
 
 
 def _pyplot():
@@ -354,30 +348,29 @@ def write_report(report: Mapping[str, Any], directory: str | os.PathLike) -> dic
     (strict JSON); everything else round-trips through ``json.loads``.
     """
     directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
     written: dict[str, str] = {}
 
     name = "report.json"
     text = json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False)
-    written[name] = _atomic_write_text(os.path.join(directory, name), text + "\n")
+    written[name] = storage.write_text_atomic(storage.join(directory, name), text + "\n")
 
     name = "report.md"
-    written[name] = _atomic_write_text(os.path.join(directory, name), render_markdown(report))
+    written[name] = storage.write_text_atomic(storage.join(directory, name), render_markdown(report))
 
     name = "expert_weights.png"
-    if plot_expert_weights(report.get("w_history") or [], os.path.join(directory, name)):
-        written[name] = os.path.join(directory, name)
+    if plot_expert_weights(report.get("w_history") or [], storage.join(directory, name)):
+        written[name] = storage.join(directory, name)
     else:  # a plot left by an earlier run with KD would pass for this run's
-        Path(directory, name).unlink(missing_ok=True)
+        storage.remove(storage.join(directory, name))
 
     student = report.get("student") or {}
     per_class = student.get("per_class")
     train_counts = report.get("train_counts")
     if per_class is not None and train_counts is not None:
         name = "per_class_accuracy.png"
-        plot_per_class_accuracy(per_class, train_counts, os.path.join(directory, name),
+        plot_per_class_accuracy(per_class, train_counts, storage.join(directory, name),
                                 class_names=report.get("class_names") or None)
-        written[name] = os.path.join(directory, name)
+        written[name] = storage.join(directory, name)
     return written
 
 

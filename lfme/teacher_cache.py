@@ -34,18 +34,15 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import re
-import shutil
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lfme.atomic import atomic_file, fsync_dir, write_json_atomic
+from lfme import storage
 
 FORMAT = "lfme-teacher-cache/1"
 MANIFEST_NAME = "manifest.json"
@@ -125,10 +122,10 @@ class TeacherRows:
 # ------------------------------------------------------------------------ helpers
 
 
-def file_sha256(path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks (the experts' checkpoint hashes)."""
+def file_sha256(location, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (local or URL), read in chunks (the experts' checkpoint hashes)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_input(location) as f:
         while True:
             chunk = f.read(chunk_size)
             if not chunk:
@@ -273,9 +270,8 @@ def _to_table(rows: TeacherRows, schema: pa.Schema) -> pa.Table:
     )
 
 
-def _write_shard(table: pa.Table, path: Path) -> None:
-    """Write one shard atomically (temporary name in the same directory, fsync, rename)."""
-    with atomic_file(path) as f:
+def _write_shard(table: pa.Table, location: str) -> None:
+    with storage.atomic_file(location) as f:
         # No dictionary for logits/confidence: float16 has only 65536 values, so
         # Parquet's dictionary encoding "succeeds" on logits and makes decoding
         # ~4x slower (measured: 100k x 1000 logits read in ~4.2 s with it,
@@ -289,23 +285,20 @@ def _write_shard(table: pa.Table, path: Path) -> None:
         )
 
 
-def _write_manifest(directory: Path, manifest: dict) -> None:
-    write_json_atomic(directory / MANIFEST_NAME, manifest)
-    fsync_dir(directory)
+def _write_manifest(directory: str, manifest: dict) -> None:
+    storage.write_json_atomic(storage.join(directory, MANIFEST_NAME), manifest)
+    storage.sync_directory(directory)
 
 
-def _remove_unreferenced(directory: Path, keep: str) -> list[str]:
+def _remove_unreferenced(directory: str, keep: str) -> list[str]:
     """Delete data dirs (data-*) and stale temp manifests other than `keep`; returns what was removed."""
     removed = []
-    for entry in directory.iterdir():
-        if entry.name == keep:
-            continue
-        if entry.is_dir() and entry.name.startswith(DATA_DIR_PREFIX):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry.name)
-        elif entry.name.startswith(f".{MANIFEST_NAME}.") and entry.name.endswith(".tmp"):
-            entry.unlink(missing_ok=True)
-            removed.append(entry.name)
+    for entry in storage.list_names(directory):
+        stale_data = entry.startswith(DATA_DIR_PREFIX)
+        stale_manifest = entry.startswith(f".{MANIFEST_NAME}.") and entry.endswith(".tmp")
+        if entry != keep and (stale_data or stale_manifest):
+            storage.remove(storage.join(directory, entry))
+            removed.append(entry)
     return removed
 
 
@@ -346,12 +339,10 @@ def write_cache(
     owner = _validate_subsets(subset_list, num_classes)
     clean = {part: _validate_part(part, rows, owner) for part, rows in parts.items()}
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = str(directory)
     safe_fp = re.sub(r"[^A-Za-z0-9_.-]", "_", fingerprint[:12])
     data_dir_name = f"{DATA_DIR_PREFIX}{safe_fp}-{uuid.uuid4().hex[:8]}"
-    data_dir = directory / data_dir_name
-    data_dir.mkdir()
+    data_dir = storage.join(directory, data_dir_name)
 
     schema = arrow_schema(num_classes).with_metadata(
         {SCHEMA_METADATA_KEY: json.dumps({"format": FORMAT, "num_classes": num_classes, "fingerprint": fingerprint})}
@@ -372,11 +363,11 @@ def write_cache(
                     rows.confidence[start:stop],
                 )
                 name = f"{part}-{k:05d}.parquet"
-                _write_shard(_to_table(piece, schema), data_dir / name)
+                _write_shard(_to_table(piece, schema), storage.join(data_dir, name))
                 shards.append(name)
                 counts.append(stop - start)
             manifest_parts[part] = {"rows": n, "shards": shards, "shard_rows": counts}
-        fsync_dir(data_dir)
+        storage.sync_directory(data_dir)
         manifest = {
             "format": FORMAT,
             "fingerprint": fingerprint,
@@ -391,7 +382,7 @@ def write_cache(
         _write_manifest(directory, manifest)
     except BaseException:
         # The old manifest (if any) was not touched: drop only our half-written data.
-        shutil.rmtree(data_dir, ignore_errors=True)
+        storage.remove(data_dir)
         raise
     _remove_unreferenced(directory, keep=data_dir_name)
     return manifest
@@ -402,9 +393,9 @@ def write_cache(
 
 def read_manifest(directory) -> dict:
     """Parse `directory/manifest.json`; FileNotFoundError when absent, ValueError when not this format."""
-    path = Path(directory) / MANIFEST_NAME
+    path = storage.join(directory, MANIFEST_NAME)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = storage.read_text(path)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"no teacher cache manifest at {path}: run the cache stage first to build the teacher cache"
@@ -443,23 +434,23 @@ def verify_cache(directory, *, expected_fingerprint: str | None = None, expected
     Cheap (reads only the manifest): run it before starting work that reads the cache.
     """
     manifest = read_manifest(directory)
-    _check_expected(Path(directory), manifest, expected_fingerprint, expected_experts)
+    _check_expected(directory, manifest, expected_fingerprint, expected_experts)
     return manifest
 
 
-def _read_part(directory: Path, manifest: dict, part: str) -> TeacherRows:
+def _read_part(directory: str, manifest: dict, part: str) -> TeacherRows:
     parts = manifest["parts"]
     if part not in parts:
         raise KeyError(f"teacher cache at {directory} has no part {part!r} (it has {sorted(parts)})")
     entry = parts[part]
     num_classes = int(manifest["num_classes"])
     expected_schema = arrow_schema(num_classes)
-    data_dir = directory / manifest["data_dir"]
+    data_dir = storage.join(directory, manifest["data_dir"])
     counts = entry.get("shard_rows")
     tables = []
     for k, name in enumerate(entry["shards"]):
-        path = data_dir / name
-        table = pq.read_table(path)
+        path = storage.join(data_dir, name)
+        table = pq.read_table(pa.BufferReader(storage.read_bytes(path)))
         got = [(f.name, f.type) for f in table.schema]
         want = [(f.name, f.type) for f in expected_schema]
         if got != want:
@@ -475,7 +466,7 @@ def _read_part(directory: Path, manifest: dict, part: str) -> TeacherRows:
         tables.append(table)
     table = pa.concat_tables(tables) if tables else expected_schema.empty_table()
     if table.num_rows != entry["rows"]:
-        last = data_dir / entry["shards"][-1] if entry["shards"] else data_dir
+        last = storage.join(data_dir, entry["shards"][-1]) if entry["shards"] else data_dir
         raise ValueError(
             f"part {part!r} has {table.num_rows} rows in its shards, the manifest says {entry['rows']} "
             f"(last shard {last})"
@@ -510,7 +501,7 @@ def read_cache(directory, part: str, *, expected_fingerprint: str | None = None,
     (name -> sha256) disagree with the manifest, KeyError for an unknown part,
     ValueError when the shards disagree with the manifest.
     """
-    directory = Path(directory)
+    directory = str(directory)
     manifest = read_manifest(directory)
     for attempt in range(3):
         _check_expected(directory, manifest, expected_fingerprint, expected_experts)

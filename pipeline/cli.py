@@ -51,31 +51,40 @@ def _short(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.set or [])  # before the heavy imports: a bad config fails at once
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The --set values, with --run-dir as one more (so it is validated like the config's own run_dir)."""
+    sets = list(args.set or [])
+    if args.run_dir is not None:
+        sets.append(f"run_dir={json.dumps(args.run_dir)}")
+    return sets
 
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, _overrides(args))  # before the heavy imports: a bad config fails at once
+
+    from lfme import storage
     from lfme.report import summary_table
     from pipeline.runner import run_pipeline
 
-    manifest = run_pipeline(config, run_dir=args.run_dir, only=args.stage)
+    manifest = run_pipeline(config, only=args.stage)
     print()
     print(summary_table(_summary_rows(manifest.data), ["stage", "status", "seconds", "attempts", "resumed", "result"]))
     evaluate = manifest.data["stages"].get("evaluate", {}).get("summary")
     if evaluate and args.stage in (None, "evaluate"):
-        report = Path(args.run_dir or config.run_dir) / "evaluate" / "report.md"
+        report = storage.join(storage.absolute(config.run_dir), "evaluate", "report.md")
         print(f"\ntest top-1 {100 * evaluate['overall']:.1f}%  (report: {report})")
     return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    sets = list(args.set or [])
+    sets = _overrides(args)
     if args.num_samples is not None:
         sets.append(f"tune.num_samples={args.num_samples}")
     config = load_config(args.config, sets)  # before the heavy imports: a bad config fails at once
 
     from pipeline.tune import run_tune
 
-    summary = run_tune(config, run_dir=args.run_dir, resume=args.resume)
+    summary = run_tune(config, resume=args.resume)
     values = ", ".join(f"{k}={v}" for k, v in summary["best_values"].items())
     print(f"\nbest trial {summary['best_trial']}: {values}; test top-1 {100 * summary['test']['overall']:.1f}%")
     print(f"results: {summary['dir']}/trials.md, best config: {summary['dir']}/best_config.yaml")
@@ -83,12 +92,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from lfme import storage
     from lfme.report import summary_table
 
-    path = Path(args.run_dir) / "manifest.json"
-    if not path.exists():
+    path = storage.join(args.run_dir, "manifest.json")
+    if not storage.exists(path):
         raise FileNotFoundError(f"{path} not found: {args.run_dir} is not a run directory")
-    data = json.loads(path.read_text())
+    data = storage.read_json(path)
     print(f"run {args.run_dir}  (created {data.get('created_at')}, updated {data.get('updated_at')})")
     print(summary_table(_summary_rows(data), ["stage", "status", "fingerprint", "seconds", "attempts", "resumed", "result"]))
     return 0

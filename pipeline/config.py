@@ -23,6 +23,7 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from lfme import storage
 from lfme.models import ARCHITECTURES
 
 
@@ -450,7 +451,23 @@ def with_values(config: Config, values: dict[str, Any]) -> Config:
     return config_from_dict(data)
 
 
+def _check_run_dir(run_dir: str) -> None:
+    """A URL run directory needs a filesystem fsspec knows and whose package is installed."""
+    if not storage.is_url(run_dir):
+        return
+    import fsspec
+
+    scheme = run_dir.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ValueError:
+        raise ConfigError(f"run_dir: unknown storage scheme '{scheme}://' in {run_dir!r}") from None
+    except ImportError as err:
+        raise ConfigError(f"run_dir: {run_dir!r} needs a package that is not installed: {err}") from None
+
+
 def _check_cross_section(config: Config) -> None:
+    _check_run_dir(config.run_dir)
     if config.distill.spes and config.data.val_per_class == 0 and not config.data.val:
         raise ConfigError(
             "distill.spes: SpES needs a validation set; set data.val_per_class > 0 or data.val"
@@ -461,11 +478,11 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Load and validate a YAML config; `None` gives the built-in defaults."""
     data: Any = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
+        path = str(path)
+        if not storage.is_file(path):
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(storage.read_text(path)) or {}
         except yaml.YAMLError as err:
             # One line (the CLI prints one): file:line:column and the problem,
             # not PyYAML's multi-line report about "<unicode string>".

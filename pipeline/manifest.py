@@ -13,10 +13,9 @@ import datetime as dt
 import platform
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
-from lfme.atomic import read_json, write_json_atomic
+from lfme import storage
 
 FORMAT = "lfme-run/1"
 
@@ -54,26 +53,25 @@ class StageRecord:
 
 
 class Manifest:
-    def __init__(self, path: Path, data: dict[str, Any]):
-        self.path = path
+    def __init__(self, run_dir: str, data: dict[str, Any]):
+        self.run_dir = run_dir
+        self.path = storage.join(run_dir, "manifest.json")
         self.data = data
         self._started: dict[str, float] = {}
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "Manifest":
-        path = Path(run_dir) / "manifest.json"
-        if path.exists():
-            data = read_json(path)
-            if data.get("format") != FORMAT:
-                raise ValueError(f"{path}: not an lfme run manifest (format {data.get('format')!r})")
-        else:
-            data = {"format": FORMAT, "created_at": now_iso(), "stages": {}}
-        return cls(path, data)
+    def load(cls, run_dir: str) -> "Manifest":
+        manifest = cls(str(run_dir), {"format": FORMAT, "created_at": now_iso(), "stages": {}})
+        if storage.exists(manifest.path):
+            manifest.data = storage.read_json(manifest.path)
+            if manifest.data.get("format") != FORMAT:
+                raise ValueError(f"{manifest.path}: not an lfme run manifest (format {manifest.data.get('format')!r})")
+        return manifest
 
     def save(self) -> None:
         self.data["updated_at"] = now_iso()
         self.data["versions"] = library_versions()
-        write_json_atomic(self.path, self.data)
+        storage.write_json_atomic(self.path, self.data)
 
     def record(self, stage: str) -> Optional[StageRecord]:
         raw = self.data["stages"].get(stage)

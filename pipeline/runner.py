@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Callable, Optional
 
 from pipeline.config import Config, RayConfig, dump_config, with_absolute_paths
 from pipeline.context import StageContext
 from pipeline.graph import STAGES, UPSTREAM, fingerprints, stage_settings
 from pipeline.manifest import Manifest
-from lfme.atomic import write_json_atomic, write_text_atomic
+from lfme import storage
 
 
 class MissingInputsError(RuntimeError):
@@ -55,26 +54,25 @@ def check_inputs(manifest: Manifest, stage: str, fps: dict[str, str]) -> None:
     if missing:
         raise MissingInputsError(
             f"stage '{stage}' reads the outputs of {', '.join(repr(m) for m in missing)}, which "
-            f"{'is' if len(missing) == 1 else 'are'} not done for this config in {manifest.path.parent}: "
+            f"{'is' if len(missing) == 1 else 'are'} not done for this config in {manifest.run_dir}: "
             f"run them first (lfme run ... --stage {missing[0]}) or run the whole pipeline"
         )
 
 
 def run_pipeline(
     config: Config,
-    run_dir: Optional[str | Path] = None,
+    run_dir: Optional[str] = None,
     only: Optional[str] = None,
     log: Callable[[str], None] = print,
 ) -> Manifest:
     # Absolute paths: Ray workers do not run in the driver's working directory.
     config = with_absolute_paths(config)
-    run_dir = Path(run_dir or config.run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = storage.absolute(run_dir or config.run_dir)
     if only is not None and only not in STAGES:
         raise ValueError(f"--stage: unknown stage '{only}' (stages: {', '.join(STAGES)})")
     fps = fingerprints(config)
     manifest = Manifest.load(run_dir)
-    write_text_atomic(run_dir / "config.yaml", dump_config(config))
+    storage.write_text_atomic(storage.join(run_dir, "config.yaml"), dump_config(config))
     if only is not None:
         check_inputs(manifest, only, fps)
 
@@ -89,7 +87,7 @@ def run_pipeline(
             record = manifest.start(stage, fps[stage], {u: fps[u] for u in UPSTREAM[stage]})
             log(f"== {stage}: {'resuming' if record.resumed else 'running'} (fingerprint {fps[stage]})")
             ctx = StageContext(config=config, run_dir=run_dir, stage=stage, fingerprints=fps, log=log)
-            write_json_atomic(ctx.stage_dir() / "settings.json", stage_settings(config, stage))
+            storage.write_json_atomic(ctx.path("settings.json"), stage_settings(config, stage))
             t0 = time.monotonic()
             try:
                 summary = stage_module(stage).run(ctx)

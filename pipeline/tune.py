@@ -39,9 +39,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import torch
-
-from lfme.atomic import save_torch_atomic, write_text_atomic
+from lfme import storage
 from lfme.report import markdown_table, format_percent
 from pipeline.config import Config, ConfigError, dump_config, load_config, with_absolute_paths, with_values
 from pipeline.graph import fingerprints
@@ -59,8 +57,8 @@ class MissingPackageError(RuntimeError):
     """A logger named in `tune.loggers` needs a package that is not installed."""
 
 
-def sweep_dir(run_dir: Path, name: str) -> Path:
-    return run_dir / "tune" / name
+def sweep_dir(run_dir: str, name: str) -> str:
+    return storage.join(run_dir, "tune", name)
 
 
 def check_logger_packages(loggers: list[str]) -> None:
@@ -109,7 +107,7 @@ def trial_concurrency(config: Config, log: Callable[[str], None]) -> int:
     return concurrency
 
 
-def logger_callbacks(config: Config, directory: Path) -> list:
+def logger_callbacks(config: Config, directory: str) -> list:
     """Tune's CSV and JSON result files (the results table is read from them) plus the configured loggers."""
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
@@ -119,7 +117,15 @@ def logger_callbacks(config: Config, directory: Path) -> list:
     if "mlflow" in config.tune.loggers:
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or (directory / "mlruns").as_uri()
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if tracking_uri is None:
+            local = storage.local_path(directory)
+            if local is None:
+                raise ConfigError(
+                    "tune.loggers: mlflow with a run directory on remote storage needs MLFLOW_TRACKING_URI "
+                    "(an MLflow server or a local folder); it cannot keep its files in the bucket"
+                )
+            tracking_uri = Path(local, "mlruns").as_uri()
         callbacks.append(MLflowLoggerCallback(tracking_uri=tracking_uri, experiment_name=f"lfme-{config.tune.name}"))
     if "wandb" in config.tune.loggers:
         from ray.air.integrations.wandb import WandbLoggerCallback
@@ -153,7 +159,7 @@ def trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def ensure_inputs(config: Config, run_dir: Path, log: Callable[[str], None]) -> dict[str, str]:
+def ensure_inputs(config: Config, run_dir: str, log: Callable[[str], None]) -> dict[str, str]:
     """Run split, experts and cache if they are not done for this config; return the fingerprints."""
     fps = fingerprints(config)
     for stage in INPUT_STAGES:
@@ -166,22 +172,21 @@ def ensure_inputs(config: Config, run_dir: Path, log: Callable[[str], None]) -> 
 
 def run_tune(
     config: Config,
-    run_dir: Optional[str | Path] = None,
+    run_dir: Optional[str] = None,
     resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run (or resume) the sweep `config.tune` describes; write its tables and best config; return a summary."""
     config = with_absolute_paths(config)
-    run_dir = Path(run_dir or config.run_dir).resolve()
-    config.run_dir = str(run_dir)  # best_config.yaml then points `lfme run` at this run and its cache
+    run_dir = storage.absolute(run_dir or config.run_dir)
+    config.run_dir = run_dir  # best_config.yaml then points `lfme run` at this run and its cache
     out = sweep_dir(run_dir, config.tune.name)
-    experiment = out / "trials"
     if resume:
-        if not (out / "config.yaml").is_file():
-            raise FileNotFoundError(f"--resume: no sweep '{config.tune.name}' in {run_dir / 'tune'}")
-        config = load_config(out / "config.yaml")  # a resumed sweep is the same sweep, whatever CONFIG says now
+        if not storage.is_file(storage.join(out, "config.yaml")):
+            raise FileNotFoundError(f"--resume: no sweep '{config.tune.name}' in {storage.join(run_dir, 'tune')}")
+        config = load_config(storage.join(out, "config.yaml"))  # a resumed sweep is the same sweep, whatever CONFIG says now
         log(f"tune: resuming the sweep in {out} with its own config.yaml")
-    elif experiment.exists():
+    elif storage.exists(storage.join(out, "trials")):
         raise FileExistsError(
             f"{out} holds a sweep already: resume it with --resume, or start another with --set tune.name=NEW"
         )
@@ -195,7 +200,7 @@ def run_tune(
     started_ray = init_ray(config.ray)
     try:
         fps = ensure_inputs(config, run_dir, log)
-        write_text_atomic(out / "config.yaml", dump_config(config))
+        storage.write_text_atomic(storage.join(out, "config.yaml"), dump_config(config))
         expected = verified_cache(config, run_dir, fps)
         results = fit_sweep(config, run_dir, expected, resume, epochs, log)
         # The same check as before the sweep, on the files as they are now:
@@ -210,7 +215,7 @@ def run_tune(
             ray.shutdown()
 
 
-def verified_cache(config: Config, run_dir: Path, fps: dict[str, str]) -> dict[str, Any]:
+def verified_cache(config: Config, run_dir: str, fps: dict[str, str]) -> dict[str, Any]:
     """What every trial's workers check the cache against: its fingerprint and the experts' hashes.
 
     Raises CacheMismatchError (naming the expert) if the cache on disk was not
@@ -226,21 +231,28 @@ def verified_cache(config: Config, run_dir: Path, fps: dict[str, str]) -> dict[s
     return expected
 
 
-def fit_sweep(config: Config, run_dir: Path, expected: dict, resume: bool, epochs: int, log: Callable[[str], None]):
+def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs: int, log: Callable[[str], None]):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
     out = sweep_dir(run_dir, config.tune.name)
+    storage_filesystem, storage_path = storage.arrow_filesystem(out)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=config, run_dir=str(run_dir), expected=expected, train_storage=str(out / "train")),
+        tune.with_parameters(run_trial, base=config, run_dir=run_dir, expected=expected, train_storage=storage.join(out, "train")),
         {"CPU": TRIAL_CPU},
     )
     # The loggers are exactly the configured ones: without this Tune adds
     # TensorBoard on its own even when the config leaves it out.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if resume:
-        tuner = tune.Tuner.restore(str(out / "trials"), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(
+            f"{storage_path}/trials",
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=storage_filesystem,
+        )
     else:
         tcfg = config.tune
         log(f"tune: {tcfg.num_samples} trial(s) over {', '.join(tcfg.search_space)}; ASHA on {tcfg.metric}, up to {epochs} epochs")
@@ -270,7 +282,11 @@ def fit_sweep(config: Config, run_dir: Path, expected: dict, resume: bool, epoch
                 trial_dirname_creator=trial_dirname,
             ),
             run_config=tune.RunConfig(
-                name="trials", storage_path=str(out), callbacks=logger_callbacks(config, out), verbose=1
+                name="trials",
+                storage_path=storage_path,
+                storage_filesystem=storage_filesystem,
+                callbacks=logger_callbacks(config, out),
+                verbose=1,
             ),
         )
     return tuner.fit()
@@ -291,7 +307,7 @@ def trial_rows(config: Config, results) -> list[dict[str, Any]]:
             status = "done"
         rows.append(
             {
-                "trial_id": Path(result.path).name,
+                "trial_id": storage.name(result.path),
                 **{key: result.config[key] for key in config.tune.search_space},
                 "epochs": reached,
                 "val_acc": metrics.get("val_acc"),
@@ -303,7 +319,7 @@ def trial_rows(config: Config, results) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: row["trial_id"])
 
 
-def write_outcome(config: Config, run_dir: Path, results, log: Callable[[str], None]) -> dict[str, Any]:
+def write_outcome(config: Config, run_dir: str, results, log: Callable[[str], None]) -> dict[str, Any]:
     """trials.csv, the best trial's student on the test set, trials.md and best_config.yaml."""
     out = sweep_dir(run_dir, config.tune.name)
     rows = trial_rows(config, results)
@@ -312,26 +328,32 @@ def write_outcome(config: Config, run_dir: Path, results, log: Callable[[str], N
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_text_atomic(out / "trials.csv", buffer.getvalue())
+    storage.write_text_atomic(storage.join(out, "trials.csv"), buffer.getvalue())
 
     scored = [row for row in rows if row["val_acc"] is not None and row["checkpoint_path"]]
     if not scored:
-        raise RuntimeError(f"no trial reported a validation accuracy: see {out / 'trials'}")
+        raise RuntimeError(f"no trial reported a validation accuracy: see {storage.join(out, 'trials')}")
     best = max(scored, key=lambda row: row["val_acc"])  # the first of equals, in trial-id order
     best_config = with_values(config, best["config"])
-    test = evaluate_best(best_config, run_dir, best["checkpoint_path"], out / "best_student.pt")
-    write_text_atomic(out / "best_config.yaml", dump_config(best_config))
-    write_text_atomic(out / "trials.md", trials_markdown(config, rows, columns, best, test))
+    checkpoint_fs, _ = storage.arrow_filesystem(out)
+    test = evaluate_best(best_config, run_dir, best["checkpoint_path"], checkpoint_fs, storage.join(out, "best_student.pt"))
+    storage.write_text_atomic(storage.join(out, "best_config.yaml"), dump_config(best_config))
+    storage.write_text_atomic(storage.join(out, "trials.md"), trials_markdown(config, rows, columns, best, test))
     log(
         f"tune: best trial {best['trial_id']} (val {format_percent(best['val_acc'])}%), test top-1 "
         f"{format_percent(test['overall'])}%; wrote trials.csv, trials.md, best_config.yaml to {out}"
     )
-    return {"best_trial": best["trial_id"], "best_values": {k: best[k] for k in config.tune.search_space}, "test": test, "dir": str(out)}
+    return {"best_trial": best["trial_id"], "best_values": {k: best[k] for k in config.tune.search_space}, "test": test, "dir": out}
 
 
-def evaluate_best(config: Config, run_dir: Path, checkpoint_path: str, student_file: Path) -> dict[str, Any]:
-    """Save the best trial's final student like `distill/student.pt` and score it on the test set as `evaluate` does."""
+def evaluate_best(config: Config, run_dir: str, checkpoint_path: str, checkpoint_fs, student_file: str) -> dict[str, Any]:
+    """Save the best trial's final student like `distill/student.pt` and score it on the test set as `evaluate` does.
+
+    `checkpoint_path` is a path on `checkpoint_fs` (None: the local disk), as Ray Train reports it.
+    """
     import ray
+    import torch
+    from ray.train import Checkpoint
 
     from lfme.evaluation import accuracy_report
     from stages.data import load_split
@@ -339,13 +361,14 @@ def evaluate_best(config: Config, run_dir: Path, checkpoint_path: str, student_f
     from stages.ray_train import STATE_FILE
 
     split = load_split(run_dir, config.data)
-    state = torch.load(Path(checkpoint_path) / STATE_FILE, map_location="cpu", weights_only=False)
-    save_torch_atomic(
+    with Checkpoint(checkpoint_path, filesystem=checkpoint_fs).as_directory() as directory:
+        state = torch.load(Path(directory, STATE_FILE), map_location="cpu", weights_only=False)
+    storage.save_torch_atomic(
         student_file,
         {"arch": config.model.arch, "num_classes": split.num_classes, "class_names": split.class_names, "model": state["model"]},
     )
     resources = {"num_cpus": config.cache.resources.cpus_per_worker, "num_gpus": config.cache.resources.gpus_per_worker}
-    logits, labels = ray.get(student_test_logits.options(**resources).remote(config, str(run_dir), str(student_file)))
+    logits, labels = ray.get(student_test_logits.options(**resources).remote(config, run_dir, student_file))
     report = accuracy_report(logits, labels, split.class_counts, split.subsets, tuple(config.evaluate.shot_thresholds))
     return headline(report)
 

@@ -12,12 +12,11 @@ checkpoint, so the student refuses a cache built from other experts.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import ray
 import torch
 
+from lfme import storage
 from lfme.engine import predict
 from lfme.models import build_model
 from lfme.subsets import Subset, subset_of_class
@@ -30,23 +29,23 @@ from stages.experts import MODEL_FILE, expert_dir
 PARTS = ("train", "val")
 
 
-def cache_dir(run_dir: Path) -> Path:
-    return run_dir / "cache"
+def cache_dir(run_dir: str) -> str:
+    return storage.join(run_dir, "cache")
 
 
-def expert_hashes(run_dir: Path, subsets: list[Subset]) -> dict[str, str]:
+def expert_hashes(run_dir: str, subsets: list[Subset]) -> dict[str, str]:
     """SHA-256 of each expert's checkpoint: what the cache is fingerprinted by."""
     hashes = {}
     for s in subsets:
-        path = expert_dir(run_dir, s.name) / MODEL_FILE
-        if not path.exists():
+        path = storage.join(expert_dir(run_dir, s.name), MODEL_FILE)
+        if not storage.exists(path):
             raise FileNotFoundError(f"{path} is missing: run the experts stage first (lfme run --stage experts)")
         hashes[s.name] = file_sha256(path)
     return hashes
 
 
-def load_expert(run_dir: Path, subset: Subset, channels: int, device: torch.device) -> torch.nn.Module:
-    saved = torch.load(expert_dir(run_dir, subset.name) / MODEL_FILE, map_location="cpu", weights_only=False)
+def load_expert(run_dir: str, subset: Subset, channels: int, device: torch.device) -> torch.nn.Module:
+    saved = storage.load_torch(storage.join(expert_dir(run_dir, subset.name), MODEL_FILE))
     model = build_model(saved["arch"], len(subset.classes), in_channels=channels)
     model.load_state_dict(saved["model"])
     return model.to(device).eval()
@@ -59,7 +58,7 @@ def expert_logits(cfg: Config, run_dir: str, subset: Subset, part: str) -> tuple
     device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
     split = load_split(run_dir, cfg.data)
     images = split.train if part == "train" else split.val
-    model = load_expert(Path(run_dir), subset, split.channels, device)
+    model = load_expert(run_dir, subset, split.channels, device)
     pred = predict(model, make_loader(images, cfg.data, False, cfg.cache.batch_size), device)
     return pred.sample_ids, pred.logits
 
@@ -85,7 +84,7 @@ def run(ctx: StageContext) -> dict:
     futures = {
         (s.name, part): expert_logits.options(
             num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker
-        ).remote(cfg, str(ctx.run_dir), s, part)
+        ).remote(cfg, ctx.run_dir, s, part)
         for s in split.subsets
         for part in PARTS
     }

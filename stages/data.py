@@ -22,7 +22,7 @@ from lfme import data as lfme_data
 from lfme.data import ImageDataset, ImageList, SourceSplits, build_transform
 from lfme.subsets import Subset
 from pipeline.config import DataConfig
-from lfme.atomic import atomic_file, read_json
+from lfme import storage
 
 SPLIT_JSON = "split.json"
 SAMPLES_PARQUET = "samples.parquet"
@@ -73,7 +73,7 @@ class SplitData:
         return len(self.class_names)
 
 
-def save_samples(path: Path, train: ImageList, val: ImageList) -> None:
+def save_samples(location: str, train: ImageList, val: ImageList) -> None:
     table = pa.table(
         {
             "sample_id": np.concatenate([train.sample_ids, val.sample_ids]).astype(np.int64),
@@ -81,7 +81,7 @@ def save_samples(path: Path, train: ImageList, val: ImageList) -> None:
             "part": ["train"] * len(train) + ["val"] * len(val),
         }
     )
-    with atomic_file(path) as f:
+    with storage.atomic_file(location) as f:
         pq.write_table(table, f)
 
 
@@ -99,14 +99,13 @@ def _select(pool: ImageList, sample_ids: np.ndarray, what: str) -> ImageList:
     return pool.subset(order[pos])
 
 
-def load_split(run_dir: str | Path, cfg: DataConfig) -> SplitData:
-    split_dir = Path(run_dir) / "split"
-    meta_path, samples_path = split_dir / SPLIT_JSON, split_dir / SAMPLES_PARQUET
+def load_split(run_dir: str, cfg: DataConfig) -> SplitData:
+    meta_path, samples_path = (storage.join(run_dir, "split", name) for name in (SPLIT_JSON, SAMPLES_PARQUET))
     for path in (meta_path, samples_path):
-        if not path.exists():
+        if not storage.exists(path):
             raise FileNotFoundError(f"{path} is missing: run the split stage first (lfme run --stage split)")
-    meta = read_json(meta_path)
-    samples = pq.read_table(samples_path).to_pydict()
+    meta = storage.read_json(meta_path)
+    samples = pq.read_table(pa.BufferReader(storage.read_bytes(samples_path))).to_pydict()
     ids = np.asarray(samples["sample_id"], dtype=np.int64)
     parts = np.asarray(samples["part"])
     source = load_source(cfg)

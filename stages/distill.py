@@ -18,13 +18,13 @@ Every ablation of the paper's Table 3 is a switch: `sampling`, `kd`, `spes`,
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import ray.train.torch
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
+from lfme import storage
 from lfme.engine import make_optimizer, make_scheduler, predict, progress_line, seed_everything, train_epoch
 from lfme.evaluation import subset_accuracy
 from lfme.losses import lfme_loss
@@ -35,7 +35,6 @@ from lfme.subsets import Subset
 from lfme.teacher_cache import CacheMismatchError, TeacherRows, read_cache, verify_cache
 from pipeline.config import Config, DistillConfig
 from pipeline.context import StageContext
-from lfme.atomic import save_torch_atomic, write_json_atomic
 from stages import ray_train
 from stages.cache import cache_dir, expert_hashes
 from stages.data import load_split, make_loader
@@ -85,7 +84,7 @@ def distill_loop(loop_config: dict) -> None:
     """Ray Train worker: one data-parallel share of the student's training."""
     cfg: Config = loop_config["config"]
     dcfg = cfg.distill
-    run_dir = Path(loop_config["run_dir"])
+    run_dir = loop_config["run_dir"]
     rank, world, device = ray_train.worker_setup(dcfg.resources.cpus_per_worker)
     seed_everything(ray_train.rank_seed(cfg.seed, rank))
 
@@ -172,17 +171,16 @@ def run(ctx: StageContext) -> dict:
     verify_cache(cache_dir(ctx.run_dir), **expected)  # refuse a foreign cache before starting any worker
     state = ray_train.fit(
         distill_loop,
-        {"config": cfg, "run_dir": str(ctx.run_dir), "expected": expected},
+        {"config": cfg, "run_dir": ctx.run_dir, "expected": expected},
         cfg.distill.resources,
         name=ctx.train_run_name("student"),
         storage_path=ctx.ray_storage,
         max_failures=cfg.distill.max_failures,
     )
-    out = ctx.stage_dir()
-    save_torch_atomic(
-        out / STUDENT_FILE,
+    storage.save_torch_atomic(
+        ctx.path(STUDENT_FILE),
         {"arch": cfg.model.arch, "num_classes": split.num_classes, "class_names": split.class_names, "model": state["model"]},
     )
-    write_json_atomic(out / HISTORY_FILE, state["history"])
+    storage.write_json_atomic(ctx.path(HISTORY_FILE), state["history"])
     last = state["history"][-1]
     return {"epochs": state["epoch"], "val_acc": last["val_acc"], "final_weights": last["weights_next"]}

@@ -10,20 +10,19 @@ per-class accuracy against training count).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import ray
 import torch
 
 from lfme.engine import predict
+from lfme import storage
 from lfme.evaluation import accuracy_report, subset_accuracy
 from lfme.models import build_model
 from lfme.report import write_report
 from lfme.subsets import Subset
 from pipeline.config import Config
 from pipeline.context import StageContext
-from lfme.atomic import read_json
 from stages.cache import load_expert
 from stages.data import load_split, make_loader, restrict_to_subset
 from stages.distill import HISTORY_FILE, STUDENT_FILE
@@ -37,7 +36,7 @@ def _device() -> torch.device:
 def student_test_logits(cfg: Config, run_dir: str, student_file: str) -> tuple[np.ndarray, np.ndarray]:
     """The test logits of a saved student (`distill/student.pt`, or a sweep's best trial: same format)."""
     split = load_split(run_dir, cfg.data)
-    saved = torch.load(student_file, map_location="cpu", weights_only=False)
+    saved = storage.load_torch(student_file)
     model = build_model(saved["arch"], saved["num_classes"], in_channels=split.channels)
     model.load_state_dict(saved["model"])
     device = _device()
@@ -50,7 +49,7 @@ def expert_test_accuracy(cfg: Config, run_dir: str, subset: Subset) -> dict:
     """The expert on its subset's test samples, among its subset's classes."""
     split = load_split(run_dir, cfg.data)
     device = _device()
-    model = load_expert(Path(run_dir), subset, split.channels, device)
+    model = load_expert(run_dir, subset, split.channels, device)
     test = restrict_to_subset(split.test, subset.classes)
     pred = predict(model, make_loader(test, cfg.data, False, cfg.evaluate.batch_size), device)
     accuracy = float((pred.logits.argmax(1) == pred.labels).mean()) if len(pred.labels) else None
@@ -59,10 +58,10 @@ def expert_test_accuracy(cfg: Config, run_dir: str, subset: Subset) -> dict:
 
 def run(ctx: StageContext) -> dict:
     cfg = ctx.config
-    run_dir = str(ctx.run_dir)
-    split = load_split(ctx.run_dir, cfg.data)
+    run_dir = ctx.run_dir
+    split = load_split(run_dir, cfg.data)
     resources = {"num_cpus": cfg.cache.resources.cpus_per_worker, "num_gpus": cfg.cache.resources.gpus_per_worker}
-    student_ref = student_test_logits.options(**resources).remote(cfg, run_dir, str(ctx.run_dir / "distill" / STUDENT_FILE))
+    student_ref = student_test_logits.options(**resources).remote(cfg, run_dir, ctx.path(STUDENT_FILE, stage="distill"))
     expert_refs = {s.name: expert_test_accuracy.options(**resources).remote(cfg, run_dir, s) for s in split.subsets}
 
     logits, labels = ray.get(student_ref)
@@ -70,7 +69,7 @@ def run(ctx: StageContext) -> dict:
     experts = {name: ray.get(ref) for name, ref in expert_refs.items()}
     for s in split.subsets:  # the student on each expert's home ground, for the side-by-side table
         experts[s.name]["student_accuracy"] = subset_accuracy(logits, labels, s.classes)
-    history = read_json(ctx.run_dir / "distill" / HISTORY_FILE)
+    history = storage.read_json(ctx.path(HISTORY_FILE, stage="distill"))
     report = {
         "student": student,
         "experts": experts,
@@ -80,8 +79,8 @@ def run(ctx: StageContext) -> dict:
         "w_history": [{"epoch": h["epoch"], "weights": h["weights_used"]} for h in history if h["weights_used"]],
         "config": {"distill": ctx.config.to_dict()["distill"], "model": ctx.config.to_dict()["model"]},
     }
-    written = write_report(report, ctx.stage_dir())
-    ctx.log(f"evaluate: wrote {', '.join(sorted(written))} to {ctx.stage_dir()}")
+    written = write_report(report, ctx.path())
+    ctx.log(f"evaluate: wrote {', '.join(sorted(written))} to {ctx.path()}")
     return {**headline(student), "experts": {name: e["accuracy"] for name, e in experts.items()}}
 
 

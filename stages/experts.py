@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import ray.train.torch
@@ -29,11 +28,11 @@ from lfme.engine import (
     seed_everything,
     train_epoch,
 )
+from lfme import storage
 from lfme.models import build_model
 from lfme.subsets import Subset
 from pipeline.config import Config
 from pipeline.context import StageContext
-from lfme.atomic import read_json, save_torch_atomic, write_json_atomic
 from stages import ray_train
 from stages.data import load_split, make_loader, restrict_to_subset
 
@@ -94,13 +93,13 @@ def expert_loop(loop_config: dict) -> None:
         ray_train.report_epoch(metrics, model, optimizer, scheduler, rank, history=history, best=best)
 
 
-def expert_dir(run_dir: Path, name: str) -> Path:
-    return run_dir / "experts" / name
+def expert_dir(run_dir: str, name: str) -> str:
+    return storage.join(run_dir, "experts", name)
 
 
-def expert_is_done(run_dir: Path, name: str, fingerprint: str) -> bool:
-    result = expert_dir(run_dir, name) / RESULT_FILE
-    return result.exists() and read_json(result).get("fingerprint") == fingerprint
+def expert_is_done(run_dir: str, name: str, fingerprint: str) -> bool:
+    result = storage.join(expert_dir(run_dir, name), RESULT_FILE)
+    return storage.exists(result) and storage.read_json(result).get("fingerprint") == fingerprint
 
 
 def train_expert(ctx: StageContext, subset: Subset) -> dict:
@@ -108,18 +107,18 @@ def train_expert(ctx: StageContext, subset: Subset) -> dict:
     out = expert_dir(ctx.run_dir, subset.name)
     if expert_is_done(ctx.run_dir, subset.name, ctx.fingerprint):
         ctx.log(f"experts: {subset.name} already trained with these settings, kept")
-        return read_json(out / RESULT_FILE)
+        return storage.read_json(storage.join(out, RESULT_FILE))
     state = ray_train.fit(
         expert_loop,
-        {"config": cfg, "subset": subset, "run_dir": str(ctx.run_dir)},
+        {"config": cfg, "subset": subset, "run_dir": ctx.run_dir},
         cfg.experts.resources,
         name=ctx.train_run_name(subset.name),
         storage_path=ctx.ray_storage,
         max_failures=cfg.experts.max_failures,
     )
     best = state["best"]
-    save_torch_atomic(
-        out / MODEL_FILE,
+    storage.save_torch_atomic(
+        storage.join(out, MODEL_FILE),
         {"arch": cfg.model.arch, "subset": subset.name, "classes": list(subset.classes), "model": best["model"]},
     )
     result = {
@@ -131,7 +130,7 @@ def train_expert(ctx: StageContext, subset: Subset) -> dict:
         "epochs": state["epoch"],
         "history": state["history"],
     }
-    write_json_atomic(out / RESULT_FILE, result)
+    storage.write_json_atomic(storage.join(out, RESULT_FILE), result)
     ctx.log(f"experts: {subset.name} done, best val acc {100 * best['accuracy']:.1f}% at epoch {best['epoch']}")
     return result
 

@@ -2,7 +2,8 @@
 
 Driver side: `fit` builds a TorchTrainer whose run name is tied to the stage
 fingerprint, so calling it again after a killed driver resumes from the last
-checkpoint (Ray Train's snapshot under `run_dir/ray/<name>`), and returns the
+checkpoint (Ray Train's snapshot under `run_dir/ray/<name>`, on whatever
+storage the run directory is: `lfme.storage.arrow_filesystem`), and returns the
 state saved in the final checkpoint.
 
 Worker side: rank/world/device, a sum over workers, and the per-epoch
@@ -23,6 +24,7 @@ import ray.train
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from lfme import storage
 from lfme.engine import rng_state, set_rng_state
 from pipeline.config import Resources
 
@@ -43,6 +45,7 @@ def fit(
     `callbacks`: Ray Train user callbacks, e.g. the one a Tune trial needs to
     pass each epoch's report on to Tune (`pipeline/tune.py`).
     """
+    storage_filesystem, storage_path = storage.arrow_filesystem(storage_path)
     worker_resources = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
         worker_resources["GPU"] = resources.gpus_per_worker
@@ -57,6 +60,7 @@ def fit(
         run_config=RunConfig(
             name=name,
             storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
             failure_config=FailureConfig(max_failures=max_failures),
             # The newest two: the last is what we resume from, the one before it
             # survives a kill in the middle of writing the last.

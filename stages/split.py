@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from lfme import storage
 from lfme.data import check_images, class_counts, make_long_tailed
 from lfme.data.sources import SourceSplits
 from lfme.metrics import subset_metrics
 from lfme.subsets import Subset, split_balanced, split_by_thresholds
 from pipeline.config import Config, DataConfig, SplitConfig
 from pipeline.context import StageContext
-from lfme.atomic import write_json_atomic
 from stages.data import SAMPLES_PARQUET, SPLIT_JSON, load_source, save_samples
 
 
@@ -79,10 +79,9 @@ def run(ctx: StageContext) -> dict:
     subsets = make_subsets(counts, cfg.split)
     metrics = subset_metrics(counts, subsets)
 
-    out = ctx.stage_dir()
-    save_samples(out / SAMPLES_PARQUET, train, val)
-    write_json_atomic(
-        out / SPLIT_JSON,
+    save_samples(ctx.path(SAMPLES_PARQUET), train, val)
+    storage.write_json_atomic(
+        ctx.path(SPLIT_JSON),
         {
             "class_names": source.class_names,
             "class_counts": counts.tolist(),

@@ -373,3 +373,22 @@ def test_cli_run_rejects_unknown_key_before_anything_runs(tmp_path):
     assert "distill.tempreature" in lines[0]
     assert result.stdout == ""
     assert not run_dir.exists()
+
+
+def test_run_dir_url_with_an_unknown_scheme_is_refused_at_load():
+    with pytest.raises(ConfigError, match=r"run_dir: unknown storage scheme 'nosuchfs://'"):
+        config_from_dict({"run_dir": "nosuchfs://bucket/run"})
+
+
+def test_run_dir_urls_fsspec_knows_are_accepted():
+    assert config_from_dict({"run_dir": "s3://bucket/run"}).run_dir == "s3://bucket/run"
+    assert config_from_dict({"run_dir": "file:///tmp/run"}).run_dir == "file:///tmp/run"
+
+
+def test_cli_run_dir_flag_is_validated_like_the_config():
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--run-dir", "nosuchfs://bucket/run"],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120,
+    )
+    assert result.returncode == 2
+    assert "run_dir: unknown storage scheme 'nosuchfs://'" in result.stderr

@@ -19,12 +19,11 @@ import re
 import shutil
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from lfme.atomic import read_json
+from lfme.storage import read_json
 from tests.pipeline_helpers import REPO, kill_group, manifest, run_lfme, start_lfme, wait_for
 
 BASE = ["experts.epochs=2", "distill.epochs=2"]

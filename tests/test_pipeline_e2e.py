@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from lfme.atomic import read_json
+from lfme.storage import read_json
 from tests.pipeline_helpers import FAST, kill_group, manifest, run_lfme, start_lfme, wait_for
 
 STAGES = ["split", "experts", "cache", "distill", "evaluate"]

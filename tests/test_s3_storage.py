@@ -1,0 +1,76 @@
+"""The whole pipeline with its run directory on S3 (moto's server on loopback).
+
+Nothing of the run may land on the local disk: manifest, split, experts, Ray
+Train's checkpoints, the teacher cache, the student and the reports are all
+objects in the bucket, checked with boto3 (not with the project's own fsspec
+code). Credentials reach the run only through the environment: no object may
+contain the secret key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import boto3
+import pytest
+
+from tests.conftest import S3_ENV, s3_objects
+from tests.pipeline_helpers import FAST, run_lfme
+
+STAGES = ["split", "experts", "cache", "distill", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def s3_run(s3_endpoint):
+    bucket = "lfme-pipeline-run"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    run_dir = f"s3://{bucket}/runs/digits"
+    first = run_lfme("run", "ray_config.yaml", "--run-dir", run_dir, sets=FAST)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return {"endpoint": s3_endpoint, "bucket": bucket, "run_dir": run_dir, "stdout": first.stdout}
+
+
+def get_json(run: dict, key: str) -> dict:
+    client = boto3.client("s3", endpoint_url=run["endpoint"])
+    return json.loads(client.get_object(Bucket=run["bucket"], Key=f"runs/digits/{key}")["Body"].read())
+
+
+def test_every_output_is_an_object_in_the_bucket(s3_run):
+    keys = set(s3_objects(s3_run["endpoint"], s3_run["bucket"]))
+    manifest = get_json(s3_run, "manifest.json")
+    assert [s for s in STAGES if manifest["stages"][s]["status"] == "done"] == STAGES
+    expected = {"manifest.json", "config.yaml", "split/split.json", "split/samples.parquet", "cache/manifest.json",
+                "distill/student.pt", "distill/history.json", "evaluate/report.json", "evaluate/report.md",
+                "evaluate/per_class_accuracy.png", "evaluate/expert_weights.png"}
+    expected |= {f"{stage}/settings.json" for stage in STAGES}
+    for subset in get_json(s3_run, "split/split.json")["subsets"]:
+        expected |= {f"experts/{subset['name']}/model.pt", f"experts/{subset['name']}/result.json"}
+    cache = get_json(s3_run, "cache/manifest.json")
+    for part in cache["parts"].values():
+        expected |= {f"cache/{cache['data_dir']}/{shard}" for shard in part["shards"]}
+    missing = sorted(k for k in expected if f"runs/digits/{k}" not in keys)
+    assert not missing, f"not in the bucket: {missing}"
+    # Ray Train's checkpoints (experts and student) live in the bucket too.
+    checkpoints = {k.split("/")[3] for k in keys if re.match(r"runs/digits/ray/[^/]+/checkpoint_", k)}
+    assert {name.split("-")[0] for name in checkpoints} == {"experts", "distill"}
+    assert sum(name.startswith("distill-student-") for name in checkpoints) == 1
+
+
+def test_credentials_never_written(s3_run):
+    client = boto3.client("s3", endpoint_url=s3_run["endpoint"])
+    secret = S3_ENV["AWS_SECRET_ACCESS_KEY"].encode()
+    for key in s3_objects(s3_run["endpoint"], s3_run["bucket"]):
+        assert secret not in client.get_object(Bucket=s3_run["bucket"], Key=key)["Body"].read(), key
+
+
+def test_second_run_reads_the_manifest_from_s3_and_skips(s3_run):
+    before = get_json(s3_run, "manifest.json")
+    second = run_lfme("run", "ray_config.yaml", "--run-dir", s3_run["run_dir"], sets=FAST)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("up to date") == len(STAGES)
+    after = get_json(s3_run, "manifest.json")
+    assert [after["stages"][s]["finished_at"] for s in STAGES] == [before["stages"][s]["finished_at"] for s in STAGES]
+
+    status = run_lfme("status", s3_run["run_dir"])
+    assert status.returncode == 0 and status.stdout.count(" done ") == len(STAGES), status.stdout
