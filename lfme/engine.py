@@ -18,6 +18,8 @@ from torch import nn
 
 # (logits, labels, sample_ids) -> (scalar loss, dict of floats for the log)
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
+# (logits, labels, sample_ids, images) -> the same; for losses that run live teachers on the batch
+ImageLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
 
 
 def seed_everything(seed: int) -> None:
@@ -76,10 +78,17 @@ def train_epoch(
     model: nn.Module,
     loader: Iterable,
     optimizer: torch.optim.Optimizer,
-    loss_fn: LossFn,
+    loss_fn: LossFn | ImageLossFn,
     device: torch.device,
+    *,
+    loss_needs_images: bool = False,
 ) -> EpochStats:
-    """One pass over `loader`, whose batches are (images, labels, sample_ids)."""
+    """One pass over `loader`, whose batches are (images, labels, sample_ids).
+
+    With `loss_needs_images` the loss also gets the batch's images (on
+    `device`) as a fourth argument: live teachers (lfme.teachers) need them,
+    a cached teacher signal is looked up by sample id alone.
+    """
     model.train()
     start = time.perf_counter()
     total_loss, correct, seen = 0.0, 0, 0
@@ -87,7 +96,10 @@ def train_epoch(
     for images, labels, sample_ids in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         logits = model(images)
-        loss, parts = loss_fn(logits, labels, sample_ids)
+        if loss_needs_images:
+            loss, parts = loss_fn(logits, labels, sample_ids, images)
+        else:
+            loss, parts = loss_fn(logits, labels, sample_ids)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

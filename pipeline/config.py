@@ -205,6 +205,12 @@ class DistillConfig(TrainingConfig):
     # official: max class count x C draws, the official code's epoch.
     epoch_length: Literal["dataset", "official"] = "dataset"
     kd: bool = True
+    # Where the KD targets come from. cache: the teacher cache (the experts on
+    # the un-augmented image, computed once). live: the experts run on each
+    # augmented training batch, as the official code does; only for measuring
+    # what the cache costs (benchmarks/table3.py). SpES's Acc_E and SpIS's p_i
+    # come from the cache either way.
+    teachers: Literal["cache", "live"] = "cache"
     temperature: float = 2.0
     t_squared: bool = False
     spes: bool = True
@@ -225,6 +231,8 @@ class DistillConfig(TrainingConfig):
             raise ConfigError(f"{path}.alpha: must be in [0, 1], got {self.alpha}")
         if self.spes and not self.kd:
             raise ConfigError(f"{path}.spes: SpES weighs the KD terms, so it needs {path}.kd: true")
+        if self.teachers == "live" and not self.kd:
+            raise ConfigError(f"{path}.teachers: live teachers give the KD targets, so it needs {path}.kd: true")
 
 
 @dataclass

@@ -12,7 +12,8 @@ along its schedule. The checkpoint holds model, optimiser, scheduler, the w_l
 history and the RNG state, so a killed or failed run continues where it was.
 
 Every ablation of the paper's Table 3 is a switch: `sampling`, `kd`, `spes`,
-`spis`, `schedule`.
+`spis`, `schedule`. `teachers: live` runs the experts on each augmented batch
+instead of reading their logits from the cache (the cache's accuracy cost).
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from lfme.models import build_model
 from lfme.sampling import DistributedClassBalancedSampler
 from lfme.selfpaced import expert_weights, initial_instance_weights, scheduled_instance_weights
 from lfme.subsets import Subset
+from lfme.teachers import LiveTeachers
 from lfme.teacher_cache import CacheMismatchError, TeacherRows, read_cache, verify_cache
 from pipeline.config import Config, DistillConfig
 from pipeline.context import StageContext
 from stages import ray_train
-from stages.cache import cache_dir, expert_hashes
+from stages.cache import cache_dir, expert_hashes, load_expert
 from stages.data import load_split, make_loader
 
 STUDENT_FILE = "student.pt"
@@ -97,6 +99,10 @@ def distill_loop(loop_config: dict) -> None:
     except KeyError as err:
         raise CacheMismatchError(f"the teacher cache has no row for training {err}: it was built from other data") from err
     teacher_logits = torch.from_numpy(teacher.logits.copy())  # float16 (writable copy), converted per batch
+    live = None
+    if dcfg.kd and dcfg.teachers == "live":
+        experts = [load_expert(run_dir, s, split.channels, device) for s in subsets]
+        live = LiveTeachers(experts, subsets, split.num_classes).to(device)
     subset_classes = [torch.tensor(s.classes, dtype=torch.long) for s in subsets]
     acc_experts = expert_accuracies(val_rows, subsets)
     v1 = None  # per cache row, like everything the loss looks up by sample id
@@ -126,13 +132,18 @@ def distill_loop(loop_config: dict) -> None:
         v = scheduled_instance_weights(v1, epoch, dcfg.epochs, dcfg.schedule) if dcfg.spis else None
         w = torch.tensor(weights) if dcfg.kd else None
 
-        def loss_fn(logits, labels, sample_ids):
+        def loss_fn(logits, labels, sample_ids, images):
             rows = teacher.rows_for(sample_ids.numpy())
-            t = teacher_logits[torch.from_numpy(rows)].to(logits.device) if dcfg.kd else None
+            if not dcfg.kd:
+                t = None
+            elif live is not None:
+                t = live(images)
+            else:
+                t = teacher_logits[torch.from_numpy(rows)].to(logits.device)
             iw = torch.from_numpy(v[rows]).to(logits.device) if v is not None else None
             return lfme_loss(logits, labels, t, subset_classes, w, iw, dcfg.temperature, dcfg.t_squared)
 
-        stats = train_epoch(model, train_loader, optimizer, loss_fn, device)
+        stats = train_epoch(model, train_loader, optimizer, loss_fn, device, loss_needs_images=True)
         scheduler.step()
 
         counts = ray_train.all_reduce_sum(validation_counts(model, val_loader, split.num_classes, device)).cpu()

@@ -392,3 +392,8 @@ def test_cli_run_dir_flag_is_validated_like_the_config():
     )
     assert result.returncode == 2
     assert "run_dir: unknown storage scheme 'nosuchfs://'" in result.stderr
+
+
+def test_live_teachers_need_kd():
+    with pytest.raises(ConfigError, match=r"distill.teachers: live teachers .* distill.kd: true"):
+        config_from_dict({"distill": {"teachers": "live", "kd": False, "spes": False}})

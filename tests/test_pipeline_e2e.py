@@ -128,12 +128,32 @@ def test_second_run_skips_every_stage(default_run):
         assert after["stages"][stage]["finished_at"] == before["stages"][stage]["finished_at"]
 
 
+def test_live_teachers_on_unaugmented_images_reproduce_the_cache(default_run):
+    """The two sources of KD targets agree where their inputs agree: the validation images, test transform."""
+    from lfme.teacher_cache import read_cache
+    from lfme.teachers import LiveTeachers
+    from pipeline.config import load_config
+    from stages.cache import load_expert
+    from stages.data import load_split, make_loader
+
+    config = load_config("ray_config.yaml")
+    split = load_split(str(default_run), config.data)
+    experts = [load_expert(str(default_run), s, split.channels, torch.device("cpu")) for s in split.subsets]
+    live = LiveTeachers(experts, split.subsets, split.num_classes)
+    cached = read_cache(str(default_run / "cache"), "val")
+    for images, _, sample_ids in make_loader(split.val, config.data, False, batch_size=64):
+        rows = cached.rows_for(sample_ids.numpy())
+        np.testing.assert_allclose(live(images).numpy(), cached.logits[rows].astype(np.float32), rtol=2e-3, atol=2e-2)
+
+
 def test_changing_a_distill_setting_reruns_only_distill_and_evaluate(default_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(default_run, run_dir)
     expert = run_dir / "experts" / read_json(run_dir / "split" / "split.json")["subsets"][0]["name"] / "model.pt"
     expert_bytes = expert.read_bytes()
-    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST + ["distill.temperature=4"])
+    # Live teachers as the changed setting: this also runs the live-teacher path end to end.
+    sets = FAST + ["distill.temperature=4", "distill.teachers=live"]
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=sets)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for stage in ("split", "experts", "cache"):
         assert f"== {stage}: up to date" in result.stdout
@@ -143,6 +163,8 @@ def test_changing_a_distill_setting_reruns_only_distill_and_evaluate(default_run
     assert second["stages"]["distill"]["fingerprint"] != first["stages"]["distill"]["fingerprint"]
     assert second["stages"]["cache"]["fingerprint"] == first["stages"]["cache"]["fingerprint"]
     assert expert.read_bytes() == expert_bytes
+    history = read_json(run_dir / "distill" / "history.json")
+    assert [h["epoch"] for h in history] == [1, 2, 3] and all(h["kd"] > 0 for h in history)
 
 
 def test_a_cache_built_from_other_experts_is_refused_and_nothing_is_lost(default_run, tmp_path):

@@ -1,0 +1,82 @@
+"""Live teachers: the frozen experts run on each batch, giving teacher-cache-shaped logits.
+
+The pipeline computes the teacher signal once and reads it from the teacher
+cache (lfme.teacher_cache). `LiveTeachers` produces the same signal by running
+the experts on the images at hand, for the cases where a cache does not fit:
+teachers on augmented views, a comparison against the cache (the speed
+benchmark in benchmarks/cache_speed.py), or a quick experiment without the
+cache stage. Its output has the cache's layout, one C-wide row per image in
+global class order with expert l filling the columns of its subset's classes,
+so `lfme.losses.lfme_loss` takes either.
+
+Note the signal differs from the cache's when the images differ: the cache
+stage runs the experts on the un-augmented (test-transform) image, while live
+teachers fed a training batch see the augmented one.
+
+Plain PyTorch, no Ray.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from lfme.subsets import Subset, subset_of_class
+
+
+class LiveTeachers(nn.Module):
+    """Frozen experts whose outputs are scattered into global class order.
+
+    `experts[l]` maps images to logits over `subsets[l].classes` (in that
+    sorted order, the label space the expert was trained in); the subsets must
+    partition 0..num_classes-1. The experts are frozen here for good: their
+    parameters stop requiring gradients, they stay in eval mode (batch-norm
+    running statistics, no dropout) whatever `train()` is called on this
+    module, and `forward` runs without autograd.
+    """
+
+    def __init__(self, experts: Sequence[nn.Module], subsets: Sequence[Subset], num_classes: int):
+        super().__init__()
+        if len(experts) != len(subsets):
+            raise ValueError(f"{len(experts)} experts for {len(subsets)} subsets: one expert per subset is needed")
+        subset_of_class(subsets, num_classes)  # raises unless the subsets partition 0..C-1
+        self.experts = nn.ModuleList(experts)
+        self.experts.requires_grad_(False)
+        self.num_classes = int(num_classes)
+        # Buffers, so .to(device) moves the column indices with the experts; not
+        # persistent, because they come from the subsets, not from a checkpoint.
+        for l, subset in enumerate(subsets):
+            self.register_buffer(f"_classes{l}", torch.tensor(subset.classes, dtype=torch.long), persistent=False)
+        self.train(False)
+
+    def class_indices(self) -> list[torch.Tensor]:
+        """Expert l's global class indices (its output columns), on the module's device."""
+        return [getattr(self, f"_classes{l}") for l in range(len(self.experts))]
+
+    def train(self, mode: bool = True) -> LiveTeachers:
+        # A student's model.train() reaches submodules too; the experts must keep
+        # their eval-mode behaviour or the teacher signal would change per batch.
+        super().train(mode)
+        self.experts.eval()
+        return self
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, num_classes) float32 teacher logits in global class order.
+
+        no_grad rather than inference_mode: the loss multiplies the teacher's
+        softmax into the student's graph, and inference tensors cannot be
+        saved for backward.
+        """
+        out = torch.empty(images.shape[0], self.num_classes, dtype=torch.float32, device=images.device)
+        for expert, classes in zip(self.experts, self.class_indices()):
+            logits = expert(images)
+            if logits.shape != (images.shape[0], classes.numel()):
+                raise ValueError(
+                    f"an expert for {classes.numel()} classes returned logits of shape {tuple(logits.shape)} "
+                    f"for {images.shape[0]} images"
+                )
+            out[:, classes] = logits.float()
+        return out
