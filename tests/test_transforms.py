@@ -26,9 +26,19 @@ def test_cifar():
     expected = (torch.tensor([1.0, 0.0, 128 / 255]) - torch.tensor(CIFAR_MEAN)) / torch.tensor(CIFAR_STD)
     assert torch.allclose(test[:, 5, 5], expected, atol=1e-5)
     train = build_transform("cifar", True, 64)
-    assert [type(t) for t in train.transforms] == [T.RandomCrop, T.RandomHorizontalFlip, T.ToTensor, T.Normalize]
-    assert train.transforms[0].padding == 8
+    assert [type(t) for t in train.transforms] == [T.Resize, T.RandomCrop, T.RandomHorizontalFlip, T.ToTensor, T.Normalize]
+    assert train.transforms[1].padding == 8
     assert train(Image.new("RGB", (64, 64))).shape == (3, 64, 64)
+
+
+def test_cifar_resizes_other_sizes_and_leaves_the_native_size_untouched():
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    big = Image.fromarray(pixels)
+    down = build_transform("cifar", False, 32)(big)
+    expected = T.Normalize(CIFAR_MEAN, CIFAR_STD)(T.ToTensor()(big.resize((32, 32), Image.BILINEAR)))
+    assert down.shape == (3, 32, 32) and torch.allclose(down, expected, atol=1e-5)
+    native = build_transform("cifar", False, 64)(big)
+    assert torch.allclose(native, T.Normalize(CIFAR_MEAN, CIFAR_STD)(T.ToTensor()(big)), atol=1e-6)
 
 
 def test_imagenet():

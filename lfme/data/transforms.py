@@ -3,8 +3,9 @@
 - digits: 8x8 grayscale; a 1-pixel padded crop is the only augmentation that keeps
   the digit recognisable at that size.
 - cifar: the standard CIFAR recipe (padded crop of image_size // 8, flip); also
-  used for 64x64 Tiny-ImageNet with image_size=64, where images already have the
-  target size, so the test transform does no resizing.
+  used for 64x64 Tiny-ImageNet. Images of another size are first resized to
+  image_size (Tiny-ImageNet at 32x32 for CPU schedules); at the native size the
+  resize is the identity (PIL returns a copy).
 - imagenet: the ImageNet-LT / Places-LT recipe of the OLTR / LFME code
   (RandomResizedCrop, flip, ColorJitter 0.4; test: resize to 256/224 of the crop,
   then center crop).
@@ -31,8 +32,8 @@ def build_transform(family: str, train: bool, image_size: int) -> T.Compose:
         resize = []
         normalize = T.Normalize(DIGITS_MEAN, DIGITS_STD)
     elif family == "cifar":
-        augment = [T.RandomCrop(image_size, padding=image_size // 8), T.RandomHorizontalFlip()]
-        resize = []
+        augment = [T.Resize(image_size), T.RandomCrop(image_size, padding=image_size // 8), T.RandomHorizontalFlip()]
+        resize = [T.Resize(image_size)]
         normalize = T.Normalize(CIFAR_MEAN, CIFAR_STD)
     elif family == "imagenet":
         augment = [
