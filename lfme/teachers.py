@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -80,3 +81,24 @@ class LiveTeachers(nn.Module):
                 )
             out[:, classes] = logits.float()
         return out
+
+
+def expert_confidence(logits: np.ndarray, labels: np.ndarray, subsets: Sequence[Subset]) -> np.ndarray:
+    """p_i: the softmax probability of y_i under the expert whose subset holds y_i.
+
+    `logits` are teacher logits in global class order (the cache's layout), so
+    the softmax runs over the columns of y_i's subset only. p_i is SpIS's
+    instance difficulty cue (LFME-NOTES section 7).
+    """
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    owner = subset_of_class(subsets, logits.shape[1])
+    p = np.empty(len(labels), dtype=np.float32)
+    for l, subset in enumerate(subsets):
+        rows = np.flatnonzero(owner[labels] == l)
+        classes = np.asarray(subset.classes)
+        z = logits[np.ix_(rows, classes)].astype(np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        p[rows] = probs[np.arange(len(rows)), np.searchsorted(classes, labels[rows])]
+    return p

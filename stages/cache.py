@@ -21,6 +21,7 @@ from lfme.engine import predict
 from lfme.models import build_model
 from lfme.subsets import Subset, subset_of_class
 from lfme.teacher_cache import TeacherRows, file_sha256, write_cache
+from lfme.teachers import expert_confidence
 from pipeline.config import Config
 from pipeline.context import StageContext
 from stages.data import load_split, make_loader
@@ -63,19 +64,6 @@ def expert_logits(cfg: Config, run_dir: str, subset: Subset, part: str) -> tuple
     return pred.sample_ids, pred.logits
 
 
-def confidence(logits: np.ndarray, labels: np.ndarray, subsets: list[Subset], owner: np.ndarray) -> np.ndarray:
-    """p_i: softmax probability of y_i under the expert whose subset holds y_i."""
-    p = np.empty(len(labels), dtype=np.float32)
-    for l, s in enumerate(subsets):
-        rows = np.flatnonzero(owner[labels] == l)
-        classes = np.asarray(s.classes)
-        z = logits[np.ix_(rows, classes)].astype(np.float64)
-        z -= z.max(axis=1, keepdims=True)
-        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        p[rows] = probs[np.arange(len(rows)), np.searchsorted(classes, labels[rows])]
-    return p
-
-
 def run(ctx: StageContext) -> dict:
     cfg = ctx.config
     split = load_split(ctx.run_dir, cfg.data)
@@ -104,7 +92,7 @@ def run(ctx: StageContext) -> dict:
             labels=images.labels.astype(np.int64),
             subsets=owner[images.labels].astype(np.int32),
             logits=logits.astype(np.float16),
-            confidence=confidence(logits, images.labels, split.subsets, owner),
+            confidence=expert_confidence(logits, images.labels, split.subsets),
         )
     manifest = write_cache(
         cache_dir(ctx.run_dir),

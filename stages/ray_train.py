@@ -13,6 +13,7 @@ report is a barrier).
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 import ray.train
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2._internal.execution import context as ray_train_context
 
 from lfme import storage
 from lfme.engine import rng_state, set_rng_state
@@ -81,6 +83,10 @@ def fit(
 def worker_setup(cpus_per_worker: float) -> tuple[int, int, torch.device]:
     """(rank, world size, device) of this worker; torch threads sized to its CPU share."""
     torch.set_num_threads(max(1, int(cpus_per_worker)))
+    # Ray 2.60 logs every report at INFO under a logger named by its file path
+    # (`getLogger(__file__)` in the Train context module), which
+    # LoggingConfig(WARNING) does not reach; our progress line says the same.
+    logging.getLogger(ray_train_context.__file__).setLevel(logging.WARNING)
     context = ray.train.get_context()
     return context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
 

@@ -1,5 +1,7 @@
 """Tests of lfme.teachers.LiveTeachers and train_epoch's images-to-loss option."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -170,3 +172,13 @@ def test_train_epoch_passes_images_to_the_loss():
     assert stats.samples == 18 and stats.parts["kd"] > 0
     assert len(seen) == 3 and all(torch.equal(got, batch[0]) for got, batch in zip(seen, batches))
     assert all(torch.equal(a, b) for a, b in zip(before, teachers.parameters()))
+
+
+def test_expert_confidence_is_the_label_probability_within_its_subset():
+    from lfme.teachers import expert_confidence
+
+    subsets = [Subset("a", (0, 2)), Subset("b", (1,))]
+    logits = np.array([[0.0, 9.0, math.log(3)], [5.0, 0.0, 5.0]])
+    # row 0, label 2 in subset a: softmax over columns 0, 2 = (1, 3) / 4 -> 3/4 (column 1 ignored)
+    # row 1, label 1 alone in subset b: 1
+    np.testing.assert_allclose(expert_confidence(logits, np.array([2, 1]), subsets), [0.75, 1.0], rtol=1e-6)

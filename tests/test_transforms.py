@@ -57,3 +57,8 @@ def test_imagenet():
 def test_unknown_family():
     with pytest.raises(ValueError, match="'mnist'"):
         build_transform("mnist", True, 28)
+
+
+def test_cifar_makes_non_square_images_square():
+    assert build_transform("cifar", False, 32)(Image.new("RGB", (48, 64))).shape == (3, 32, 32)
+    assert build_transform("cifar", True, 32)(Image.new("RGB", (48, 64))).shape == (3, 32, 32)

@@ -32,8 +32,10 @@ def build_transform(family: str, train: bool, image_size: int) -> T.Compose:
         resize = []
         normalize = T.Normalize(DIGITS_MEAN, DIGITS_STD)
     elif family == "cifar":
-        augment = [T.Resize(image_size), T.RandomCrop(image_size, padding=image_size // 8), T.RandomHorizontalFlip()]
-        resize = [T.Resize(image_size)]
+        # (s, s), not s: an int keeps the aspect ratio and a non-square image would not batch.
+        square = T.Resize((image_size, image_size))
+        augment = [square, T.RandomCrop(image_size, padding=image_size // 8), T.RandomHorizontalFlip()]
+        resize = [square]
         normalize = T.Normalize(CIFAR_MEAN, CIFAR_STD)
     elif family == "imagenet":
         augment = [
