@@ -127,6 +127,11 @@ def distill_loop(loop_config: dict) -> None:
             ray_train.say(f"[student] resuming after epoch {state['epoch']}")
 
     start, first_epoch = time.perf_counter(), len(history) + 1
+    # An epoch's `seconds` run from the previous epoch's checkpoint to its own:
+    # its training and validation, and the previous checkpoint (written and
+    # reported to Ray Train). Its own checkpoint holds the history, so it cannot
+    # time itself; the first epoch after a (re)start counts no checkpoint.
+    epoch_start = start
     for epoch in range(first_epoch, dcfg.epochs + 1):
         sampler.set_epoch(epoch)
         v = scheduled_instance_weights(v1, epoch, dcfg.epochs, dcfg.schedule) if dcfg.spis else None
@@ -166,12 +171,14 @@ def distill_loop(loop_config: dict) -> None:
                 "weights_used": dict(zip([s.name for s in subsets], used_weights)) if dcfg.kd else {},
                 "weights_next": dict(zip([s.name for s in subsets], weights)) if dcfg.kd else {},
                 "mean_instance_weight": float(v.mean()) if v is not None else 1.0,
+                "seconds": time.perf_counter() - epoch_start,
             }
         )
         if rank == 0:
             eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (dcfg.epochs - epoch)
             ray_train.say(progress_line("student", epoch, dcfg.epochs, stats, val_acc, eta))
         metrics = {"epoch": epoch, "loss": stats.loss, "val_acc": val_acc}
+        epoch_start = time.perf_counter()
         ray_train.report_epoch(metrics, model, optimizer, scheduler, rank, weights=weights, history=history)
 
 

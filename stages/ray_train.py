@@ -9,6 +9,11 @@ state saved in the final checkpoint.
 Worker side: rank/world/device, a sum over workers, and the per-epoch
 checkpoint: rank 0 writes the whole training state, every rank reports (the
 report is a barrier).
+
+`fit` with `num_workers=0` is Ray Train's local mode: the loop runs in the
+calling process, without Ray actors (no `ray.init()` needed), through the same
+`ray.train` calls. It is the plain-PyTorch reference of
+benchmarks/speed.py; nothing is persisted to storage and nothing resumes.
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ from pipeline.config import Resources
 
 STATE_FILE = "state.pt"
 
+# Local mode only: the directory `report_epoch` writes each checkpoint into.
+# Ray Train's local mode keeps a reported checkpoint as a reference to the
+# caller's directory (distributed mode copies it to storage during the report),
+# so the directory must outlive the report for `fit` to read the final state.
+# `fit` sets it to a directory of its own for the duration of a local run. One
+# module-wide value suffices: Ray's local mode is itself one run per process.
+_local_checkpoint_dir: Optional[str] = None
+
 
 def fit(
     loop: Callable[[dict], None],
@@ -46,6 +59,10 @@ def fit(
 
     `callbacks`: Ray Train user callbacks, e.g. the one a Tune trial needs to
     pass each epoch's report on to Tune (`pipeline/tune.py`).
+
+    `resources.num_workers == 0` (not a config value: the config asks for at
+    least one worker) runs `loop` here, in Ray Train's local mode: one process,
+    no actors, no checkpoint in `storage_path`, no restart on failure.
     """
     storage_filesystem, storage_path = storage.arrow_filesystem(storage_path)
     worker_resources = {"CPU": resources.cpus_per_worker}
@@ -73,7 +90,20 @@ def fit(
             callbacks=callbacks,
         ),
     )
-    result = trainer.fit()
+    if resources.num_workers > 0:
+        return final_state(trainer.fit(), name)
+    global _local_checkpoint_dir
+    threads = torch.get_num_threads()  # `worker_setup` sizes them for the loop, in this process
+    with tempfile.TemporaryDirectory() as directory:
+        _local_checkpoint_dir = directory
+        try:
+            return final_state(trainer.fit(), name)
+        finally:
+            _local_checkpoint_dir = None
+            torch.set_num_threads(threads)
+
+
+def final_state(result, name: str) -> dict[str, Any]:
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train run '{name}' finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
@@ -139,18 +169,25 @@ def report_epoch(metrics: dict[str, Any], model, optimizer, scheduler, rank: int
     (augmentation and sampling streams differ per rank), and Ray Train merges
     the ranks' files into one checkpoint directory.
     """
-    with tempfile.TemporaryDirectory() as directory:
-        torch.save(rng_state(), Path(directory) / rng_file(rank))
-        if rank == 0:
-            state = {
-                "epoch": metrics["epoch"],
-                "model": unwrap(model).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                **extra,
-            }
-            torch.save(state, Path(directory) / STATE_FILE)
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+    if _local_checkpoint_dir is not None:  # local mode: overwritten each epoch, read by `fit` at the end
+        write_and_report(_local_checkpoint_dir, metrics, model, optimizer, scheduler, rank, **extra)
+    else:  # Ray Train copies the directory into the run's storage during the report
+        with tempfile.TemporaryDirectory() as directory:
+            write_and_report(directory, metrics, model, optimizer, scheduler, rank, **extra)
+
+
+def write_and_report(directory: str, metrics: dict[str, Any], model, optimizer, scheduler, rank: int, **extra: Any) -> None:
+    torch.save(rng_state(), Path(directory) / rng_file(rank))
+    if rank == 0:
+        state = {
+            "epoch": metrics["epoch"],
+            "model": unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            **extra,
+        }
+        torch.save(state, Path(directory) / STATE_FILE)
+    ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
 
 
 def say(line: str) -> None:
