@@ -77,7 +77,7 @@ from lfme.models import build_model
 from lfme.storage import write_json_atomic
 from lfme.subsets import Subset, split_balanced, subset_of_class
 from lfme.teacher_cache import TeacherRows, read_cache, read_manifest, write_cache
-from lfme.teachers import LiveTeachers
+from lfme.teachers import LiveTeachers, expert_confidence
 
 MODES = ("cached", "live")
 # Per-round ratios, or times of the same work, further apart than this (max/min):
@@ -101,19 +101,6 @@ def sync(device: torch.device) -> None:
 def three_subsets(num_classes: int) -> list[Subset]:
     """Classes 0..C-1 cut into three contiguous subsets (for synthetic caches)."""
     return [Subset(f"s{k}", tuple(c.tolist())) for k, c in enumerate(np.array_split(np.arange(num_classes), 3))]
-
-
-def confidence(logits: np.ndarray, labels: np.ndarray, subsets: list[Subset]) -> np.ndarray:
-    """p_i, as stages.cache.confidence computes it (softmax of y_i among its subset's classes).
-
-    Not imported from there: stages pulls in Ray, ~8 s of start-up on a small machine.
-    """
-    owner = subset_of_class(subsets, logits.shape[1])
-    same_subset = owner[None, :] == owner[labels][:, None]
-    z = np.where(same_subset, logits.astype(np.float64), -np.inf)
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    return p[np.arange(len(labels)), labels].astype(np.float32)
 
 
 def synthetic_rows(n: int, num_classes: int, subsets: list[Subset], seed: int = 0) -> TeacherRows:
@@ -237,7 +224,7 @@ class Bench:
             labels=pred.labels,
             subsets=subset_of_class(self.subsets, self.num_classes)[pred.labels].astype(np.int32),
             logits=pred.logits,
-            confidence=confidence(pred.logits, pred.labels, self.subsets),
+            confidence=expert_confidence(pred.logits, pred.labels, self.subsets),
         )
         write(directory, rows, self.subsets)
         build_s = time.perf_counter() - start

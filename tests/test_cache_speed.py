@@ -1,12 +1,8 @@
 """The helpers of benchmarks/cache_speed.py whose values can be checked (no timings here)."""
 
-import math
-
-import numpy as np
 import pytest
 
-from benchmarks.cache_speed import cache_bytes_per_sample, confidence, synthetic_rows, three_subsets, write
-from lfme.subsets import Subset
+from benchmarks.cache_speed import cache_bytes_per_sample, synthetic_rows, three_subsets, write
 
 
 def test_bytes_per_sample_is_shard_bytes_over_rows(tmp_path):
@@ -24,10 +20,3 @@ def test_bytes_per_sample_is_shard_bytes_over_rows(tmp_path):
     # logits are stored uncompressed, without dictionary: each extra class costs 2 bytes per sample
     assert sizes[200] - sizes[100] == pytest.approx(200, abs=2)
 
-
-def test_confidence_is_the_label_probability_within_its_subset():
-    subsets = [Subset("a", (0, 2)), Subset("b", (1,))]
-    logits = np.array([[0.0, 9.0, math.log(3)], [5.0, 0.0, 5.0]])
-    # row 0, label 2 in subset a: softmax over columns 0, 2 = (1, 3) / 4 -> 3/4 (column 1 ignored)
-    # row 1, label 1 alone in subset b: 1
-    np.testing.assert_allclose(confidence(logits, np.array([2, 1]), subsets), [0.75, 1.0], rtol=1e-6)
