@@ -169,7 +169,8 @@ class TimedLoader:
         while True:
             start = time.perf_counter()
             try:
-                batch = next(batches)
+                with torch.profiler.record_function("data"):  # names the loading in a profile
+                    batch = next(batches)
             except StopIteration:
                 self.seconds += time.perf_counter() - start
                 return
@@ -236,10 +237,11 @@ class Bench:
         return {"rows": len(rows), "build_s": build_s, "read_s": read_s}
 
     def teacher_signal(self, mode: str, images: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
-        if mode == "live":
-            return self.teachers(images)
-        rows = self.cache_rows.rows_for(sample_ids.numpy())
-        return self.cache_logits[torch.from_numpy(rows)].to(self.device, non_blocking=True)
+        with torch.profiler.record_function("teacher"):  # names the teacher signal in a profile
+            if mode == "live":
+                return self.teachers(images)
+            rows = self.cache_rows.rows_for(sample_ids.numpy())
+            return self.cache_logits[torch.from_numpy(rows)].to(self.device, non_blocking=True)
 
     def run(self, mode: str, batches: int) -> Measurement:
         self.model.load_state_dict(self.initial_state)
@@ -294,6 +296,54 @@ def measure_training(bench: Bench, args) -> dict:
         "ratio_without_data_loading": statistics.median(without_data),
         "rounds": [{mode: asdict(m[mode]) for mode in MODES} for m in rounds],
     }
+
+
+def profile_steps(bench: Bench, mode: str, steps: int, top: int = 8) -> dict:
+    """torch.profiler (CPU) over `steps` training steps of `mode`: the ops that take the time.
+
+    Run after the measurements, so nothing is cold. Each op's self time is its
+    own time, children excluded; "data" and "teacher" are the benchmark's own
+    spans (loading a batch; the cache lookup or the experts' forward), whose
+    self time is the Python work in them that no op accounts for (image
+    decoding and augmentation, for "data"). Shares are of the sum of all self
+    times, which is the profiled step time less untraced Python glue.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        bench.run(mode, steps)
+        wall = time.perf_counter() - start
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total_us = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {
+        "mode": mode,
+        "steps": steps,
+        "wall_ms_per_step": 1000 * wall / steps,  # with the profiler's own overhead
+        "self_ms_per_step": total_us / 1000 / steps,
+        "top": [
+            {
+                "op": e.key,
+                "self_ms_per_step": e.self_cpu_time_total / 1000 / steps,
+                "share": e.self_cpu_time_total / total_us,
+                "calls_per_step": e.count / steps,
+            }
+            for e in events[:top]
+        ],
+    }
+
+
+def profile_table(profile: dict) -> list[str]:
+    """The top ops of a profile, as fixed-width lines."""
+    lines = [
+        f"profile of {profile['steps']} {profile['mode']} step(s), per step: wall {profile['wall_ms_per_step']:.1f} ms "
+        f"(profiler included), ops' self time {profile['self_ms_per_step']:.1f} ms",
+        f"{'op':<40}{'self ms':>10}{'share':>8}{'calls':>8}",
+    ]
+    for op in profile["top"]:
+        lines.append(f"{op['op'][:39]:<40}{op['self_ms_per_step']:>10.1f}{100 * op['share']:>7.0f}%{op['calls_per_step']:>8.0f}")
+    return lines
 
 
 # ----------------------------------------------------------------------------- (b) the cache
@@ -388,6 +438,8 @@ def report(result: dict) -> str:
     lines.append(
         f"(read/train: read rows/s over the cached mode's {train['modes']['cached']['images_per_s']:.0f} training images/s)"
     )
+    for profile in result.get("profiles") or []:
+        lines += ["", *profile_table(profile)]
     return "\n".join(lines)
 
 
@@ -408,6 +460,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache-repeats", type=int, default=3)
     parser.add_argument("--tmp", help="parent directory of the temporary caches (default: the system's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="after the measurements, profile this many steps of each mode (torch.profiler) and list the top ops")
     parser.add_argument("--out", help="write all numbers to this JSON file")
     args = parser.parse_args(argv)
     defaults = {"batches": (60, 30), "repeats": (5, 3), "cache_rows": (100_000, 20_000)}
@@ -417,8 +471,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def measure(args: argparse.Namespace) -> dict:
+    """Everything (a) and (b) measure, for `args` from `parse_args`; see the module's docstring."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -431,6 +485,10 @@ def main(argv=None) -> dict:
         build = bench.build_cache(directory)
         log(f"measuring training: warm-up, then {args.repeats} rounds of {args.batches} batches per mode")
         training = measure_training(bench, args)
+        profiles = []
+        if args.profile:
+            log(f"profiling {args.profile} step(s) per mode")
+            profiles = [profile_steps(bench, mode, args.profile) for mode in MODES]
     cached_rate, live_rate = (training["modes"][m]["images_per_s"] for m in MODES)
     # Seconds per epoch the live teachers add, and how many such epochs the one-off build costs.
     live_overhead_per_epoch = len(bench.train) * (1 / live_rate - 1 / cached_rate)
@@ -453,7 +511,15 @@ def main(argv=None) -> dict:
         },
         "training": training,
         "cache": cache,
+        "profiles": profiles,
     }
+    return result
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    result = measure(args)
+    total_s = result["setup"]["total_s"]
     print(report(result))
     print(f"\ntotal {total_s:.0f} s")
     if args.out:

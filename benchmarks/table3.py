@@ -89,14 +89,14 @@ CPU_SCALE = [
 SCALES = {"cpu": CPU_SCALE, "paper": []}
 
 
-def share_upstream(base: str, variant: str, config: Config) -> None:
-    """Seed a variant's run directory with base's split, experts and cache, files and manifest records."""
+def share_upstream(base: str, variant: str, config: Config, stages: tuple[str, ...] = SHARED_STAGES) -> None:
+    """Seed a variant's run directory with base's `stages` (split, experts and cache), files and manifest records."""
     manifest = Manifest.load(variant)
     fps = fingerprints(config)
-    if all(manifest.is_done(stage, fps[stage]) for stage in SHARED_STAGES):
+    if all(manifest.is_done(stage, fps[stage]) for stage in stages):
         return
     source = Manifest.load(base)
-    for stage in SHARED_STAGES:
+    for stage in stages:
         shutil.rmtree(Path(variant, stage), ignore_errors=True)
         shutil.copytree(Path(base, stage), Path(variant, stage))
         manifest.data["stages"][stage] = source.data["stages"][stage]
