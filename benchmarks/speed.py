@@ -1,0 +1,588 @@
+"""The pipeline's speed figures, measured side by side in one run, each against its goal.
+
+    python benchmarks/speed.py [--quick] [--out DIR]
+
+(a) Student throughput with teacher logits from the cache versus three live
+    teachers (goal: >= 2x), and (b) the cache itself: bytes per sample, write
+    and read rows/s, read rate over the training rate (goal: >> 1). Both are
+    benchmarks/cache_speed.py (its docstring defines every number), run here
+    on the data below, with a torch.profiler summary of cached and live steps.
+(c) The distill stage under Ray Train versus plain PyTorch (goal: at most 5%
+    more time per epoch; start-up reported separately). The same function,
+    `stages.distill.distill_loop` (the distill stage's worker loop), on the
+    same run directory, config and seed, through `stages.ray_train.fit`:
+      ray:   one Ray Train worker, an actor holding the stage's CPUs, exactly
+             as `lfme run` runs the stage with `distill.resources.num_workers: 1`;
+      plain: Ray Train's local mode (`num_workers=0`): the loop runs in this
+             process, no actors, no checkpoint upload; the `ray.train` calls
+             it makes are in-process stand-ins.
+    Per-epoch times are the `seconds` of each epoch in the two histories (from
+    one checkpoint to the next, so every epoch after the first includes one
+    checkpoint). The first epoch is shown apart (it warms up and holds no
+    checkpoint); overhead = median later epoch under Ray / plain - 1.
+    Start-up = the fit's wall time minus its epochs (Ray Train's start and
+    stop, the loop's set-up, the last checkpoint). The histories' losses and
+    validation accuracies are compared too: identical means the two runs did
+    the same work. `--rounds` alternates the order (plain, ray, ray, plain, ...)
+    so that load that drifts hits both alike. CPU seconds of every process of
+    this run (the driver, Ray's daemons and actors) are sampled during each
+    fit: what Ray's own processes take from the training.
+(d) The experts stage with its L experts launched concurrently
+    (`experts.max_concurrent: L`) versus one after another (1): the stage run
+    twice, on fresh run directories seeded with the same split, all else the
+    same. Ray's CPUs (`ray.cluster_resources()`) over each expert's CPUs bound
+    how many really train at once.
+
+Data: CIFAR-10-LT (configs/cifar10-lt.yaml, the ImageFolder tree in
+../shared/data/cifar10) with table3's CPU_SCALE overrides (ResNet-8, one
+2-thread student worker) and one expert epoch (only the student is timed in
+(c)). --quick builds CIFAR-10-LT from the first 500 training images per
+class (a symlinked tree in DIR/data; 10x fewer images, the same protocol),
+3 student epochs, shorter (a) and (b). split, experts and cache are built
+once in DIR/base with the pipeline's own stages and reused when the command
+is run again; (c) and (d) always run afresh.
+
+Output: DIR/speed.json (every number) and DIR/speed.md: the goals table, with
+a line on what limits each figure, then each part's details. Progress goes
+to stderr. --quick takes about 10 minutes on 2 busy CPU cores; every figure is
+only as steady as the machine: the load average is recorded at the start and
+the end, and a WARNING marks figures whose repeats disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import ray  # noqa: E402
+import psutil  # noqa: E402  (Ray ships psutil and puts it on sys.path when imported)
+import torch  # noqa: E402
+
+from benchmarks import cache_speed  # noqa: E402
+from benchmarks.table3 import CPU_SCALE, share_upstream  # noqa: E402
+from lfme.report import markdown_table  # noqa: E402
+from lfme.storage import write_json_atomic, write_text_atomic  # noqa: E402
+from pipeline.config import Config, load_config, with_absolute_paths  # noqa: E402
+from pipeline.graph import fingerprints  # noqa: E402
+from pipeline.manifest import Manifest  # noqa: E402
+from pipeline.runner import init_ray, run_pipeline  # noqa: E402
+from pipeline.tune import verified_cache  # noqa: E402
+from stages import ray_train  # noqa: E402
+from stages.distill import distill_loop  # noqa: E402
+
+PRESET = REPO / "configs" / "cifar10-lt.yaml"
+DATA = REPO.parent / "shared" / "data" / "cifar10"
+BASE_STAGES = ("split", "experts", "cache")
+SCALE = CPU_SCALE + ["experts.epochs=1", "split.method=balanced", "split.num_subsets=3"]
+GOALS = {"cache_ratio": 2.0, "ray_overhead": 0.05}
+NOISY_SPREAD = cache_speed.NOISY_SPREAD
+# Where the student trains: the driver in local mode, the Ray Train worker otherwise.
+TRAINING_PROCESSES = ("driver", "ray::RayTrainWorker")
+log = cache_speed.log
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def shrunk_cifar(source: Path, dest: Path, per_class: int) -> Path:
+    """An ImageFolder tree of the first `per_class` training images of each class, as symlinks.
+
+    The test classes keep the same share of their images. The long-tailed
+    construction then runs on it as on the full set (CIFAR-10-LT with a head
+    class of `per_class`). Built once: a finished tree has its `tree.json`.
+    """
+    marker = dest / "tree.json"
+    recipe = {"source": str(source), "per_class": per_class}
+    if marker.exists() and json.loads(marker.read_text()) == recipe:
+        return dest
+    shutil.rmtree(dest, ignore_errors=True)
+    largest = max(len(list(d.iterdir())) for d in (source / "train").iterdir())
+    for split in ("train", "test"):
+        for class_dir in sorted(d for d in (source / split).iterdir() if d.is_dir()):
+            files = sorted(class_dir.iterdir())
+            keep = per_class if split == "train" else max(1, len(files) * per_class // largest)
+            target = dest / split / class_dir.name
+            target.mkdir(parents=True)
+            for file in files[:keep]:
+                (target / file.name).symlink_to(file.resolve())
+    marker.write_text(json.dumps(recipe))
+    return dest
+
+
+def speed_config(args, data_root: Path, run_dir: Path, more: list[str] = ()) -> Config:
+    overrides = SCALE + [f"distill.epochs={args.epochs}", f"data.root={data_root}", f"run_dir={run_dir}", *args.set, *more]
+    return with_absolute_paths(load_config(PRESET, overrides))
+
+
+def build_base(config: Config) -> None:
+    """split, experts and cache in the base run directory, by the pipeline's own stages (skipped when done)."""
+    for stage in BASE_STAGES:
+        run_pipeline(config, only=stage, log=log)
+
+
+class ProcessCPU:
+    """CPU seconds of this process and of every process it started (Ray's, when Ray runs here), by name.
+
+    A thread samples them every `interval` seconds between `start()` and
+    `stop()`, so processes that exit in between still count (up to their last
+    sample). Names are each process's last title: the driver is "driver", Ray
+    workers and actors go by theirs (ray::RayTrainWorker, ray::TrainController,
+    ...; a worker still starting shows as default_worker.py), other processes
+    by their program or script (raylet, gcs_server, dashboard.py, ...).
+    """
+
+    def __init__(self, interval: float = 1.0):
+        self.interval = interval
+        self.root = psutil.Process()
+        self.first: dict[tuple, float] = {}
+        self.names: dict[tuple, str] = {}
+        self.samples: list[tuple[float, dict[tuple, float]]] = []  # (time, CPU seconds per process)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _name(self, process) -> str:
+        if process.pid == self.root.pid:
+            return "driver"
+        command = process.cmdline() or [process.name()]
+        if command[0].startswith("ray::"):
+            return command[0].split()[0].split(".")[0]
+        scripts = [Path(part).name for part in command[1:] if part.endswith(".py")]
+        return scripts[0] if scripts else Path(command[0]).name
+
+    def sample(self, initial: bool = False) -> None:
+        cpu = dict(self.samples[-1][1]) if self.samples else {}  # the dead keep their last value
+        for process in [self.root, *self.root.children(recursive=True)]:
+            try:
+                key = (process.pid, process.create_time())
+                times = process.cpu_times()
+                self.names[key] = self._name(process)  # a Ray worker's title changes when it becomes an actor
+            except psutil.Error:  # exited since listed
+                continue
+            cpu[key] = times.user + times.system
+            # A process born during the run counts from 0, one alive at the start from then.
+            self.first.setdefault(key, cpu[key] if initial else 0.0)
+        self.samples.append((time.perf_counter(), cpu))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def start(self) -> "ProcessCPU":
+        self.sample(initial=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def started(self) -> int:
+        """How many processes were born during the run."""
+        return sum(1 for key in self.names if key not in self.samples[0][1])
+
+    def used(self, since: float | None = None, exclude: tuple[str, ...] = ()) -> dict[str, float]:
+        """CPU seconds per name from `since` (a perf_counter time; default: the start) to the end, largest first."""
+        before = next((cpu for t, cpu in reversed(self.samples) if t <= since), self.samples[0][1]) if since else {}
+        end = self.samples[-1][1]
+        by_name: dict[str, float] = {}
+        for key, name in self.names.items():
+            if name not in exclude:
+                by_name[name] = by_name.get(name, 0.0) + end[key] - before.get(key, self.first[key])
+        return dict(sorted(by_name.items(), key=lambda item: -item[1]))
+
+
+# ----------------------------------------------------------------------------- (c) Ray Train vs plain
+
+
+def fit_student(config: Config, run_dir: str, expected: dict, workers: int, name: str, storage_path: str) -> dict:
+    """One distill run through stages.ray_train.fit: `workers` Ray Train workers, 0 for local mode.
+
+    Returns its per-epoch seconds, start-up, total, what its history says of
+    the results, and CPU seconds per process during the fit.
+    """
+    resources = dataclasses.replace(config.distill.resources, num_workers=workers)
+    cpu = ProcessCPU().start()
+    start = time.perf_counter()
+    state = ray_train.fit(
+        distill_loop,
+        {"config": config, "run_dir": run_dir, "expected": expected},
+        resources,
+        name=name,
+        storage_path=storage_path,
+        max_failures=0,  # a restart would be timed as training
+    )
+    end = time.perf_counter()
+    cpu.stop()
+    history = state["history"]
+    epochs = [h["seconds"] for h in history]
+    # While the epochs ran, approximately: the fit's last sum(epochs) seconds
+    # (the set-up comes first; after the epochs, only the last report and the stop).
+    ray_during_epochs = sum(cpu.used(since=end - sum(epochs), exclude=TRAINING_PROCESSES).values())
+    return {
+        "mode": "ray" if workers else "plain",
+        "workers": workers,
+        "total_s": end - start,
+        "epoch_s": epochs,
+        "startup_s": end - start - sum(epochs),
+        "results": [{"epoch": h["epoch"], "loss": h["loss"], "val_acc": h["val_acc"]} for h in history],
+        "cpu_s": cpu.used(),
+        "processes_started": cpu.started(),
+        "other_cpu_s_during_epochs": ray_during_epochs,
+    }
+
+
+def measure_distill(config: Config, rounds: int, out: Path) -> dict:
+    """(c): plain and Ray runs of distill_loop, alternating (plain, ray, ray, plain, ...)."""
+    run_dir = config.run_dir
+    expected = verified_cache(config, run_dir, fingerprints(config))
+    storage_path = out / "distill-runs"  # the Ray runs' checkpoints; a new name per run, so none resumes
+    shutil.rmtree(storage_path, ignore_errors=True)
+    runs = []
+    for r in range(rounds):
+        for workers in (0, 1) if r % 2 == 0 else (1, 0):
+            mode = "ray" if workers else "plain"
+            log(f"(c) round {r + 1}/{rounds}: distill, {mode}")
+            run = fit_student(config, run_dir, expected, workers, f"speed-{mode}-{r}-{time.time_ns()}", str(storage_path))
+            log(f"    epochs {', '.join(f'{s:.1f}' for s in run['epoch_s'])} s, start-up {run['startup_s']:.1f} s")
+            runs.append(run)
+
+    summary = {}
+    for mode in ("plain", "ray"):
+        mine = [run for run in runs if run["mode"] == mode]
+        later = [s for run in mine for s in run["epoch_s"][1:]]
+        summary[mode] = {
+            "first_epoch_s": statistics.median(run["epoch_s"][0] for run in mine),
+            "epoch_s": statistics.median(later),
+            "epoch_spread": max(later) / min(later),
+            "startup_s": statistics.median(run["startup_s"] for run in mine),
+            "total_s": statistics.median(run["total_s"] for run in mine),
+        }
+    reference = runs[0]["results"]
+    differences = [
+        max(abs(a[key] - b[key]) for a, b in zip(reference, run["results"]) for key in ("loss", "val_acc")) for run in runs[1:]
+    ]
+    epochs, threads = config.distill.epochs, max(1, int(config.distill.resources.cpus_per_worker))
+    return {
+        "runs": runs,
+        "modes": summary,
+        "overhead": summary["ray"]["epoch_s"] / summary["plain"]["epoch_s"] - 1,
+        "startup_extra_s": summary["ray"]["startup_s"] - summary["plain"]["startup_s"],
+        "same_results": all(d == 0 for d in differences),
+        "max_result_difference": max(differences, default=0.0),
+        "epochs": epochs,
+        "rounds": rounds,
+        "threads": threads,
+        "checkpoint_bytes": checkpoint_bytes(storage_path),
+    }
+
+
+def checkpoint_bytes(storage_path: Path) -> int | None:
+    """Size of one checkpoint the Ray runs uploaded (what each report copies to storage)."""
+    sizes = [sum(f.stat().st_size for f in d.iterdir()) for d in storage_path.glob("*/checkpoint_*") if d.is_dir()]
+    return max(sizes) if sizes else None
+
+
+def other_cpu(run: dict) -> float:
+    """CPU seconds of the processes that do not train in a run (Ray's own, when it runs)."""
+    return sum(s for name, s in run["cpu_s"].items() if name not in TRAINING_PROCESSES)
+
+
+# ----------------------------------------------------------------------------- (d) experts
+
+
+def measure_experts(base: Config, args, data_root: Path, out: Path) -> dict:
+    """(d): the experts stage on fresh run directories, all experts at once and one at a time."""
+    subsets = len(Manifest.load(base.run_dir).record("split").summary["subsets"])
+    runs = {}
+    for label, concurrent in (("concurrent", subsets), ("sequential", 1)):
+        run_dir = out / f"experts-{label}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # a rerun in place would skip: resources are not fingerprinted
+        config = speed_config(args, data_root, run_dir, [f"experts.max_concurrent={concurrent}"])
+        share_upstream(base.run_dir, str(run_dir), config, stages=("split",))
+        done = {}
+        start = time.perf_counter()
+
+        def note(line: str) -> None:
+            log(line)
+            words = line.split()
+            if line.startswith("experts: ") and len(words) > 2 and words[2] == "done,":
+                done[words[1]] = time.perf_counter() - start
+
+        log(f"(d) experts stage, {label}: {concurrent} at a time")
+        run_pipeline(config, only="experts", log=note)
+        runs[label] = {"max_concurrent": concurrent, "wall_s": time.perf_counter() - start, "finished_s": done}
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    per_expert = base.experts.resources.num_workers * base.experts.resources.cpus_per_worker
+    return {
+        "experts": subsets,
+        "runs": runs,
+        "speedup": runs["sequential"]["wall_s"] / runs["concurrent"]["wall_s"],
+        "cluster_cpus": cpus,
+        "cpus_per_expert": per_expert,
+        "at_once": min(subsets, int(cpus // per_expert)),
+        "threads_per_expert": max(1, int(base.experts.resources.cpus_per_worker)),
+    }
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:+.1f}%"
+
+
+def limits(result: dict) -> dict[str, str]:
+    """One line per figure: what bounds it, from the measured numbers."""
+    ab, c, d = result["cache_speed"], result["distill"], result["experts"]
+    cached, live = (ab["training"]["modes"][m]["ms_per_step"] for m in ("cached", "live"))
+    data, teacher, student = cached["data"], live["teacher"], cached["student"]
+    top = next((p["top"] for p in ab.get("profiles", []) if p["mode"] == "cached"), [])
+    top_ops = ", ".join(f"{op['op']} {100 * op['share']:.0f}%" for op in top[:3])
+    out = {
+        "a": (
+            f"arithmetic: cached/live <= 1 + teacher / (data + student) = {1 + teacher / (data + student):.2f}x here. "
+            f"The three experts' forwards ({teacher:.0f} ms/step) cost {teacher / student:.2f}x the student's forward, "
+            f"backward and update ({student:.0f} ms); a backward costs about two forwards, so experts of the student's "
+            f"size make that about 1, and loading ({data:.0f} ms, in the training process) pulls the ratio below 2x. "
+            f"A cached step is the student's compute: {top_ops or 'no profile'}"
+        ),
+    }
+    train_rate = ab["training"]["modes"]["cached"]["images_per_s"]
+    slowest = min(ab["cache"], key=lambda row: row["read_rows_per_s"])
+    images = ab["setup"]["train_images"]
+    out["b"] = (
+        f"Parquet's decoding of the float16 logits: the read rate falls with C "
+        f"(C={slowest['num_classes']}: {slowest['read_rows_per_s']:,.0f} rows/s). A worker reads the cache once, before "
+        f"training: {images} rows take {images / slowest['read_rows_per_s']:.2f} s at that rate, an epoch of "
+        f"training {images / train_rate:.0f} s"
+    )
+    ray_run = next(run for run in c["runs"] if run["mode"] == "ray")
+    plain_run = next(run for run in c["runs"] if run["mode"] == "plain")
+    same = "identical" if c["same_results"] else f"differ by up to {c['max_result_difference']:.3g}"
+    size = c["checkpoint_bytes"]
+    megabytes = f"{size / 1e6:.1f} MB" if size else "size unknown"
+
+    def cores(run: dict) -> float:
+        return run["other_cpu_s_during_epochs"] / sum(run["epoch_s"])
+
+    out["c"] = (
+        f"the same loop does the same work (results {same}). Per epoch Ray adds a report that copies the checkpoint "
+        f"({megabytes}) to storage, and its processes' CPU: {cores(ray_run):.2f} cores while the epochs ran "
+        f"(plain: {cores(plain_run):.2f}), taken from the {c['threads']} threads the worker runs on "
+        f"{os.cpu_count()} cores. Start-up, {c['modes']['ray']['startup_s']:.0f} s against "
+        f"{c['modes']['plain']['startup_s']:.0f} s: each fit starts {ray_run['processes_started']} processes "
+        f"(controller, worker, helpers) that import Ray and torch, {other_cpu(ray_run):.0f} CPU-s"
+    )
+    seq = d["runs"]["sequential"]["finished_s"]
+    ends = sorted(seq.values())
+    each = [b - a for a, b in zip([0.0] + ends[:-1], ends)]
+    out["d"] = (
+        f"Ray has {d['cluster_cpus']:.0f} CPUs and each expert reserves {d['cpus_per_expert']:g}: at most "
+        f"{d['at_once']} of the {d['experts']} experts train at once, the rest wait for a slot; with "
+        f"{d['threads_per_expert']} thread(s) each, at most {d['at_once'] * d['threads_per_expert']} of the "
+        f"{os.cpu_count()} cores compute. One after another the experts took {', '.join(f'{s:.0f}' for s in each)} s, "
+        f"each with a Ray Train start-up (see (c)), which concurrency overlaps but which competes for the same cores"
+    )
+    return out
+
+
+def render(result: dict) -> str:
+    meta, ab, c, d = result["meta"], result["cache_speed"], result["distill"], result["experts"]
+    why = limits(result)
+    ratio = ab["training"]["ratio_cached_over_live"]
+    read = [row["read_over_training_rate"] for row in ab["cache"]]
+    summary = markdown_table(
+        ["figure", "measured", "goal", "met", "what limits it"],
+        [
+            ["(a) student images/s, cache / 3 live teachers", f"{ratio:.2f}x", ">= 2x", "yes" if ratio >= GOALS["cache_ratio"] else "no", why["a"]],
+            [
+                "(b) cache read rows/s / training images/s",
+                f"{min(read):,.0f}x to {max(read):,.0f}x (C = {', '.join(str(r['num_classes']) for r in ab['cache'])})",
+                ">> 1 (taken as > 10x)",
+                "yes" if min(read) > 10 else "no",
+                why["b"],
+            ],
+            [
+                "(c) time per epoch, Ray Train (1 worker) / plain PyTorch",
+                pct(c["overhead"]),
+                "<= +5%",
+                "yes" if c["overhead"] <= GOALS["ray_overhead"] else "no",
+                why["c"],
+            ],
+            [
+                f"(d) experts stage, {d['experts']} at once vs one at a time",
+                f"{d['speedup']:.2f}x faster",
+                "none set",
+                "",
+                why["d"],
+            ],
+        ],
+        ["l", "r", "l", "l", "l"],
+    )
+    warnings = []
+    if ab["training"]["ratio_per_round"] and max(ab["training"]["ratio_per_round"]) / min(ab["training"]["ratio_per_round"]) > NOISY_SPREAD:
+        warnings.append("(a): the rounds' ratios differ by more than 15%")
+    for mode in ("plain", "ray"):
+        if c["modes"][mode]["epoch_spread"] > NOISY_SPREAD:
+            warnings.append(f"(c): the {mode} epochs' times differ by {100 * (c['modes'][mode]['epoch_spread'] - 1):.0f}%")
+    distill_rows = [
+        [
+            mode,
+            f"{m['first_epoch_s']:.1f}",
+            f"{m['epoch_s']:.1f}",
+            f"{100 * (m['epoch_spread'] - 1):.0f}%",
+            f"{m['startup_s']:.1f}",
+            f"{m['total_s']:.1f}",
+        ]
+        for mode, m in c["modes"].items()
+    ]
+    runs_rows = [
+        [
+            run["mode"],
+            ", ".join(f"{s:.1f}" for s in run["epoch_s"]),
+            f"{run['startup_s']:.1f}",
+            ", ".join(f"{name} {s:.1f}" for name, s in run["cpu_s"].items() if s >= 0.5),
+        ]
+        for run in c["runs"]
+    ]
+    expert_rows = [
+        [label, run["max_concurrent"], f"{run['wall_s']:.1f}", ", ".join(f"{n} {s:.0f}" for n, s in run["finished_s"].items())]
+        for label, run in d["runs"].items()
+    ]
+    lines = [
+        f"# Speed{' (quick)' if meta['quick'] else ''}",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['cpus']} CPU cores, load average {meta['load_start']:.1f} at the start, "
+        f"{meta['load_end']:.1f} at the end; torch {meta['versions']['torch']}, ray {meta['versions']['ray']}; "
+        f"wall time {meta['wall_s'] / 60:.1f} min.  ",
+        f"Data: CIFAR-10-LT (imbalance factor 100) from `{meta['data_root']}`, {meta['train_images']} training images; "
+        f"overrides of `configs/cifar10-lt.yaml`: {', '.join(f'`{s}`' for s in meta['overrides'])}.",
+        "",
+        *summary,
+        "",
+    ]
+    if warnings:
+        lines += [f"WARNING: noisy ({'; '.join(warnings)}): load on the machine changed during the run; rerun when it is idle.", ""]
+    lines += [
+        "## (a), (b): benchmarks/cache_speed.py",
+        "",
+        "```text",
+        cache_speed.report(ab),
+        "```",
+        "",
+        "## (c) distill: Ray Train vs plain PyTorch",
+        "",
+        f"`stages.distill.distill_loop` through `stages.ray_train.fit`, {c['epochs']} epochs x {c['rounds']} round(s) "
+        f"per mode; `plain` is Ray Train's local mode (the loop in this process, no actors), `ray` one worker "
+        f"actor with {c['threads']} threads. Seconds per epoch from the histories (checkpoint to checkpoint); "
+        f"\"later epochs\" are epochs 2..{c['epochs']} (median), the overhead's basis. Losses and validation "
+        f"accuracies of every run: {'identical' if c['same_results'] else 'DIFFERENT (max difference %.3g)' % c['max_result_difference']}.",
+        "",
+        *markdown_table(
+            ["mode", "first epoch s", "later epochs s", "spread", "start-up s", "total s"], distill_rows, ["l", "r", "r", "r", "r", "r"]
+        ),
+        "",
+        f"Overhead per epoch: {pct(c['overhead'])} (goal <= +5%); Ray's extra start-up: {c['startup_extra_s']:.1f} s per fit.",
+        "",
+        *markdown_table(["run", "epochs s", "start-up s", "CPU s by process during the fit"], runs_rows, ["l", "l", "r", "l"]),
+        "",
+        "## (d) experts: concurrent vs sequential",
+        "",
+        f"The experts stage ({d['experts']} experts, 1 epoch) on fresh run directories seeded with the same split. "
+        f"Ray: {d['cluster_cpus']:.0f} CPUs; each expert reserves {d['cpus_per_expert']:g} CPU(s), so {d['at_once']} "
+        f"train at once.",
+        "",
+        *markdown_table(["run", "max_concurrent", "wall s", "each expert done after (s)"], expert_rows, ["l", "r", "r", "l"]),
+        "",
+        f"Concurrent is {d['speedup']:.2f}x faster than sequential.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="500 images per class, 3 student epochs, shorter (a), (b) (~10 min on 2 cores)")
+    parser.add_argument("--out", help="output folder (default: benchmarks/results/speed or speed-quick)")
+    parser.add_argument("--data", default=str(DATA), help="CIFAR-10 ImageFolder root (train/, test/)")
+    parser.add_argument("--per-class", type=int, help="first N training images per class (default: all; 500 with --quick)")
+    parser.add_argument("--epochs", type=int, help="student epochs per run in (c) (default 4; 3 with --quick)")
+    parser.add_argument("--rounds", type=int, help="(c) runs per mode, in alternating order (default 2; 1 with --quick)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides for (c) and (d)")
+    args = parser.parse_args(argv)
+    defaults = {"per_class": (None, 500), "epochs": (4, 3), "rounds": (2, 1)}
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    if args.epochs < 2:
+        parser.error("--epochs: at least 2 (the first epoch is not compared)")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    out = Path(args.out or REPO / "benchmarks" / "results" / ("speed-quick" if args.quick else "speed")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
+
+    source = Path(args.data).resolve()
+    data_root = shrunk_cifar(source, out / "data" / f"cifar10-{args.per_class}", args.per_class) if args.per_class else source
+    base = speed_config(args, data_root, out / "base")
+    init_ray(base.ray)  # one Ray for every part: run_pipeline leaves a Ray it did not start running
+    try:
+        log(f"base run (split, experts, cache) in {base.run_dir}")
+        build_base(base)
+        distill = measure_distill(base, args.rounds, out)
+        experts = measure_experts(base, args, data_root, out)
+    finally:
+        ray.shutdown()
+
+    ab_args = ["--data", str(data_root), "--arch", base.model.arch, "--profile", "3", "--tmp", str(out)]
+    if args.quick:
+        ab_args += ["--quick", "--batches", "10"]
+    log("(a), (b): benchmarks/cache_speed.py " + " ".join(ab_args))
+    ab = cache_speed.measure(cache_speed.parse_args(ab_args))
+
+    result = {
+        "meta": {
+            "command": " ".join(["python", "benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])]),
+            "quick": args.quick,
+            "cpus": os.cpu_count(),
+            "load_start": load_start,
+            "load_end": os.getloadavg()[0],
+            "wall_s": time.perf_counter() - started,
+            "data_root": str(data_root),
+            "train_images": Manifest.load(base.run_dir).record("split").summary["train"],
+            "overrides": SCALE + [f"distill.epochs={args.epochs}", *args.set],
+            "versions": {"torch": torch.__version__, "ray": ray.__version__},
+            "config": base.to_dict(),
+        },
+        "cache_speed": ab,
+        "distill": distill,
+        "experts": experts,
+    }
+    result["limits"] = limits(result)
+    write_json_atomic(out / "speed.json", result)
+    write_text_atomic(out / "speed.md", render(result))
+    print((out / "speed.md").read_text())
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Plain PyTorch and Ray Train runs of the distill loop do the same work (benchmarks/speed.py, part (c)).
+
+The default digits run, short: split, experts and cache by the pipeline, then
+the distill stage's worker loop, `stages.distill.distill_loop`, through
+`stages.ray_train.fit` twice: in Ray Train's local mode (`num_workers=0`, the
+loop in this process, no actors) and on one Ray Train worker. With the same
+seed and thread count both must produce the same history and weights, bit for
+bit; otherwise the benchmark's per-epoch comparison would not be like for
+like. No timing is checked, only that every epoch has its seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+RESULTS = ("epoch", "loss", "ce", "kd", "train_acc", "val_acc", "lr", "student_subset_acc", "weights_used", "weights_next", "mean_instance_weight")
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A digits run directory with split, experts and cache done, and Ray started for the module."""
+    import ray
+
+    from pipeline.config import load_config, with_absolute_paths
+    from pipeline.runner import init_ray, run_pipeline
+
+    run_dir = tmp_path_factory.mktemp("speed") / "run"
+    config = with_absolute_paths(load_config("ray_config.yaml", ["experts.epochs=1", "distill.epochs=2", f"run_dir={run_dir}"]))
+    init_ray(config.ray)
+    try:
+        for stage in ("split", "experts", "cache"):
+            run_pipeline(config, only=stage)
+        yield config
+    finally:
+        ray.shutdown()
+
+
+def test_local_mode_and_one_ray_worker_train_the_same_student(digits_run):
+    from pipeline.graph import fingerprints
+    from pipeline.tune import verified_cache
+    from stages import ray_train
+    from stages.distill import distill_loop
+
+    config = digits_run
+    loop_config = {"config": config, "run_dir": config.run_dir, "expected": verified_cache(config, config.run_dir, fingerprints(config))}
+    threads = torch.get_num_threads()
+    states = {}
+    for workers in (0, 1):
+        resources = dataclasses.replace(config.distill.resources, num_workers=workers)
+        states[workers] = ray_train.fit(
+            distill_loop, loop_config, resources, name=f"same-{workers}", storage_path=f"{config.run_dir}/ray", max_failures=0
+        )
+        if workers == 0:
+            # local mode ran the loop here: its checkpoint directory is gone and the threads are ours again
+            assert ray_train._local_checkpoint_dir is None
+            assert torch.get_num_threads() == threads
+
+    plain, on_ray = states[0], states[1]
+    assert plain["epoch"] == on_ray["epoch"] == 2
+    for a, b in zip(plain["history"], on_ray["history"], strict=True):
+        assert {k: a[k] for k in RESULTS} == {k: b[k] for k in RESULTS}
+        assert a["seconds"] > 0 and b["seconds"] > 0
+    assert plain["model"].keys() == on_ray["model"].keys()
+    assert all(torch.equal(plain["model"][k], on_ray["model"][k]) for k in plain["model"])
+    assert plain["weights"] == on_ray["weights"]
