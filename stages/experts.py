@@ -76,13 +76,16 @@ def expert_loop(loop_config: dict) -> None:
 
     start = time.perf_counter()
     first_epoch = len(history) + 1
+    epoch_start = start  # `seconds` as in the distill loop: from the previous checkpoint to this one
     for epoch in range(first_epoch, train_cfg.epochs + 1):
         sampler.set_epoch(epoch)
         stats = train_epoch(model, train_loader, optimizer, cross_entropy_loss, device)
         scheduler.step()
         correct, total = ray_train.all_reduce_sum(count_correct(model, val_loader, device)).tolist()
         val_acc = correct / max(total, 1)
-        history.append({"epoch": epoch, "loss": stats.loss, "train_acc": stats.accuracy, "val_acc": val_acc})
+        history.append(
+            {"epoch": epoch, "loss": stats.loss, "train_acc": stats.accuracy, "val_acc": val_acc, "seconds": time.perf_counter() - epoch_start}
+        )
         if val_acc > best["accuracy"]:
             bare = ray_train.unwrap(model)
             best = {"accuracy": val_acc, "epoch": epoch, "model": {k: v.detach().cpu().clone() for k, v in bare.state_dict().items()}}
@@ -90,6 +93,7 @@ def expert_loop(loop_config: dict) -> None:
             eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (train_cfg.epochs - epoch)
             ray_train.say(progress_line(f"expert {subset.name}", epoch, train_cfg.epochs, stats, val_acc, eta))
         metrics = {"epoch": epoch, "loss": stats.loss, "val_acc": val_acc}
+        epoch_start = time.perf_counter()
         ray_train.report_epoch(metrics, model, optimizer, scheduler, rank, history=history, best=best)
 
 
