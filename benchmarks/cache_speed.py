@@ -1,6 +1,9 @@
 """What the teacher cache buys: student training with cached versus live teachers.
 
-Run:  .venv/bin/python benchmarks/cache_speed.py [--quick] [--out result.json]
+Run:  .venv/bin/python benchmarks/cache_speed.py [--quick] [--profile STEPS] [--out result.json]
+
+benchmarks/speed.py runs this (`measure`) beside its Ray Train and experts
+figures; this command runs (a) and (b) alone.
 
 (a) Training throughput. One student (`--arch`, default resnet8) trains on
     CIFAR-10-LT (the ImageFolder copy in /work/shared/data/cifar10, LDAM-DRW
@@ -49,6 +52,9 @@ Reading the output
   times faster the whole cache is read than the student consumes it. It
   must be >> 1 for the cache never to be the bottleneck (the distill stage
   reads it once per worker, before training).
+- With --profile STEPS: torch.profiler over STEPS more steps of each mode,
+  the ops with the most self time per step, so what limits each mode's step
+  is visible.
 
 Output: both tables on stdout (progress on stderr) and, with --out, all the
 numbers (per-round values included) as JSON, written atomically.
@@ -169,8 +175,7 @@ class TimedLoader:
         while True:
             start = time.perf_counter()
             try:
-                with torch.profiler.record_function("data"):  # names the loading in a profile
-                    batch = next(batches)
+                batch = next(batches)
             except StopIteration:
                 self.seconds += time.perf_counter() - start
                 return
@@ -237,11 +242,10 @@ class Bench:
         return {"rows": len(rows), "build_s": build_s, "read_s": read_s}
 
     def teacher_signal(self, mode: str, images: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
-        with torch.profiler.record_function("teacher"):  # names the teacher signal in a profile
-            if mode == "live":
-                return self.teachers(images)
-            rows = self.cache_rows.rows_for(sample_ids.numpy())
-            return self.cache_logits[torch.from_numpy(rows)].to(self.device, non_blocking=True)
+        if mode == "live":
+            return self.teachers(images)
+        rows = self.cache_rows.rows_for(sample_ids.numpy())
+        return self.cache_logits[torch.from_numpy(rows)].to(self.device, non_blocking=True)
 
     def run(self, mode: str, batches: int) -> Measurement:
         self.model.load_state_dict(self.initial_state)
@@ -302,10 +306,9 @@ def profile_steps(bench: Bench, mode: str, steps: int, top: int = 8) -> dict:
     """torch.profiler (CPU) over `steps` training steps of `mode`: the ops that take the time.
 
     Run after the measurements, so nothing is cold. Each op's self time is its
-    own time, children excluded; "data" and "teacher" are the benchmark's own
-    spans (loading a batch; the cache lookup or the experts' forward), whose
-    self time is the Python work in them that no op accounts for (image
-    decoding and augmentation, for "data"). Shares are of the sum of all self
+    own time, children excluded; the DataLoader's own span
+    ("enumerate(DataLoader)...") holds the loading that no op accounts for
+    (image decoding and augmentation). Shares are of the sum of all self
     times, which is the profiled step time less untraced Python glue.
     """
     from torch.profiler import ProfilerActivity, profile
@@ -339,10 +342,10 @@ def profile_table(profile: dict) -> list[str]:
     lines = [
         f"profile of {profile['steps']} {profile['mode']} step(s), per step: wall {profile['wall_ms_per_step']:.1f} ms "
         f"(profiler included), ops' self time {profile['self_ms_per_step']:.1f} ms",
-        f"{'op':<40}{'self ms':>10}{'share':>8}{'calls':>8}",
+        f"{'op':<56}{'self ms':>10}{'share':>8}{'calls':>8}",
     ]
     for op in profile["top"]:
-        lines.append(f"{op['op'][:39]:<40}{op['self_ms_per_step']:>10.1f}{100 * op['share']:>7.0f}%{op['calls_per_step']:>8.0f}")
+        lines.append(f"{op['op'][:55]:<56}{op['self_ms_per_step']:>10.1f}{100 * op['share']:>7.0f}%{op['calls_per_step']:>8.0f}")
     return lines
 
 

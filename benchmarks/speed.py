@@ -72,7 +72,7 @@ import torch  # noqa: E402
 from benchmarks import cache_speed  # noqa: E402
 from benchmarks.table3 import CPU_SCALE, share_upstream  # noqa: E402
 from lfme.report import markdown_table  # noqa: E402
-from lfme.storage import write_json_atomic, write_text_atomic  # noqa: E402
+from lfme.storage import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 from pipeline.config import Config, load_config, with_absolute_paths  # noqa: E402
 from pipeline.graph import fingerprints  # noqa: E402
 from pipeline.manifest import Manifest  # noqa: E402
@@ -120,9 +120,22 @@ def shrunk_cifar(source: Path, dest: Path, per_class: int) -> Path:
     return dest
 
 
+def overrides(args) -> list[str]:
+    """The overrides of the preset that set the schedule and resources (not the paths); later ones win."""
+    return SCALE + [f"distill.epochs={args.epochs}", *args.set]
+
+
+def effective(settings: list[str]) -> list[str]:
+    """`key=value` overrides with only the last value of each key, in the order the keys first appear."""
+    last = {}
+    for setting in settings:
+        key = setting.split("=", 1)[0]
+        last[key] = setting
+    return list(last.values())
+
+
 def speed_config(args, data_root: Path, run_dir: Path, more: list[str] = ()) -> Config:
-    overrides = SCALE + [f"distill.epochs={args.epochs}", f"data.root={data_root}", f"run_dir={run_dir}", *args.set, *more]
-    return with_absolute_paths(load_config(PRESET, overrides))
+    return with_absolute_paths(load_config(PRESET, overrides(args) + [f"data.root={data_root}", f"run_dir={run_dir}", *more]))
 
 
 def build_base(config: Config) -> None:
@@ -322,7 +335,8 @@ def measure_experts(base: Config, args, data_root: Path, out: Path) -> dict:
 
         log(f"(d) experts stage, {label}: {concurrent} at a time")
         run_pipeline(config, only="experts", log=note)
-        runs[label] = {"max_concurrent": concurrent, "wall_s": time.perf_counter() - start, "finished_s": done}
+        epochs = {name: sum(h["seconds"] for h in read_json(run_dir / "experts" / name / "result.json")["history"]) for name in done}
+        runs[label] = {"max_concurrent": concurrent, "wall_s": time.perf_counter() - start, "finished_s": done, "epochs_s": epochs}
     cpus = ray.cluster_resources().get("CPU", 0.0)
     per_expert = base.experts.resources.num_workers * base.experts.resources.cpus_per_worker
     return {
@@ -355,7 +369,7 @@ def limits(result: dict) -> dict[str, str]:
             f"arithmetic: cached/live <= 1 + teacher / (data + student) = {1 + teacher / (data + student):.2f}x here. "
             f"The three experts' forwards ({teacher:.0f} ms/step) cost {teacher / student:.2f}x the student's forward, "
             f"backward and update ({student:.0f} ms); a backward costs about two forwards, so experts of the student's "
-            f"size make that about 1, and loading ({data:.0f} ms, in the training process) pulls the ratio below 2x. "
+            f"size make that about 1, and loading ({data:.0f} ms, in the training process) only adds to the denominator. "
             f"A cached step is the student's compute: {top_ops or 'no profile'}"
         ),
     }
@@ -382,18 +396,22 @@ def limits(result: dict) -> dict[str, str]:
         f"({megabytes}) to storage, and its processes' CPU: {cores(ray_run):.2f} cores while the epochs ran "
         f"(plain: {cores(plain_run):.2f}), taken from the {c['threads']} threads the worker runs on "
         f"{os.cpu_count()} cores. Start-up, {c['modes']['ray']['startup_s']:.0f} s against "
-        f"{c['modes']['plain']['startup_s']:.0f} s: each fit starts {ray_run['processes_started']} processes "
-        f"(controller, worker, helpers) that import Ray and torch, {other_cpu(ray_run):.0f} CPU-s"
+        f"{c['modes']['plain']['startup_s']:.0f} s: a fit runs Ray Train's controller, worker and helper actors "
+        f"({ray_run['processes_started']} processes started, the others from Ray's idle pool), which import Ray and "
+        f"torch: {other_cpu(ray_run):.0f} CPU-s besides the worker's training"
     )
-    seq = d["runs"]["sequential"]["finished_s"]
-    ends = sorted(seq.values())
+    sequential = d["runs"]["sequential"]
+    order = sorted(sequential["finished_s"], key=sequential["finished_s"].get)
+    ends = [sequential["finished_s"][name] for name in order]
     each = [b - a for a, b in zip([0.0] + ends[:-1], ends)]
+    trained = [sequential["epochs_s"][name] for name in order]
     out["d"] = (
         f"Ray has {d['cluster_cpus']:.0f} CPUs and each expert reserves {d['cpus_per_expert']:g}: at most "
         f"{d['at_once']} of the {d['experts']} experts train at once, the rest wait for a slot; with "
         f"{d['threads_per_expert']} thread(s) each, at most {d['at_once'] * d['threads_per_expert']} of the "
         f"{os.cpu_count()} cores compute. One after another the experts took {', '.join(f'{s:.0f}' for s in each)} s, "
-        f"each with a Ray Train start-up (see (c)), which concurrency overlaps but which competes for the same cores"
+        f"of which their epochs {', '.join(f'{s:.0f}' for s in trained)} s: the rest is mostly Ray Train's start-up "
+        f"(see (c)), which concurrency overlaps, though on the same cores"
     )
     return out
 
@@ -458,7 +476,13 @@ def render(result: dict) -> str:
         for run in c["runs"]
     ]
     expert_rows = [
-        [label, run["max_concurrent"], f"{run['wall_s']:.1f}", ", ".join(f"{n} {s:.0f}" for n, s in run["finished_s"].items())]
+        [
+            label,
+            run["max_concurrent"],
+            f"{run['wall_s']:.1f}",
+            ", ".join(f"{n} {s:.0f}" for n, s in run["finished_s"].items()),
+            ", ".join(f"{n} {s:.1f}" for n, s in run["epochs_s"].items()),
+        ]
         for label, run in d["runs"].items()
     ]
     lines = [
@@ -505,7 +529,11 @@ def render(result: dict) -> str:
         f"Ray: {d['cluster_cpus']:.0f} CPUs; each expert reserves {d['cpus_per_expert']:g} CPU(s), so {d['at_once']} "
         f"train at once.",
         "",
-        *markdown_table(["run", "max_concurrent", "wall s", "each expert done after (s)"], expert_rows, ["l", "r", "r", "l"]),
+        *markdown_table(
+            ["run", "max_concurrent", "wall s", "each expert done after (s)", "its epochs (s, from its history)"],
+            expert_rows,
+            ["l", "r", "r", "l", "l"],
+        ),
         "",
         f"Concurrent is {d['speedup']:.2f}x faster than sequential.",
         "",
@@ -569,7 +597,7 @@ def main(argv=None) -> dict:
             "wall_s": time.perf_counter() - started,
             "data_root": str(data_root),
             "train_images": Manifest.load(base.run_dir).record("split").summary["train"],
-            "overrides": SCALE + [f"distill.epochs={args.epochs}", *args.set],
+            "overrides": effective(overrides(args)),
             "versions": {"torch": torch.__version__, "ray": ray.__version__},
             "config": base.to_dict(),
         },
