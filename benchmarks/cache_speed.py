@@ -14,6 +14,8 @@ figures; this command runs (a) and (b) alone.
               lfme.teacher_cache.read_cache, as the distill stage does;
       live:   three experts of the student's architecture, one per subset of a
               3-way split_balanced split, run on the batch (lfme.teachers.LiveTeachers).
+    The images are decoded once, before any measurement (the preset's
+    `data.decode_once`; speed.py's (e) measures what that saves).
     Both run lfme.engine.train_epoch on the same `--batches` batches (same
     sample order, same augmentation draws: seeded before every measurement)
     from the same initial weights and a fresh SGD optimiser. One warm-up pass
@@ -76,7 +78,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lfme.data import ImageDataset, build_transform, class_counts, imagefolder, make_long_tailed
+from lfme.data import ImageDataset, build_transform, class_counts, fixed_size_step, imagefolder, make_long_tailed
 from lfme.engine import make_optimizer, predict, seed_everything, train_epoch
 from lfme.losses import lfme_loss
 from lfme.models import build_model
@@ -190,7 +192,8 @@ class Bench:
         self.args, self.device = args, device
         source = imagefolder(args.data)
         train_idx, _ = make_long_tailed(source.train.labels, args.imbalance_factor)
-        self.train = source.train.subset(train_idx)
+        # Decoded once, as the distill stage keeps them with the preset's data.decode_once.
+        self.train = source.train.subset(train_idx).decoded(fixed_size_step("cifar", 32))
         self.num_classes = source.num_classes
         self.subsets = split_balanced(class_counts(self.train.labels, self.num_classes), 3)
 

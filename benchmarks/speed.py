@@ -32,6 +32,9 @@
     twice, on fresh run directories seeded with the same split, all else the
     same. Ray's CPUs (`ray.cluster_resources()`) over each expert's CPUs bound
     how many really train at once.
+(e) Image decoding: one epoch of the distill stage's training loader alone
+    (no model), with the images decoded every epoch versus decoded once when
+    the loader is made (`data.decode_once`); the one-off decode reported apart.
 
 Data: CIFAR-10-LT (configs/cifar10-lt.yaml, the ImageFolder tree in
 ../shared/data/cifar10) with table3's CPU_SCALE overrides (ResNet-8, one
@@ -79,6 +82,7 @@ from pipeline.manifest import Manifest  # noqa: E402
 from pipeline.runner import init_ray, run_pipeline  # noqa: E402
 from pipeline.tune import verified_cache  # noqa: E402
 from stages import ray_train  # noqa: E402
+from stages.data import load_split, make_loader  # noqa: E402
 from stages.distill import distill_loop  # noqa: E402
 
 PRESET = REPO / "configs" / "cifar10-lt.yaml"
@@ -350,6 +354,37 @@ def measure_experts(base: Config, args, data_root: Path, out: Path) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- (e) image decoding
+
+
+def measure_decoding(config: Config, rounds: int) -> dict:
+    """(e): one epoch of the student's training loader alone, images decoded every epoch vs once.
+
+    The distill stage's loader (`stages.data.make_loader`, augmenting
+    transform, the distill batch size, in this process) over the run's
+    training set, iterated without a model; rounds alternate the order.
+    Decoding once costs a pass over the images when the loader is made
+    (`decode_s`), repaid from the first epoch on.
+    """
+    train = load_split(config.run_dir, config.data).train
+    epoch_s: dict[str, list[float]] = {"every_epoch": [], "once": []}
+    decode_s = 0.0
+    for r in range(rounds):
+        for mode in ("every_epoch", "once") if r % 2 == 0 else ("once", "every_epoch"):
+            data = dataclasses.replace(config.data, decode_once=mode == "once", loader_workers=0)
+            start = time.perf_counter()
+            loader = make_loader(train, data, True, config.distill.batch_size, every_epoch=True)
+            made = time.perf_counter()
+            for _ in loader:
+                pass
+            epoch_s[mode].append(time.perf_counter() - made)
+            if mode == "once":
+                decode_s = made - start
+            log(f"(e) round {r + 1}/{rounds}: loader epoch, decode {mode.replace('_', ' ')}: {epoch_s[mode][-1]:.2f} s")
+    every, once = (statistics.median(epoch_s[mode]) for mode in ("every_epoch", "once"))
+    return {"images": len(train), "rounds": rounds, "epoch_s": epoch_s, "every_epoch_s": every, "once_s": once, "decode_s": decode_s, "speedup": every / once}
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -413,11 +448,23 @@ def limits(result: dict) -> dict[str, str]:
         f"of which their epochs {', '.join(f'{s:.0f}' for s in trained)} s: the rest is mostly Ray Train's start-up "
         f"(see (c)), which concurrency overlaps, though on the same cores"
     )
+    e = result["decoding"]
+    saved = e["every_epoch_s"] - e["once_s"]
+    decoded_in_c = result["meta"]["config"]["data"]["decode_once"]
+    out["e"] = (
+        f"decoded once, an epoch of the loader is its augmentation (padded crop, flip) and tensor conversion: "
+        f"{e['once_s']:.1f} s against {e['every_epoch_s']:.1f} s with PNG decoding, for {e['images']} images. The one-off "
+        f"decode ({e['decode_s']:.1f} s) is repaid after {e['decode_s'] / saved:.1f} epoch(s) and saves {saved:.1f} s of every "
+        f"later one; a student epoch in (c) took {c['modes']['plain']['epoch_s']:.1f} s "
+        f"(images decoded {'once' if decoded_in_c else 'every epoch'} there)"
+        if saved > 0
+        else f"decoding once saved nothing here ({e['once_s']:.2f} s vs {e['every_epoch_s']:.2f} s per epoch)"
+    )
     return out
 
 
 def render(result: dict) -> str:
-    meta, ab, c, d = result["meta"], result["cache_speed"], result["distill"], result["experts"]
+    meta, ab, c, d, e = result["meta"], result["cache_speed"], result["distill"], result["experts"], result["decoding"]
     why = limits(result)
     ratio = ab["training"]["ratio_cached_over_live"]
     read = [row["read_over_training_rate"] for row in ab["cache"]]
@@ -446,6 +493,7 @@ def render(result: dict) -> str:
                 "",
                 why["d"],
             ],
+            ["(e) training loader epoch, images decoded every epoch / once", f"{e['speedup']:.2f}x faster", "none set", "", why["e"]],
         ],
         ["l", "r", "l", "l", "l"],
     )
@@ -537,6 +585,19 @@ def render(result: dict) -> str:
         "",
         f"Concurrent is {d['speedup']:.2f}x faster than sequential.",
         "",
+        "## (e) image decoding: every epoch vs once",
+        "",
+        f"One epoch of the distill stage's training loader over the {e['images']} training images, no model, "
+        f"in this process (no loader workers); {e['rounds']} rounds in alternating order.",
+        "",
+        *markdown_table(
+            ["images decoded", "epochs s", "median s"],
+            [[mode.replace("_", " "), ", ".join(f"{t:.2f}" for t in e["epoch_s"][mode]), f"{statistics.median(e['epoch_s'][mode]):.2f}"] for mode in e["epoch_s"]],
+            ["l", "l", "r"],
+        ),
+        "",
+        f"Decoding once: {e['decode_s']:.1f} s when the loader is made, then {e['speedup']:.2f}x faster epochs.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -576,6 +637,7 @@ def main(argv=None) -> dict:
     try:
         log(f"base run (split, experts, cache) in {base.run_dir}")
         build_base(base)
+        decoding = measure_decoding(base, max(2, args.rounds))
         distill = measure_distill(base, args.rounds, out)
         experts = measure_experts(base, args, data_root, out)
     finally:
@@ -604,6 +666,7 @@ def main(argv=None) -> dict:
         "cache_speed": ab,
         "distill": distill,
         "experts": experts,
+        "decoding": decoding,
     }
     result["limits"] = limits(result)
     write_json_atomic(out / "speed.json", result)

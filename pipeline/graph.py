@@ -5,8 +5,8 @@ with the fingerprints of the stages it reads. Changing a stage's settings thus
 changes its fingerprint and, through the chain, every fingerprint downstream,
 while everything upstream keeps its own and is skipped.
 
-Left out on purpose: resources, concurrency, loader processes, inference batch
-size and shard size. They change how fast a stage runs, not what it produces,
+Left out on purpose: resources, concurrency, loader processes, decoding once,
+inference batch size and shard size. They change how fast a stage runs, not what it produces,
 so moving a run to a bigger cluster does not retrain anything.
 """
 
@@ -28,7 +28,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "evaluate": ("split", "experts", "distill"),
 }
 
-_SPEED_ONLY = {"resources", "max_concurrent", "max_failures", "loader_workers", "check_images", "shard_rows"}
+_SPEED_ONLY = {"resources", "max_concurrent", "max_failures", "loader_workers", "decode_once", "check_images", "shard_rows"}
 
 
 def _without_speed_fields(section: dict[str, Any]) -> dict[str, Any]:

@@ -123,7 +123,6 @@ def load_split(run_dir: str, cfg: DataConfig) -> SplitData:
     )
 
 
-
 def restrict_to_subset(images: ImageList, classes: tuple[int, ...]) -> ImageList:
     """The images of `classes`, labels re-indexed 0..len(classes)-1 (an expert's label space)."""
     classes_arr = np.asarray(classes, dtype=np.int64)
@@ -139,8 +138,17 @@ def make_loader(
     train: bool,
     batch_size: int,
     sampler: Optional[torch.utils.data.Sampler] = None,
+    every_epoch: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """Training batches use the augmenting transform; everything else the test transform."""
+    """Training batches use the augmenting transform; everything else the test transform.
+
+    `every_epoch`: the loader is read once per epoch (training and validation
+    loaders). With `data.decode_once` its images are then decoded here, once,
+    rather than on each pass; a loader read once (cache, evaluation) decodes
+    as it goes either way.
+    """
+    if every_epoch and cfg.decode_once:
+        images = images.decoded(lfme_data.fixed_size_step(cfg.transform, cfg.image_size))
     dataset = ImageDataset(images, build_transform(cfg.transform, train=train, image_size=cfg.image_size))
     return torch.utils.data.DataLoader(
         dataset,

@@ -110,8 +110,8 @@ def distill_loop(loop_config: dict) -> None:
         v1 = initial_instance_weights(teacher.confidence, teacher.labels, subsets, split.class_counts, variant=dcfg.spis_init)
 
     sampler = make_sampler(dcfg, split.train.labels, split.class_counts, world, rank, cfg.seed)
-    train_loader = make_loader(split.train, cfg.data, True, dcfg.batch_size // world, sampler=sampler)
-    val_loader = make_loader(split.val.subset(np.arange(rank, len(split.val), world)), cfg.data, False, cfg.evaluate.batch_size)
+    train_loader = make_loader(split.train, cfg.data, True, dcfg.batch_size // world, sampler=sampler, every_epoch=True)
+    val_loader = make_loader(split.val.subset(np.arange(rank, len(split.val), world)), cfg.data, False, cfg.evaluate.batch_size, every_epoch=True)
 
     model = build_model(cfg.model.arch, split.num_classes, in_channels=split.channels, pretrained=cfg.model.pretrained)
     model = ray.train.torch.prepare_model(model)

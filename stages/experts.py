@@ -59,8 +59,8 @@ def expert_loop(loop_config: dict) -> None:
     train = restrict_to_subset(split.train, subset.classes)
     val = restrict_to_subset(split.val, subset.classes)
     sampler = DistributedSampler(range(len(train)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    train_loader = make_loader(train, cfg.data, True, train_cfg.batch_size // world, sampler=sampler)
-    val_loader = make_loader(val.subset(np.arange(rank, len(val), world)), cfg.data, False, cfg.evaluate.batch_size)
+    train_loader = make_loader(train, cfg.data, True, train_cfg.batch_size // world, sampler=sampler, every_epoch=True)
+    val_loader = make_loader(val.subset(np.arange(rank, len(val), world)), cfg.data, False, cfg.evaluate.batch_size, every_epoch=True)
 
     model = build_model(cfg.model.arch, len(subset.classes), in_channels=split.channels, pretrained=cfg.model.pretrained)
     model = ray.train.torch.prepare_model(model)

@@ -397,3 +397,15 @@ def test_cli_run_dir_flag_is_validated_like_the_config():
 def test_live_teachers_need_kd():
     with pytest.raises(ConfigError, match=r"distill.teachers: live teachers .* distill.kd: true"):
         config_from_dict({"distill": {"teachers": "live", "kd": False, "spes": False}})
+
+
+def test_decode_once_is_only_for_transforms_with_a_fixed_size_and_changes_no_fingerprint():
+    from pipeline.graph import fingerprints
+
+    data = _base()
+    data["data"].update(transform="imagenet", decode_once=True)
+    message = _error(data)
+    assert "data.decode_once" in message and "'imagenet'" in message
+    plain = config_from_dict(_base())
+    kept = config_from_dict(_base(), ["data.decode_once=true"])
+    assert kept.data.decode_once and fingerprints(kept) == fingerprints(plain)

@@ -25,6 +25,7 @@ from lfme.data import (
     parquet,
     torchvision_cifar,
 )
+from lfme.data.sources import ArrayStore
 
 DATA = Path(__file__).parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"shared data folder {DATA} is not on this machine")
@@ -356,3 +357,60 @@ def test_parquet_without_embedded_bytes(tmp_path):
     pq.write_table(pa.table({"image": image, "label": pa.array([0, 0], type=pa.int64())}), path)
     with pytest.raises(ValueError, match=rf"{re.escape(str(path))} row 1: image has no embedded bytes"):
         parquet(path, path)
+
+
+# --------------------------------------------------------------------------- decoded once
+
+
+def _random_pngs(folder: Path, sizes: list[tuple[int, int]]) -> Path:
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate(sizes):
+        (folder / "train" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / "train" / f"c{i % 2}" / f"{i}.png")
+    (folder / "test" / "c0").mkdir(parents=True)
+    (folder / "test" / "c1").mkdir(parents=True)
+    return folder
+
+
+def test_decoded_images_give_the_cifar_transforms_the_same_pixels(tmp_path):
+    from lfme.data import fixed_size_step
+
+    images = imagefolder(_random_pngs(tmp_path, [(40, 36), (36, 40), (40, 36), (50, 50)]), test="test").train
+    kept = images.decoded(fixed_size_step("cifar", 32))
+    assert kept.store.images.shape == (4, 32, 32, 3) and kept.store.images.dtype == np.uint8
+    for i in range(len(images)):
+        with Image.open(images.where(i)) as original:
+            assert np.array_equal(kept.store.images[i], np.asarray(original.convert("RGB").resize((32, 32), Image.BILINEAR)))
+    assert np.array_equal(kept.sample_ids, images.sample_ids) and np.array_equal(kept.labels, images.labels)
+    for train in (True, False):
+        transform = build_transform("cifar", train, 32)
+        for i in range(len(images)):
+            torch.manual_seed(i)  # the same crop and flip draws for both
+            decoding = ImageDataset(images, transform)[i]
+            torch.manual_seed(i)
+            decoded = ImageDataset(kept, transform)[i]
+            assert torch.equal(decoding[0], decoded[0]) and decoding[1:] == decoded[1:]
+
+
+def test_decoded_needs_one_size_and_keeps_arrays_as_they_are(tmp_path):
+    images = imagefolder(_random_pngs(tmp_path, [(40, 36), (36, 40)]), test="test").train
+    with pytest.raises(ValueError, match="2 sizes"):
+        images.decoded()
+    digit_images = digits().train
+    assert digit_images.decoded() is digit_images
+
+
+def test_loaders_read_every_epoch_decode_once_and_give_the_same_batches(tmp_path):
+    from pipeline.config import DataConfig
+    from stages.data import make_loader
+
+    images = imagefolder(_random_pngs(tmp_path, [(40, 36)] * 6), test="test").train
+    batches = {}
+    for decode_once in (False, True):
+        cfg = DataConfig(source="imagefolder", root=str(tmp_path), transform="cifar", image_size=32, decode_once=decode_once)
+        loader = make_loader(images, cfg, train=True, batch_size=4, every_epoch=True)
+        assert isinstance(loader.dataset.image_list.store, ArrayStore) == decode_once
+        torch.manual_seed(0)
+        batches[decode_once] = [b for epoch in range(2) for b in loader]
+    for (x, y, ids), (x1, y1, ids1) in zip(batches[False], batches[True], strict=True):
+        assert torch.equal(x, x1) and torch.equal(y, y1) and torch.equal(ids, ids1)

@@ -15,10 +15,11 @@ from lfme.data.sources import (
     parquet,
     torchvision_cifar,
 )
-from lfme.data.transforms import FAMILIES, build_transform
+from lfme.data.transforms import FAMILIES, KEEPS_DECODED, build_transform, fixed_size_step
 
 __all__ = [
     "FAMILIES",
+    "KEEPS_DECODED",
     "TEST_ID_OFFSET",
     "VAL_ID_OFFSET",
     "CorruptImageError",
@@ -29,6 +30,7 @@ __all__ = [
     "check_images",
     "class_counts",
     "digits",
+    "fixed_size_step",
     "imagefolder",
     "ldam_counts",
     "make_long_tailed",

@@ -20,6 +20,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -143,6 +144,28 @@ class ImageList:
         """The images at `indices` (in that order), keeping their sample ids."""
         indices = np.asarray(indices, dtype=np.int64)
         return ImageList(self.sample_ids[indices], self.labels[indices], self.store.take(indices), self.mode)
+
+    def decoded(self, step: Callable[[Image.Image], Image.Image] | None = None) -> ImageList:
+        """The same list with every image decoded now, after `step` (e.g. a resize), kept as uint8 pixels.
+
+        For loaders that read the same images every epoch: loading from the
+        result costs no decoding. Memory: N x H x W x channels bytes, so the
+        images must all come out of `step` at one size.
+        """
+        if isinstance(self.store, ArrayStore) and step is None:
+            return self
+        pixels = []
+        for i in range(len(self)):
+            image = self.load(i)
+            pixels.append(np.asarray(image if step is None else step(image)))
+        shapes = {p.shape for p in pixels}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"cannot keep {len(self)} images decoded: they come in {len(shapes)} sizes "
+                f"(e.g. {sorted(shapes)[:2]}), and only images of one size are kept (resize them first)"
+            )
+        images = np.stack(pixels) if pixels else np.zeros((0, 1, 1), dtype=np.uint8)
+        return ImageList(self.sample_ids, self.labels, ArrayStore(images, "decoded images"), self.mode)
 
 
 @dataclass

@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
+from PIL import Image
 from torchvision import transforms as T
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -23,6 +26,22 @@ DIGITS_MEAN = (0.5,)
 DIGITS_STD = (0.5,)
 
 FAMILIES = ("digits", "cifar", "imagenet")
+# Families whose every image can be kept decoded: their transforms start with a
+# deterministic step to a fixed size (or none), so the pixels after that step
+# are the same every epoch. imagenet crops the full-size image at random.
+KEEPS_DECODED = ("digits", "cifar")
+
+
+def fixed_size_step(family: str, image_size: int) -> Callable[[Image.Image], Image.Image] | None:
+    """The deterministic first step of `family`'s transforms (train and test alike), None if it has none.
+
+    Keeping images decoded after this step (`ImageList.decoded`) gives the
+    transforms the same pixels as decoding each time: on an image already at
+    the size, the step is the identity.
+    """
+    if family not in KEEPS_DECODED:
+        raise ValueError(f"transform family {family!r} has no fixed-size first step; families that have: {list(KEEPS_DECODED)}")
+    return T.Resize((image_size, image_size)) if family == "cifar" else None
 
 
 def build_transform(family: str, train: bool, image_size: int) -> T.Compose:
@@ -33,7 +52,7 @@ def build_transform(family: str, train: bool, image_size: int) -> T.Compose:
         normalize = T.Normalize(DIGITS_MEAN, DIGITS_STD)
     elif family == "cifar":
         # (s, s), not s: an int keeps the aspect ratio and a non-square image would not batch.
-        square = T.Resize((image_size, image_size))
+        square = fixed_size_step(family, image_size)
         augment = [square, T.RandomCrop(image_size, padding=image_size // 8), T.RandomHorizontalFlip()]
         resize = [square]
         normalize = T.Normalize(CIFAR_MEAN, CIFAR_STD)
