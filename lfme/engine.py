@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lfme.precision import FP32, Precision
+
 # (logits, labels, sample_ids) -> (scalar loss, dict of floats for the log)
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
 # (logits, labels, sample_ids, images) -> the same; for losses that run live teachers on the batch
@@ -81,9 +83,15 @@ def train_epoch(
     loss_fn: LossFn | ImageLossFn,
     device: torch.device,
     *,
+    precision: Precision = FP32,
+    scaler: Optional[torch.amp.GradScaler] = None,
     loss_needs_images: bool = False,
 ) -> EpochStats:
     """One pass over `loader`, whose batches are (images, labels, sample_ids).
+
+    The model's forward runs under `precision` (lfme.precision);
+    the loss sees its logits in float32, so softmaxes and KL terms keep full
+    precision whatever the convolutions ran in. `scaler`: fp16's loss scaler.
 
     With `loss_needs_images` the loss also gets the batch's images (on
     `device`) as a fourth argument: live teachers (lfme.teachers) need them,
@@ -95,14 +103,21 @@ def train_epoch(
     parts_sum: dict[str, float] = {}
     for images, labels, sample_ids in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        logits = model(images)
+        images = precision.inputs(images)
+        with precision.autocast():
+            logits = model(images).float()
         if loss_needs_images:
             loss, parts = loss_fn(logits, labels, sample_ids, images)
         else:
             loss, parts = loss_fn(logits, labels, sample_ids)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         n = labels.shape[0]
         total_loss += loss.item() * n
         correct += (logits.argmax(1) == labels).sum().item()
@@ -128,11 +143,14 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Iterable, device: torch.device) -> Predictions:
+def predict(model: nn.Module, loader: Iterable, device: torch.device, precision: Precision = FP32) -> Predictions:
+    """The model's float32 logits over `loader`, its forward run under `precision`."""
     model.eval()
     logits, labels, ids = [], [], []
     for images, y, sample_ids in loader:
-        logits.append(model(images.to(device, non_blocking=True)).float().cpu())
+        with precision.autocast():
+            out = model(precision.inputs(images.to(device, non_blocking=True)))
+        logits.append(out.float().cpu())
         labels.append(y)
         ids.append(sample_ids)
     if not logits:

@@ -7,7 +7,7 @@ type or a value out of range fails at once with one line naming the key
 a Ray worker would have tripped over it.
 
 Which fields invalidate which stage (the stage fingerprints) is decided in
-`pipeline/stages_graph.py`; resources never do: running the same stage on more
+`pipeline/graph.py`; resources never do: running the same stage on more
 workers is not a different experiment.
 """
 
@@ -193,6 +193,11 @@ class ExpertsConfig(TrainingConfig):
 
     def check(self, path: str) -> None:
         super().check(path)
+        if self.resources.num_workers != 1:
+            raise ConfigError(
+                f"{path}.resources.num_workers: each expert is one worker (one task per subset, all at once), "
+                f"got {self.resources.num_workers}; give it more CPUs or a GPU instead"
+            )
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ConfigError(f"{path}.max_concurrent: must be >= 1 or null, got {self.max_concurrent}")
 
@@ -342,6 +347,11 @@ def _check_search_spec(where: str, key: Any, spec: Any) -> None:
 @dataclass
 class Config:
     seed: int = 0
+    # Arithmetic of every stage that runs a model (experts, cache, distill,
+    # evaluate, tune): fp32; bf16 autocast (CPUs with AVX512-BF16 or AMX, and
+    # CUDA); fp16 autocast with loss scaling (CUDA only). Where the hardware
+    # cannot, the stage says so in one line and runs fp32 (lfme.precision).
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     run_dir: str = "runs/default"
     ray: RayConfig = field(default_factory=RayConfig)
     data: DataConfig = field(default_factory=DataConfig)

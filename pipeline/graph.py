@@ -5,8 +5,8 @@ with the fingerprints of the stages it reads. Changing a stage's settings thus
 changes its fingerprint and, through the chain, every fingerprint downstream,
 while everything upstream keeps its own and is skipped.
 
-Left out on purpose: resources, concurrency, loader processes, decoding once,
-inference batch size and shard size. They change how fast a stage runs, not what it produces,
+Left out on purpose: resources, concurrency, loader processes, inference batch
+size and shard size. They change how fast a stage runs, not what it produces,
 so moving a run to a bigger cluster does not retrain anything.
 """
 
@@ -40,16 +40,33 @@ def stage_settings(config: Config, stage: str) -> dict[str, Any]:
     c = config.to_dict()
     if stage == "split":
         return {"data": _without_speed_fields(c["data"]), "split": c["split"]}
+    # Precision changes the numbers of every stage that runs a model. Images
+    # kept decoded are augmented in batches (lfme.data.BatchTransform): the
+    # same distribution of crops and flips as PIL's, other draws, so the
+    # training stages' results change with it.
+    augmentation = "batched" if c["data"]["decode_once"] else "pil"
     if stage == "experts":
-        return {"seed": c["seed"], "model": c["model"], "experts": _without_speed_fields(c["experts"])}
+        return {
+            "seed": c["seed"],
+            "precision": c["precision"],
+            "augmentation": augmentation,
+            "model": c["model"],
+            "experts": _without_speed_fields(c["experts"]),
+        }
     if stage == "cache":
         # Inference with the test transform is deterministic: nothing of the
         # cache section changes the logits (batch size only changes the speed).
-        return {}
+        return {"precision": c["precision"]}
     if stage == "distill":
-        return {"seed": c["seed"], "model": c["model"], "distill": _without_speed_fields(c["distill"])}
+        return {
+            "seed": c["seed"],
+            "precision": c["precision"],
+            "augmentation": augmentation,
+            "model": c["model"],
+            "distill": _without_speed_fields(c["distill"]),
+        }
     if stage == "evaluate":
-        return {"evaluate": {"shot_thresholds": c["evaluate"]["shot_thresholds"]}}
+        return {"precision": c["precision"], "evaluate": {"shot_thresholds": c["evaluate"]["shot_thresholds"]}}
     raise ValueError(f"unknown stage '{stage}' (stages: {', '.join(STAGES)})")
 
 

@@ -1,8 +1,8 @@
 """Stage 3, cache: every expert over the training and validation sets, once, to Parquet.
 
-One Ray task per (expert, part) runs the expert with the test transform (the
-un-augmented image, as the official code computes the teacher signals) over the
-whole part, not only its subset's samples: every expert's KD term applies to
+One Ray task per expert runs it with the test transform (the un-augmented
+image, as the official code computes the teacher signals) over the training
+and validation sets, whole, not only its subset's samples: every expert's KD term applies to
 every instance (paper 4.5). The driver joins the outputs into one row per
 sample (`lfme.teacher_cache` documents the schema), computes the confidence p_i
 from the expert of the sample's own subset, and writes the shards and the
@@ -19,11 +19,13 @@ import torch
 from lfme import storage
 from lfme.engine import predict
 from lfme.models import build_model
+from lfme.precision import resolve
 from lfme.subsets import Subset, subset_of_class
 from lfme.teacher_cache import TeacherRows, file_sha256, write_cache
 from lfme.teachers import expert_confidence
 from pipeline.config import Config
 from pipeline.context import StageContext
+from stages import ray_train
 from stages.data import load_split, make_loader
 from stages.experts import MODEL_FILE, expert_dir
 
@@ -53,15 +55,21 @@ def load_expert(run_dir: str, subset: Subset, channels: int, device: torch.devic
 
 
 @ray.remote
-def expert_logits(cfg: Config, run_dir: str, subset: Subset, part: str) -> tuple[np.ndarray, np.ndarray]:
-    """(sample_ids, logits over the subset's classes) of one expert on one part."""
+def expert_logits(cfg: Config, run_dir: str, subset: Subset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per part: (sample_ids, logits over the subset's classes) of one expert."""
     torch.set_num_threads(max(1, int(cfg.cache.resources.cpus_per_worker)))
-    device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
+    device = ray_train.task_device()
+    precision, fallback = resolve(cfg.precision, device)
+    if fallback:
+        ray_train.say(f"[cache {subset.name}] {fallback}")
     split = load_split(run_dir, cfg.data)
-    images = split.train if part == "train" else split.val
-    model = load_expert(run_dir, subset, split.channels, device)
-    pred = predict(model, make_loader(images, cfg.data, False, cfg.cache.batch_size), device)
-    return pred.sample_ids, pred.logits
+    model = precision.prepare(load_expert(run_dir, subset, split.channels, device))
+    out = {}
+    for part in PARTS:
+        images = split.train if part == "train" else split.val
+        pred = predict(model, make_loader(images, cfg.data, False, cfg.cache.batch_size), device, precision)
+        out[part] = (pred.sample_ids, pred.logits)
+    return out
 
 
 def run(ctx: StageContext) -> dict:
@@ -70,20 +78,20 @@ def run(ctx: StageContext) -> dict:
     hashes = expert_hashes(ctx.run_dir, split.subsets)
     resources = cfg.cache.resources
     futures = {
-        (s.name, part): expert_logits.options(
-            num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker
-        ).remote(cfg, ctx.run_dir, s, part)
+        s.name: expert_logits.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker).remote(
+            cfg, ctx.run_dir, s
+        )
         for s in split.subsets
-        for part in PARTS
     }
-    ctx.log(f"cache: {len(futures)} inference tasks ({len(split.subsets)} experts x {len(PARTS)} parts)")
+    ctx.log(f"cache: {len(futures)} inference tasks, one per expert, each over {' and '.join(PARTS)}")
+    outputs = {name: ray.get(ref) for name, ref in futures.items()}
     owner = subset_of_class(split.subsets, split.num_classes)
     parts = {}
     for part in PARTS:
         images = split.train if part == "train" else split.val
         logits = np.zeros((len(images), split.num_classes), dtype=np.float32)
         for s in split.subsets:
-            ids, expert_out = ray.get(futures[(s.name, part)])
+            ids, expert_out = outputs[s.name][part]
             if not np.array_equal(ids, images.sample_ids):
                 raise RuntimeError(f"cache: expert '{s.name}' returned {part} rows in another order")
             logits[:, list(s.classes)] = expert_out

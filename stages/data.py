@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import torch.utils.data
 
 from lfme import data as lfme_data
-from lfme.data import ImageDataset, ImageList, SourceSplits, build_transform
+from lfme.data import BatchTransform, DeviceBatches, ImageDataset, ImageList, PixelDataset, SourceSplits, build_transform
 from lfme.subsets import Subset
 from pipeline.config import DataConfig
 from lfme import storage
@@ -139,23 +139,34 @@ def make_loader(
     batch_size: int,
     sampler: Optional[torch.utils.data.Sampler] = None,
     every_epoch: bool = False,
-) -> torch.utils.data.DataLoader:
-    """Training batches use the augmenting transform; everything else the test transform.
+    device: torch.device | str = "cpu",
+) -> torch.utils.data.DataLoader | DeviceBatches:
+    """Batches `(images, labels, sample_ids)`: training batches augmented, everything else the test transform.
 
     `every_epoch`: the loader is read once per epoch (training and validation
     loaders). With `data.decode_once` its images are then decoded here, once,
-    rather than on each pass; a loader read once (cache, evaluation) decodes
-    as it goes either way.
+    rather than on each pass, and the loader collates their uint8 pixels;
+    the transform then runs on whole batches on `device` (`BatchTransform`),
+    yielding images there as float32 channels_last. A loader read once (cache,
+    evaluation), or without `decode_once`, decodes and transforms each image
+    in PIL as it goes and yields CPU tensors.
     """
-    if every_epoch and cfg.decode_once:
-        images = images.decoded(lfme_data.fixed_size_step(cfg.transform, cfg.image_size))
-    dataset = ImageDataset(images, build_transform(cfg.transform, train=train, image_size=cfg.image_size))
-    return torch.utils.data.DataLoader(
+    decode_once = every_epoch and cfg.decode_once
+    if decode_once:
+        dataset = PixelDataset(images.decoded(lfme_data.fixed_size_step(cfg.transform, cfg.image_size)))
+    else:
+        dataset = ImageDataset(images, build_transform(cfg.transform, train=train, image_size=cfg.image_size))
+    loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         shuffle=False,
         num_workers=cfg.loader_workers,
         persistent_workers=cfg.loader_workers > 0,
+        # From pinned memory the copy to the GPU is asynchronous (DeviceBatches copies non_blocking).
+        pin_memory=decode_once and torch.device(device).type == "cuda",
         drop_last=False,
     )
+    if not decode_once:
+        return loader
+    return DeviceBatches(loader, BatchTransform(cfg.transform, train=train, image_size=cfg.image_size), device)

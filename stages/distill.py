@@ -30,6 +30,7 @@ from lfme.engine import make_optimizer, make_scheduler, predict, progress_line, 
 from lfme.evaluation import subset_accuracy
 from lfme.losses import lfme_loss
 from lfme.models import build_model
+from lfme.precision import resolve
 from lfme.sampling import DistributedClassBalancedSampler
 from lfme.selfpaced import expert_weights, initial_instance_weights, scheduled_instance_weights
 from lfme.subsets import Subset
@@ -66,9 +67,9 @@ def make_sampler(cfg: DistillConfig, labels: np.ndarray, class_counts: np.ndarra
     return DistributedSampler(range(len(labels)), num_replicas=world, rank=rank, shuffle=True, seed=seed)
 
 
-def validation_counts(model, loader, num_classes: int, device) -> torch.Tensor:
+def validation_counts(model, loader, num_classes: int, device, precision) -> torch.Tensor:
     """Per-class [correct, total] of this worker's share of the validation set (student among all C)."""
-    pred = predict(model, loader, device)
+    pred = predict(model, loader, device, precision)
     counts = torch.zeros(2, num_classes, dtype=torch.float64)
     if len(pred.labels):
         hits = pred.logits.argmax(1) == pred.labels
@@ -88,6 +89,9 @@ def distill_loop(loop_config: dict) -> None:
     dcfg = cfg.distill
     run_dir = loop_config["run_dir"]
     rank, world, device = ray_train.worker_setup(dcfg.resources.cpus_per_worker)
+    precision, fallback = resolve(cfg.precision, device)
+    if fallback and rank == 0:
+        ray_train.say(f"[student] {fallback}")
     seed_everything(ray_train.rank_seed(cfg.seed, rank))
 
     split = load_split(run_dir, cfg.data)
@@ -101,7 +105,7 @@ def distill_loop(loop_config: dict) -> None:
     teacher_logits = torch.from_numpy(teacher.logits.copy())  # float16 (writable copy), converted per batch
     live = None
     if dcfg.kd and dcfg.teachers == "live":
-        experts = [load_expert(run_dir, s, split.channels, device) for s in subsets]
+        experts = [precision.prepare(load_expert(run_dir, s, split.channels, device)) for s in subsets]
         live = LiveTeachers(experts, subsets, split.num_classes).to(device)
     subset_classes = [torch.tensor(s.classes, dtype=torch.long) for s in subsets]
     acc_experts = expert_accuracies(val_rows, subsets)
@@ -110,11 +114,15 @@ def distill_loop(loop_config: dict) -> None:
         v1 = initial_instance_weights(teacher.confidence, teacher.labels, subsets, split.class_counts, variant=dcfg.spis_init)
 
     sampler = make_sampler(dcfg, split.train.labels, split.class_counts, world, rank, cfg.seed)
-    train_loader = make_loader(split.train, cfg.data, True, dcfg.batch_size // world, sampler=sampler, every_epoch=True)
-    val_loader = make_loader(split.val.subset(np.arange(rank, len(split.val), world)), cfg.data, False, cfg.evaluate.batch_size, every_epoch=True)
+    train_loader = make_loader(
+        split.train, cfg.data, True, dcfg.batch_size // world, sampler=sampler, every_epoch=True, device=device
+    )
+    val_rank = split.val.subset(np.arange(rank, len(split.val), world))
+    val_loader = make_loader(val_rank, cfg.data, False, cfg.evaluate.batch_size, every_epoch=True, device=device)
 
     model = build_model(cfg.model.arch, split.num_classes, in_channels=split.channels, pretrained=cfg.model.pretrained)
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(precision.prepare(model))
+    scaler = precision.grad_scaler()
     optimizer = make_optimizer(model, dcfg.lr, dcfg.momentum, dcfg.weight_decay)
     scheduler = make_scheduler(optimizer, dcfg.lr_schedule, dcfg.epochs, dcfg.milestones, dcfg.gamma)
 
@@ -142,16 +150,19 @@ def distill_loop(loop_config: dict) -> None:
             if not dcfg.kd:
                 t = None
             elif live is not None:
-                t = live(images)
+                with precision.autocast():
+                    t = live(images)
             else:
                 t = teacher_logits[torch.from_numpy(rows)].to(logits.device)
             iw = torch.from_numpy(v[rows]).to(logits.device) if v is not None else None
             return lfme_loss(logits, labels, t, subset_classes, w, iw, dcfg.temperature, dcfg.t_squared)
 
-        stats = train_epoch(model, train_loader, optimizer, loss_fn, device, loss_needs_images=True)
+        stats = train_epoch(
+            model, train_loader, optimizer, loss_fn, device, precision=precision, scaler=scaler, loss_needs_images=True
+        )
         scheduler.step()
 
-        counts = ray_train.all_reduce_sum(validation_counts(model, val_loader, split.num_classes, device)).cpu()
+        counts = ray_train.all_reduce_sum(validation_counts(model, val_loader, split.num_classes, device, precision)).cpu()
         val_acc = counts[0].sum().item() / max(counts[1].sum().item(), 1)
         acc_student = [accuracy_of(counts, s.classes) for s in subsets]
         used_weights = list(weights)
@@ -171,6 +182,7 @@ def distill_loop(loop_config: dict) -> None:
                 "weights_used": dict(zip([s.name for s in subsets], used_weights)) if dcfg.kd else {},
                 "weights_next": dict(zip([s.name for s in subsets], weights)) if dcfg.kd else {},
                 "mean_instance_weight": float(v.mean()) if v is not None else 1.0,
+                "precision": precision.name,
                 "seconds": time.perf_counter() - epoch_start,
             }
         )

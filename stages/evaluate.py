@@ -1,7 +1,7 @@
 """Stage 5, evaluate: the student and each expert on the test set.
 
-Ray tasks run the student over the whole test set and each expert over its
-subset's test samples (predicting among its own classes). The report gives
+One Ray task runs the student over the whole test set and each expert over
+its subset's test samples (predicting among its own classes). The report gives
 overall, per-subset and Many/Medium/Few accuracy under both threshold
 conventions (each stated), per-class accuracy, and the SpES weight history;
 it is written as JSON, markdown and PNG plots (w_l per epoch, paper Fig. 5;
@@ -19,41 +19,65 @@ from lfme.engine import predict
 from lfme import storage
 from lfme.evaluation import accuracy_report, subset_accuracy
 from lfme.models import build_model
+from lfme.precision import Precision, resolve
 from lfme.report import write_report
 from lfme.subsets import Subset
 from pipeline.config import Config
 from pipeline.context import StageContext
+from stages import ray_train
 from stages.cache import load_expert
-from stages.data import load_split, make_loader, restrict_to_subset
+from stages.data import SplitData, load_split, make_loader, restrict_to_subset
 from stages.distill import HISTORY_FILE, STUDENT_FILE
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
+def task_precision(cfg: Config) -> tuple[torch.device, Precision]:
+    torch.set_num_threads(max(1, int(cfg.cache.resources.cpus_per_worker)))
+    device = ray_train.task_device()
+    precision, fallback = resolve(cfg.precision, device)
+    if fallback:
+        ray_train.say(f"[evaluate] {fallback}")
+    return device, precision
+
+
+def student_logits(cfg: Config, split: SplitData, student_file: str, device, precision) -> tuple[np.ndarray, np.ndarray]:
+    """The test logits and labels of a saved student (`distill/student.pt`, or a sweep's best trial: same format)."""
+    saved = storage.load_torch(student_file)
+    model = build_model(saved["arch"], saved["num_classes"], in_channels=split.channels)
+    model.load_state_dict(saved["model"])
+    model = precision.prepare(model.to(device))
+    pred = predict(model, make_loader(split.test, cfg.data, False, cfg.evaluate.batch_size), device, precision)
+    return pred.logits, pred.labels
+
+
+def expert_accuracy(cfg: Config, run_dir: str, split: SplitData, subset: Subset, device, precision) -> dict:
+    """The expert on its subset's test samples, among its subset's classes."""
+    model = precision.prepare(load_expert(run_dir, subset, split.channels, device))
+    test = restrict_to_subset(split.test, subset.classes)
+    pred = predict(model, make_loader(test, cfg.data, False, cfg.evaluate.batch_size), device, precision)
+    accuracy = float((pred.logits.argmax(1) == pred.labels).mean()) if len(pred.labels) else None
+    return {"classes": list(subset.classes), "accuracy": accuracy, "num_samples": int(len(pred.labels))}
 
 
 @ray.remote
 def student_test_logits(cfg: Config, run_dir: str, student_file: str) -> tuple[np.ndarray, np.ndarray]:
-    """The test logits of a saved student (`distill/student.pt`, or a sweep's best trial: same format)."""
-    split = load_split(run_dir, cfg.data)
-    saved = storage.load_torch(student_file)
-    model = build_model(saved["arch"], saved["num_classes"], in_channels=split.channels)
-    model.load_state_dict(saved["model"])
-    device = _device()
-    pred = predict(model.to(device), make_loader(split.test, cfg.data, False, cfg.evaluate.batch_size), device)
-    return pred.logits, pred.labels
+    """`student_logits` as a task (a sweep scores its best trial with it)."""
+    device, precision = task_precision(cfg)
+    return student_logits(cfg, load_split(run_dir, cfg.data), student_file, device, precision)
 
 
 @ray.remote
-def expert_test_accuracy(cfg: Config, run_dir: str, subset: Subset) -> dict:
-    """The expert on its subset's test samples, among its subset's classes."""
+def test_all(cfg: Config, run_dir: str, student_file: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The student's test logits and labels, and each expert on its subset: one task, one read of the split.
+
+    One task rather than one per model: on the test set every model's forward
+    takes less than a worker process's start (importing torch), so splitting
+    the work would cost more than it saves.
+    """
+    device, precision = task_precision(cfg)
     split = load_split(run_dir, cfg.data)
-    device = _device()
-    model = load_expert(run_dir, subset, split.channels, device)
-    test = restrict_to_subset(split.test, subset.classes)
-    pred = predict(model, make_loader(test, cfg.data, False, cfg.evaluate.batch_size), device)
-    accuracy = float((pred.logits.argmax(1) == pred.labels).mean()) if len(pred.labels) else None
-    return {"classes": list(subset.classes), "accuracy": accuracy, "num_samples": int(len(pred.labels))}
+    logits, labels = student_logits(cfg, split, student_file, device, precision)
+    experts = {s.name: expert_accuracy(cfg, run_dir, split, s, device, precision) for s in split.subsets}
+    return logits, labels, experts
 
 
 def run(ctx: StageContext) -> dict:
@@ -61,12 +85,8 @@ def run(ctx: StageContext) -> dict:
     run_dir = ctx.run_dir
     split = load_split(run_dir, cfg.data)
     resources = {"num_cpus": cfg.cache.resources.cpus_per_worker, "num_gpus": cfg.cache.resources.gpus_per_worker}
-    student_ref = student_test_logits.options(**resources).remote(cfg, run_dir, ctx.path(STUDENT_FILE, stage="distill"))
-    expert_refs = {s.name: expert_test_accuracy.options(**resources).remote(cfg, run_dir, s) for s in split.subsets}
-
-    logits, labels = ray.get(student_ref)
+    logits, labels, experts = ray.get(test_all.options(**resources).remote(cfg, run_dir, ctx.path(STUDENT_FILE, stage="distill")))
     student = accuracy_report(logits, labels, split.class_counts, split.subsets, tuple(cfg.evaluate.shot_thresholds))
-    experts = {name: ray.get(ref) for name, ref in expert_refs.items()}
     for s in split.subsets:  # the student on each expert's home ground, for the side-by-side table
         experts[s.name]["student_accuracy"] = subset_accuracy(logits, labels, s.classes)
     history = storage.read_json(ctx.path(HISTORY_FILE, stage="distill"))

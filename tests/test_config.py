@@ -399,13 +399,34 @@ def test_live_teachers_need_kd():
         config_from_dict({"distill": {"teachers": "live", "kd": False, "spes": False}})
 
 
-def test_decode_once_is_only_for_transforms_with_a_fixed_size_and_changes_no_fingerprint():
+def test_decode_once_is_only_for_transforms_with_a_fixed_size_and_changes_the_training_stages():
     from pipeline.graph import fingerprints
 
     data = _base()
     data["data"].update(transform="imagenet", decode_once=True)
     message = _error(data)
     assert "data.decode_once" in message and "'imagenet'" in message
-    plain = config_from_dict(_base())
+    plain = fingerprints(config_from_dict(_base()))
     kept = config_from_dict(_base(), ["data.decode_once=true"])
-    assert kept.data.decode_once and fingerprints(kept) == fingerprints(plain)
+    # Batched augmentation draws other crops: the experts and everything downstream change, the split does not.
+    assert kept.data.decode_once
+    changed = fingerprints(kept)
+    assert changed["split"] == plain["split"]
+    assert all(changed[s] != plain[s] for s in ("experts", "cache", "distill", "evaluate"))
+
+
+def test_precision_is_validated_and_in_every_fingerprint_of_a_stage_that_runs_a_model():
+    from pipeline.graph import fingerprints
+
+    assert config_from_dict(_base()).precision == "fp32"
+    message = _error({**_base(), "precision": "bf8"})
+    assert "precision" in message and "bf8" in message and "bf16" in message
+    plain = fingerprints(config_from_dict(_base()))
+    for value in ("bf16", "fp16"):
+        changed = fingerprints(config_from_dict(_base(), [f"precision={value}"]))
+        assert changed["split"] == plain["split"]
+        assert all(changed[s] != plain[s] for s in ("experts", "cache", "distill", "evaluate"))
+    # The cache's own settings hold the precision (not only its upstream experts): inference in bf16 gives other logits.
+    from pipeline.graph import stage_settings
+
+    assert stage_settings(config_from_dict(_base(), ["precision=bf16"]), "cache") == {"precision": "bf16"}

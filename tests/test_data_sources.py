@@ -16,6 +16,7 @@ from lfme.data import (
     TEST_ID_OFFSET,
     VAL_ID_OFFSET,
     CorruptImageError,
+    DeviceBatches,
     ImageDataset,
     build_transform,
     check_images,
@@ -400,17 +401,109 @@ def test_decoded_needs_one_size_and_keeps_arrays_as_they_are(tmp_path):
     assert digit_images.decoded() is digit_images
 
 
-def test_loaders_read_every_epoch_decode_once_and_give_the_same_batches(tmp_path):
+def _loader_config(root: Path, decode_once: bool, loader_workers: int = 0):
     from pipeline.config import DataConfig
+
+    return DataConfig(
+        source="imagefolder", root=str(root), transform="cifar", image_size=32, decode_once=decode_once, loader_workers=loader_workers
+    )
+
+
+def _cifar_crop(image: Image.Image, top: int, left: int, flip: bool) -> torch.Tensor:
+    """The PIL path's training transform, at given offsets and flip, by torchvision's functional ops."""
+    from torchvision.transforms import functional as TF
+
+    from lfme.data.transforms import CIFAR_MEAN, CIFAR_STD
+
+    crop = TF.crop(TF.pad(image, 4, fill=0), top, left, 32, 32)
+    return TF.normalize(TF.to_tensor(TF.hflip(crop) if flip else crop), CIFAR_MEAN, CIFAR_STD)
+
+
+def test_decode_once_evaluation_batches_equal_the_pil_path(tmp_path):
     from stages.data import make_loader
 
     images = imagefolder(_random_pngs(tmp_path, [(40, 36)] * 6), test="test").train
     batches = {}
     for decode_once in (False, True):
-        cfg = DataConfig(source="imagefolder", root=str(tmp_path), transform="cifar", image_size=32, decode_once=decode_once)
-        loader = make_loader(images, cfg, train=True, batch_size=4, every_epoch=True)
-        assert isinstance(loader.dataset.image_list.store, ArrayStore) == decode_once
-        torch.manual_seed(0)
+        loader = make_loader(images, _loader_config(tmp_path, decode_once), train=False, batch_size=4, every_epoch=True)
+        assert isinstance(loader, DeviceBatches) == decode_once
         batches[decode_once] = [b for epoch in range(2) for b in loader]
     for (x, y, ids), (x1, y1, ids1) in zip(batches[False], batches[True], strict=True):
-        assert torch.equal(x, x1) and torch.equal(y, y1) and torch.equal(ids, ids1)
+        assert x1.dtype == torch.float32 and x1.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(x1, x, rtol=0, atol=1e-6)
+        assert torch.equal(y, y1) and torch.equal(ids, ids1)
+
+
+def test_decode_once_digits_batches_are_one_channel_and_equal_the_pil_path_in_evaluation():
+    from pipeline.config import DataConfig
+    from stages.data import make_loader
+
+    images = digits().test.subset(np.arange(50))
+    batches = {}
+    for decode_once in (False, True):
+        cfg = DataConfig(source="digits", transform="digits", image_size=8, decode_once=decode_once)
+        batches[decode_once] = list(make_loader(images, cfg, train=False, batch_size=16, every_epoch=True))
+        train = list(make_loader(images, cfg, train=True, batch_size=16, every_epoch=True))
+        assert [x.shape for x, _, _ in train] == [(16, 1, 8, 8)] * 3 + [(2, 1, 8, 8)]
+    for (x, y, ids), (x1, y1, ids1) in zip(batches[False], batches[True], strict=True):
+        torch.testing.assert_close(x1, x, rtol=0, atol=1e-6)
+        assert torch.equal(y, y1) and torch.equal(ids, ids1)
+
+
+@pytest.mark.parametrize("loader_workers", [0, 1])
+def test_decode_once_training_batches_are_the_drawn_crops_of_the_pil_path_images(tmp_path, loader_workers):
+    from torch.utils.data import DistributedSampler
+
+    from lfme.data import fixed_size_step
+    from stages.data import make_loader
+
+    images = imagefolder(_random_pngs(tmp_path, [(40, 36)] * 7), test="test").train
+    sampler = DistributedSampler(range(len(images)), num_replicas=1, rank=0, shuffle=True, seed=0)
+    pil = make_loader(images, _loader_config(tmp_path, False), True, batch_size=3, sampler=sampler, every_epoch=True)
+    batched = make_loader(images, _loader_config(tmp_path, True, loader_workers), True, batch_size=3, sampler=sampler, every_epoch=True)
+    assert isinstance(batched.loader.dataset.image_list.store, ArrayStore)
+    assert len(batched) == len(pil) == 3
+    drawn = []
+    draw = batched.transform.draw
+    batched.transform.draw = lambda n: drawn.append(draw(n)) or drawn[-1]
+    # What the PIL path crops: each image decoded and resized on its own.
+    resized = [fixed_size_step("cifar", 32)(images.load(i)) for i in range(len(images))]
+    orders = []
+    for epoch in (1, 2):
+        sampler.set_epoch(epoch)
+        reference, got = list(pil), list(batched)
+        for (x, y, ids), (_, y0, ids0), (tops, lefts, flips) in zip(got, reference, drawn[-3:], strict=True):
+            assert x.shape == (len(ids), 3, 32, 32) and x.dtype == torch.float32
+            assert x.is_contiguous(memory_format=torch.channels_last)
+            assert torch.equal(y, y0) and torch.equal(ids, ids0)
+            for j, sample_id in enumerate(ids.tolist()):  # imagefolder train ids are positions
+                expected = _cifar_crop(resized[sample_id], int(tops[j]), int(lefts[j]), bool(flips[j]))
+                torch.testing.assert_close(x[j], expected, rtol=0, atol=1e-6)
+        orders.append(torch.cat([ids for _, _, ids in got]))
+    assert not torch.equal(orders[0], orders[1])  # set_epoch reached the sampler
+
+
+def test_decode_once_training_batches_follow_the_seed_and_resume_from_rng_state(tmp_path):
+    from torch.utils.data import DistributedSampler
+
+    from lfme.engine import rng_state, seed_everything, set_rng_state
+    from stages.data import make_loader
+
+    images = imagefolder(_random_pngs(tmp_path, [(40, 36)] * 7), test="test").train
+    sampler = DistributedSampler(range(len(images)), num_replicas=1, rank=0, shuffle=True, seed=0)
+    loader = make_loader(images, _loader_config(tmp_path, True), True, batch_size=3, sampler=sampler, every_epoch=True)
+
+    def epoch(e: int) -> torch.Tensor:
+        sampler.set_epoch(e)
+        return torch.cat([x for x, _, _ in loader])
+
+    seed_everything(0)
+    first = epoch(1)
+    state = rng_state()
+    second = epoch(2)
+    seed_everything(0)
+    assert torch.equal(epoch(1), first)
+    set_rng_state(state)
+    assert torch.equal(epoch(2), second)
+    seed_everything(1)
+    assert not torch.equal(epoch(1), first)  # the same images in the same order, other crops

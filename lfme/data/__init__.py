@@ -1,6 +1,7 @@
 """Data: sources -> long-tailed construction -> transforms -> datasets (no Ray)."""
 
-from lfme.data.datasets import ImageDataset
+from lfme.data.batch_transforms import BatchTransform, DeviceBatches
+from lfme.data.datasets import ImageDataset, PixelDataset
 from lfme.data.longtail import class_counts, ldam_counts, make_long_tailed
 from lfme.data.sources import (
     TEST_ID_OFFSET,
@@ -22,9 +23,12 @@ __all__ = [
     "KEEPS_DECODED",
     "TEST_ID_OFFSET",
     "VAL_ID_OFFSET",
+    "BatchTransform",
     "CorruptImageError",
+    "DeviceBatches",
     "ImageDataset",
     "ImageList",
+    "PixelDataset",
     "SourceSplits",
     "build_transform",
     "check_images",
