@@ -1,6 +1,6 @@
 """What the teacher cache buys: student training with cached versus live teachers.
 
-Run:  .venv/bin/python benchmarks/cache_speed.py [--quick] [--profile STEPS] [--out result.json]
+Run:  .venv/bin/python benchmarks/cache_speed.py [--quick] [--precision bf16] [--profile STEPS] [--out result.json]
 
 benchmarks/speed.py runs this (`measure`) beside its Ray Train and experts
 figures; this command runs (a) and (b) alone.
@@ -14,8 +14,17 @@ figures; this command runs (a) and (b) alone.
               lfme.teacher_cache.read_cache, as the distill stage does;
       live:   three experts of the student's architecture, one per subset of a
               3-way split_balanced split, run on the batch (lfme.teachers.LiveTeachers).
-    The images are decoded once, before any measurement (the preset's
-    `data.decode_once`; speed.py's (e) measures what that saves).
+    The images are decoded once, before any measurement, and augmented a
+    whole batch at a time (lfme.data.PixelDataset collates uint8 pixels,
+    BatchTransform crops, flips and normalises the batch): what the distill
+    stage's loader does with the preset's `data.decode_once` (speed.py's (e)
+    and (g) measure what that saves).
+    `--precision` (default fp32) is what the student and the experts run in
+    (lfme.precision: bf16 autocast and channels-last, the distill stage's
+    way): the student's forward, the live teachers' forward (under the same
+    autocast, as the distill stage runs `teachers: live`) and the experts'
+    pass that builds the cache. On a CPU without native bf16 it falls back
+    to fp32 and the report says so.
     Both run lfme.engine.train_epoch on the same `--batches` batches (same
     sample order, same augmentation draws: seeded before every measurement)
     from the same initial weights and a fresh SGD optimiser. One warm-up pass
@@ -32,12 +41,13 @@ figures; this command runs (a) and (b) alone.
 
 Reading the output
 - Table (a), medians over the rounds: images/s; per-step milliseconds split
-  into data (waiting for the loader), teacher (the cache lookup, or the
-  experts' forward) and student (the rest: student forward, loss, backward,
-  optimiser step). The cached mode costs data + student, the live mode adds
-  the experts' forward, so cached/live can be at most
-  (data + teacher + student) / (data + student) with these numbers; "ratio
-  without data loading" is what it would be with free loading.
+  into data (waiting for the loader: collating the pixels, then the batch
+  transform), teacher (the cache lookup, or the experts' forward) and
+  student (the rest: student forward, loss, backward, optimiser step). The
+  cached mode costs data + student, the live mode adds the experts' forward,
+  so cached/live can be at most (data + teacher + student) / (data + student)
+  with these numbers; "ratio without data loading" is what it would be with
+  free loading.
 - "ratio cached/live": median of the per-round ratios, against the goal of 2x.
   A WARNING marks a noisy run (load on the machine came and went within a
   round, which interleaving cannot undo): the rounds' ratios, or the
@@ -78,10 +88,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lfme.data import ImageDataset, build_transform, class_counts, fixed_size_step, imagefolder, make_long_tailed
+from lfme.data import (
+    BatchTransform,
+    DeviceBatches,
+    ImageDataset,
+    PixelDataset,
+    build_transform,
+    class_counts,
+    fixed_size_step,
+    imagefolder,
+    make_long_tailed,
+)
 from lfme.engine import make_optimizer, predict, seed_everything, train_epoch
 from lfme.losses import lfme_loss
 from lfme.models import build_model
+from lfme.precision import PRECISIONS, resolve
 from lfme.storage import write_json_atomic
 from lfme.subsets import Subset, split_balanced, subset_of_class
 from lfme.teacher_cache import TeacherRows, read_cache, read_manifest, write_cache
@@ -190,6 +211,9 @@ class Bench:
 
     def __init__(self, args, device: torch.device):
         self.args, self.device = args, device
+        self.precision, self.precision_fallback = resolve(args.precision, device)
+        if self.precision_fallback:
+            log(self.precision_fallback)
         source = imagefolder(args.data)
         train_idx, _ = make_long_tailed(source.train.labels, args.imbalance_factor)
         # Decoded once, as the distill stage keeps them with the preset's data.decode_once.
@@ -198,9 +222,9 @@ class Bench:
         self.subsets = split_balanced(class_counts(self.train.labels, self.num_classes), 3)
 
         seed_everything(args.seed)
-        self.model = build_model(args.arch, self.num_classes).to(device)
+        self.model = self.precision.prepare(build_model(args.arch, self.num_classes).to(device))
         self.initial_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-        experts = [build_model(args.arch, len(s)) for s in self.subsets]
+        experts = [self.precision.prepare(build_model(args.arch, len(s))) for s in self.subsets]
         self.teachers = LiveTeachers(experts, self.subsets, self.num_classes).to(device)
         self.subset_classes = [torch.tensor(s.classes, device=device) for s in self.subsets]
         self.expert_weights = torch.ones(len(self.subsets), device=device)
@@ -208,16 +232,15 @@ class Bench:
         # A fixed sample order, so every measurement sees the same batches.
         order = np.random.default_rng(args.seed).permutation(len(self.train))
         self.indices = np.resize(order, args.batches * args.batch_size).tolist()
-        dataset = ImageDataset(self.train, build_transform("cifar", train=True, image_size=32))
-        self.loader = TimedLoader(
-            torch.utils.data.DataLoader(
-                dataset,
-                batch_size=args.batch_size,
-                sampler=self.indices,
-                num_workers=args.workers,
-                persistent_workers=args.workers > 0,
-            )
+        pixels = torch.utils.data.DataLoader(
+            PixelDataset(self.train),
+            batch_size=args.batch_size,
+            sampler=self.indices,
+            num_workers=args.workers,
+            persistent_workers=args.workers > 0,
+            pin_memory=device.type == "cuda",
         )
+        self.loader = TimedLoader(DeviceBatches(pixels, BatchTransform("cifar", train=True, image_size=32), device))
         self.teacher_s = 0.0
         self.cache_rows: TeacherRows | None = None
         self.cache_logits: torch.Tensor | None = None
@@ -227,7 +250,7 @@ class Bench:
         start = time.perf_counter()
         dataset = ImageDataset(self.train, build_transform("cifar", train=False, image_size=32))
         loader = torch.utils.data.DataLoader(dataset, batch_size=self.args.batch_size, num_workers=self.args.workers)
-        pred = predict(self.teachers, loader, self.device)
+        pred = predict(self.teachers, loader, self.device, self.precision)
         rows = TeacherRows(
             sample_ids=pred.sample_ids,
             labels=pred.labels,
@@ -246,7 +269,8 @@ class Bench:
 
     def teacher_signal(self, mode: str, images: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
         if mode == "live":
-            return self.teachers(images)
+            with self.precision.autocast():
+                return self.teachers(images)
         rows = self.cache_rows.rows_for(sample_ids.numpy())
         return self.cache_logits[torch.from_numpy(rows)].to(self.device, non_blocking=True)
 
@@ -267,7 +291,16 @@ class Bench:
         loader = self.loader if batches == self.args.batches else itertools.islice(self.loader, batches)
         sync(self.device)
         start = time.perf_counter()
-        stats = train_epoch(self.model, loader, optimizer, loss_fn, self.device, loss_needs_images=True)
+        stats = train_epoch(
+            self.model,
+            loader,
+            optimizer,
+            loss_fn,
+            self.device,
+            precision=self.precision,
+            scaler=self.precision.grad_scaler(),
+            loss_needs_images=True,
+        )
         sync(self.device)
         seconds = time.perf_counter() - start
         return Measurement(mode, stats.samples, seconds, self.loader.seconds, self.teacher_s)
@@ -391,11 +424,12 @@ def measure_cache(args, train_images_per_s: float) -> list[dict]:
 
 def report(result: dict) -> str:
     cfg, setup, train, cache = result["config"], result["setup"], result["training"], result["cache"]
+    fallback = f" ({setup['precision_fallback']})" if setup["precision_fallback"] else ""
     lines = [
         f"(a) student training: {cfg['arch']}, batch {cfg['batch_size']}, {cfg['batches']} batches x "
         f"{cfg['repeats']} rounds (medians), {setup['train_images']} CIFAR-10-LT images (IF {cfg['imbalance_factor']}), "
-        f"{setup['teachers']} live teachers {cfg['arch']}, {setup['threads']} threads, {cfg['workers']} loader workers, "
-        f"{setup['device']}",
+        f"{setup['teachers']} live teachers {cfg['arch']}, {setup['precision']}{fallback}, batched augmentation, "
+        f"{setup['threads']} threads, {cfg['workers']} loader workers, {setup['device']}",
         "",
         f"{'mode':<8}{'images/s':>10}{'step ms':>10}{'data ms':>10}{'teacher ms':>12}{'student ms':>12}",
     ]
@@ -462,6 +496,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="what student and experts run in (lfme.precision)")
     parser.add_argument("--cache-rows", type=int, help="rows of each synthetic cache (default 100000; 20000 with --quick)")
     parser.add_argument("--cache-repeats", type=int, default=3)
     parser.add_argument("--tmp", help="parent directory of the temporary caches (default: the system's)")
@@ -510,6 +545,8 @@ def measure(args: argparse.Namespace) -> dict:
             "subsets": [list(s.classes) for s in bench.subsets],
             "threads": torch.get_num_threads(),
             "device": str(device),
+            "precision": bench.precision.name,
+            "precision_fallback": bench.precision_fallback,
             "torch": torch.__version__,
             "cache_build": build,
             "break_even_epochs": build["build_s"] / live_overhead_per_epoch if live_overhead_per_epoch > 0 else None,

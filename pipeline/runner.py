@@ -41,9 +41,14 @@ def init_ray(cfg: RayConfig) -> bool:
     if ray.is_initialized():
         return False
     if cfg.address is None:
+        # "local": a new Ray of our own. Without an address Ray would join the
+        # last cluster `ray start` left on this machine (someone else's run).
         # The dashboard serves the state API Ray Train uses to clean up after a
         # killed driver; bind it to loopback.
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+        ray.init(
+            address="local", num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+            logging_level=logging.WARNING,
+        )
     else:
         ray.init(address=cfg.address, logging_level=logging.WARNING)
     return True

@@ -1,4 +1,11 @@
-"""Shared fixtures: a real S3 API on loopback for the storage tests.
+"""Shared fixtures: one finished pipeline run, and a real S3 API on loopback.
+
+`finished_run` is the default pipeline (ray_config.yaml with the short FAST
+schedule) run once per session through the CLI, as a user runs it. Every
+integration test that needs finished stages starts from it: tests that only
+read it take it as is, tests that change a run work on a copy
+(`pipeline_helpers.copy_run`), so a stage that must not rerun is skipped as
+up to date instead of being trained again by each test module.
 
 `s3_endpoint` starts moto's S3 server (`python -m moto.server`) on 127.0.0.1
 for the whole session and points the AWS environment variables at it, which
@@ -16,7 +23,11 @@ import time
 import uuid
 import urllib.request
 
+from pathlib import Path
+
 import pytest
+
+from tests.pipeline_helpers import FAST, run_lfme
 
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "lfme-test-key-id",
@@ -29,6 +40,16 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A run directory with every stage of the default pipeline done (FAST schedule). Read it; copy it to change it."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir / "first_run.log").write_text(result.stdout)
+    return run_dir
 
 
 @pytest.fixture(scope="session")

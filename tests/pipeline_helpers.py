@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,3 +71,9 @@ def wait_for(predicate, timeout: float, what: str) -> None:
             return
         time.sleep(0.5)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def copy_run(run_dir: Path, dest: Path) -> Path:
+    """A copy of a finished run directory to change without touching the shared one."""
+    shutil.copytree(run_dir, dest)
+    return dest

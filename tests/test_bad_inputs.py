@@ -15,6 +15,8 @@ from PIL import Image
 
 from tests.pipeline_helpers import manifest, run_lfme
 
+pytestmark = pytest.mark.integration
+
 
 def write_config(path: Path, run_dir: Path, data: dict) -> Path:
     config = {

@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks.cache_speed import cache_bytes_per_sample, synthetic_rows, three_subsets, write
+from benchmarks.cache_speed import cache_bytes_per_sample, parse_args, synthetic_rows, three_subsets, write
 
 
 def test_bytes_per_sample_is_shard_bytes_over_rows(tmp_path):
@@ -20,3 +20,10 @@ def test_bytes_per_sample_is_shard_bytes_over_rows(tmp_path):
     # logits are stored uncompressed, without dictionary: each extra class costs 2 bytes per sample
     assert sizes[200] - sizes[100] == pytest.approx(200, abs=2)
 
+
+
+def test_precision_is_fp32_unless_asked():
+    assert parse_args([]).precision == "fp32"
+    assert parse_args(["--precision", "bf16"]).precision == "bf16"
+    with pytest.raises(SystemExit):
+        parse_args(["--precision", "fp8"])

@@ -1,8 +1,10 @@
 """Faults inside a running stage: training workers killed, a node removed.
 
-Ray Train must absorb them without a new `lfme run`: it restarts the worker
-group (`max_failures`) and the loop resumes from the last checkpoint, so the
-run loses at most the epochs after its last committed checkpoint. Each test
+The stage must absorb them without a new `lfme run`: Ray Train restarts the
+student's worker group (`distill.max_failures`), Ray reruns an expert's task
+whose worker died (`experts.max_failures`), and the loop resumes from the last
+checkpoint, so the run loses at most the epochs after its last committed
+checkpoint. Each test
 checks that every epoch is in the history exactly once and that the resume
 point is no earlier than the checkpoint Ray Train had committed when the
 fault hit. Committed means in the controller's `checkpoint_manager_snapshot.json`:
@@ -16,36 +18,38 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
+import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from lfme.storage import read_json
-from tests.pipeline_helpers import REPO, kill_group, manifest, run_lfme, start_lfme, wait_for
+from tests.pipeline_helpers import FAST, REPO, copy_run, kill_group, manifest, start_lfme, wait_for
 
-BASE = ["experts.epochs=2", "distill.epochs=2"]
-
-
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory) -> Path:
-    """A finished default run with short schedules: the faults below rerun only what they change."""
-    run_dir = tmp_path_factory.mktemp("faults") / "run"
-    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=BASE)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return run_dir
+pytestmark = pytest.mark.integration
 
 
-def train_workers(session: int) -> list[int]:
-    """Pids of the Ray Train worker actors of one driver (its session): their titles name RayTrainWorker."""
+@pytest.fixture
+def base_run(finished_run) -> Path:
+    """The session's finished default run: the faults below rerun only what they change, on a copy."""
+    return finished_run
+
+
+def train_workers(session: int, title: bytes = b"RayTrainWorker") -> list[int]:
+    """Pids of one driver's (session's) Ray workers whose process title holds `title`.
+
+    Ray titles a Ray Train worker actor `ray::RayTrainWorker` and a worker
+    running a task `ray::<function name>` while it runs it.
+    """
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.getsid(int(entry.name)) == session and b"RayTrainWorker" in (entry / "cmdline").read_bytes():
+            if os.getsid(int(entry.name)) == session and title in (entry / "cmdline").read_bytes():
                 pids.append(int(entry.name))
         except (ProcessLookupError, FileNotFoundError, PermissionError):
             pass
@@ -75,9 +79,9 @@ def finish(driver, timeout: float) -> int:
         kill_group(driver)  # the driver's own Ray, whatever the outcome
 
 
-def kill_workers_and_finish(driver, committed, expected_workers=None):
-    """SIGKILL the driver's Ray Train workers; (committed checkpoints at the kill, the driver's exit code)."""
-    victims = train_workers(driver.pid)
+def kill_workers_and_finish(driver, committed, expected_workers=None, title: bytes = b"RayTrainWorker"):
+    """SIGKILL the driver's training workers; (committed checkpoints at the kill, the driver's exit code)."""
+    victims = train_workers(driver.pid, title)
     at_kill = committed()
     if expected_workers is None:
         assert victims
@@ -89,12 +93,11 @@ def kill_workers_and_finish(driver, committed, expected_workers=None):
 
 
 def test_distill_workers_killed_mid_stage_resume_from_the_last_checkpoint(base_run, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(base_run, run_dir)
+    run_dir = copy_run(base_run, tmp_path / "run")
     before = {p.name for p in (run_dir / "ray").iterdir()}
     log = tmp_path / "run.log"
     driver = start_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir),
-                        sets=BASE + ["distill.epochs=6", "distill.lr=0.03"], log=log)
+                        sets=FAST + ["distill.epochs=6", "distill.lr=0.03"], log=log)
 
     def committed() -> int:
         runs = new_train_runs(run_dir, "distill", before)
@@ -117,20 +120,30 @@ def test_distill_workers_killed_mid_stage_resume_from_the_last_checkpoint(base_r
     assert manifest(run_dir)["stages"]["evaluate"]["status"] == "done"
 
 
+def expert_checkpoint_epoch(path: Path) -> int:
+    """The epoch of an expert's last checkpoint (0: none yet, or being replaced)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)["epoch"]
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return 0
+
+
 def test_expert_workers_killed_mid_stage_resume_from_the_last_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     log = tmp_path / "run.log"
+    epochs = 40  # digits experts take 0.05-0.3 s an epoch: enough epochs to be killed in the middle
     driver = start_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir),
-                        sets=["experts.epochs=5", "distill.epochs=1"], log=log)
+                        sets=[f"experts.epochs={epochs}", "distill.epochs=1"], log=log)
 
     def committed() -> dict[str, int]:
-        # run names are experts-<subset>-<fingerprint>
-        return {p.name[len("experts-"):].rsplit("-", 1)[0]: committed_epoch(p) for p in new_train_runs(run_dir, "experts", set())}
+        return {p.parent.name: expert_checkpoint_epoch(p) for p in (run_dir / "experts").glob("*/checkpoint.pt")}
 
     try:
-        # An expert in its second epoch: its first is committed, and it is still training.
-        wait_for(lambda: any(e >= 1 for e in committed().values()), timeout=400, what="an expert's first committed checkpoint")
-        at_kill, code = kill_workers_and_finish(driver, committed)
+        # An expert past its first epoch and still training (its checkpoint goes when it is done).
+        wait_for(lambda: any(e >= 1 for e in committed().values()), timeout=400, what="an expert's first checkpoint")
+        at_kill, code = kill_workers_and_finish(driver, committed, title=b"ray::train_expert")
     except BaseException:
         kill_group(driver)
         raise
@@ -138,15 +151,39 @@ def test_expert_workers_killed_mid_stage_resume_from_the_last_checkpoint(tmp_pat
     assert code == 0, text[-4000:]
     resumed = {name: int(k) for name, k in re.findall(r"\[expert (\S+)\] resuming after epoch (\d+)", text)}
     # Every expert that had a checkpoint and was still training resumed from it, or later.
-    started = {name for name, epoch in at_kill.items() if 1 <= epoch < 5}
+    started = {name for name, epoch in at_kill.items() if 1 <= epoch < epochs}
     assert started and started <= set(resumed), (at_kill, resumed, text[-4000:])
     for name, after in resumed.items():
         assert after >= at_kill.get(name, 0), (name, after, at_kill)
     for subset in read_json(run_dir / "split" / "split.json")["subsets"]:
         history = read_json(run_dir / "experts" / subset["name"] / "result.json")["history"]
-        assert [h["epoch"] for h in history] == list(range(1, 6)), subset["name"]
+        assert [h["epoch"] for h in history] == list(range(1, epochs + 1)), subset["name"]
+        assert not (run_dir / "experts" / subset["name"] / "checkpoint.pt").exists()
+    # Ray reran the tasks inside the stage: no second attempt of the stage, no resume recorded by the runner.
     record = manifest(run_dir)["stages"]["experts"]
     assert record["status"] == "done" and record["attempts"] == 1 and not record["resumes"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def alive_train_workers(list_actors) -> list:
+    """The alive Ray Train workers, from the state API once the head's dashboard serves it.
+
+    On a loaded machine the dashboard can come up after the student's first
+    checkpoints; the state API then fails to connect instead of waiting.
+    """
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            return list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        except ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def test_node_hosting_distill_workers_removed_mid_stage(base_run, tmp_path, monkeypatch, capfd):
@@ -164,14 +201,16 @@ def test_node_hosting_distill_workers_removed_mid_stage(base_run, tmp_path, monk
     from pipeline.runner import run_pipeline
 
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
-    run_dir = tmp_path / "run"
-    shutil.copytree(base_run, run_dir)
+    run_dir = copy_run(base_run, tmp_path / "run")
     before = {p.name for p in (run_dir / "ray").iterdir()}
-    cluster = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1})
+    # A dashboard port of its own: the default (8265) may be held by another Ray on this machine, and the
+    # state API below needs this cluster's dashboard.
+    dashboard = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port()}
+    cluster = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1, **dashboard})
     try:
         first = cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
-        config = load_config(REPO / "ray_config.yaml", BASE + [
+        config = load_config(REPO / "ray_config.yaml", FAST + [
             f"ray.address={cluster.address}", "distill.epochs=5", "distill.lr=0.03",
             "distill.resources.cpus_per_worker=1",
         ])
@@ -191,7 +230,7 @@ def test_node_hosting_distill_workers_removed_mid_stage(base_run, tmp_path, monk
             return committed_epoch(runs[0]) if runs else 0
 
         wait_for(lambda: committed() >= 2, timeout=400, what="the student's second committed checkpoint")
-        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        workers = alive_train_workers(list_actors)
         assert {w.node_id for w in workers} == {first.node_id}, workers
         checkpointed = committed()
         cluster.remove_node(first)

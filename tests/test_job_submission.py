@@ -88,6 +88,7 @@ def two_node_cluster(monkeypatch):
         subprocess.run(["rm", "-rf", temp_dir], check=False)
 
 
+@pytest.mark.integration
 def test_default_pipeline_as_a_ray_job_on_two_nodes(two_node_cluster, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
     from ray.util.state import list_nodes

@@ -1,14 +1,13 @@
 """The default pipeline end to end on a local Ray, and what a second run does.
 
-One module-scoped run of `lfme run ray_config.yaml` (short schedule) feeds the
-tests below; each check recomputes what it asserts independently of the
+The session's one run of `lfme run ray_config.yaml` (short schedule,
+`finished_run` in conftest.py) feeds the tests below; each check recomputes what it asserts independently of the
 pipeline's own code (plain torch, plain pyarrow/pandas).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +17,16 @@ import pytest
 import torch
 
 from lfme.storage import read_json
-from tests.pipeline_helpers import FAST, kill_group, manifest, run_lfme, start_lfme, wait_for
+from tests.pipeline_helpers import FAST, copy_run, kill_group, manifest, run_lfme, start_lfme, wait_for
+
+pytestmark = pytest.mark.integration
 
 STAGES = ["split", "experts", "cache", "distill", "evaluate"]
 
 
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("default") / "run"
-    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run_dir / "first_run.log").write_text(result.stdout)
-    return run_dir
+@pytest.fixture
+def default_run(finished_run) -> Path:
+    return finished_run
 
 
 def digits_test_set():
@@ -147,8 +144,7 @@ def test_live_teachers_on_unaugmented_images_reproduce_the_cache(default_run):
 
 
 def test_changing_a_distill_setting_reruns_only_distill_and_evaluate(default_run, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(default_run, run_dir)
+    run_dir = copy_run(default_run, tmp_path / "run")
     expert = run_dir / "experts" / read_json(run_dir / "split" / "split.json")["subsets"][0]["name"] / "model.pt"
     expert_bytes = expert.read_bytes()
     # Live teachers as the changed setting: this also runs the live-teacher path end to end.
@@ -168,8 +164,7 @@ def test_changing_a_distill_setting_reruns_only_distill_and_evaluate(default_run
 
 
 def test_a_cache_built_from_other_experts_is_refused_and_nothing_is_lost(default_run, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(default_run, run_dir)
+    run_dir = copy_run(default_run, tmp_path / "run")
     split = read_json(run_dir / "split" / "split.json")
     name = split["subsets"][-1]["name"]
     # Another expert in place of the one the cache was built from.
@@ -199,13 +194,14 @@ def test_one_stage_alone_names_its_missing_inputs(tmp_path):
 
 
 def test_a_killed_distill_stage_resumes_from_its_last_checkpoint(default_run, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(default_run, run_dir)
-    sets = FAST + ["distill.epochs=8", "distill.lr=0.03"]  # new distill settings: distill starts fresh
+    run_dir = copy_run(default_run, tmp_path / "run")
+    # New distill settings: distill starts fresh. Enough epochs (0.2-0.5 s each) that the kill lands mid-stage.
+    epochs = 30
+    sets = FAST + [f"distill.epochs={epochs}", "distill.lr=0.03"]
     log = tmp_path / "killed.log"
 
     def epochs_logged() -> list[int]:
-        return [int(e) for e in re.findall(r"\[student\] epoch (\d+)/8", log.read_text())] if log.exists() else []
+        return [int(e) for e in re.findall(rf"\[student\] epoch (\d+)/{epochs}", log.read_text())] if log.exists() else []
 
     driver = start_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=sets, log=log)
     try:
@@ -222,9 +218,9 @@ def test_a_killed_distill_stage_resumes_from_its_last_checkpoint(default_run, tm
     # Each epoch logs, then checkpoints: the kill may land between the two, so
     # the last logged epoch may be trained again, never an earlier one.
     assert resumed_after >= last_logged - 1 >= 2
-    retrained = [int(e) for e in re.findall(r"\[student\] epoch (\d+)/8", result.stdout)]
+    retrained = [int(e) for e in re.findall(rf"\[student\] epoch (\d+)/{epochs}", result.stdout)]
     assert min(retrained) == resumed_after + 1
     history = read_json(run_dir / "distill" / "history.json")
-    assert [h["epoch"] for h in history] == list(range(1, 9))
+    assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
     record = manifest(run_dir)["stages"]["distill"]
     assert record["status"] == "done" and record["attempts"] == 2 and len(record["resumes"]) == 1

@@ -1,7 +1,7 @@
 """Plain PyTorch and Ray Train runs of the distill loop do the same work (benchmarks/speed.py, part (c)).
 
-The default digits run, short: split, experts and cache by the pipeline, then
-the distill stage's worker loop, `stages.distill.distill_loop`, through
+A copy of the session's finished digits run (split, experts and cache by the
+pipeline, `finished_run`), then the distill stage's worker loop, `stages.distill.distill_loop`, through
 `stages.ray_train.fit` twice: in Ray Train's local mode (`num_workers=0`, the
 loop in this process, no actors) and on one Ray Train worker. With the same
 seed and thread count both must produce the same history and weights, bit for
@@ -16,23 +16,29 @@ import dataclasses
 import pytest
 import torch
 
+from tests.pipeline_helpers import FAST, copy_run
+
+pytestmark = pytest.mark.integration
+
 RESULTS = ("epoch", "loss", "ce", "kd", "train_acc", "val_acc", "lr", "student_subset_acc", "weights_used", "weights_next", "mean_instance_weight")
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
+def digits_run(finished_run, tmp_path_factory):
     """A digits run directory with split, experts and cache done, and Ray started for the module."""
     import ray
 
     from pipeline.config import load_config, with_absolute_paths
-    from pipeline.runner import init_ray, run_pipeline
+    from pipeline.manifest import Manifest
+    from pipeline.graph import fingerprints
+    from pipeline.runner import init_ray
 
-    run_dir = tmp_path_factory.mktemp("speed") / "run"
-    config = with_absolute_paths(load_config("ray_config.yaml", ["experts.epochs=1", "distill.epochs=2", f"run_dir={run_dir}"]))
+    run_dir = copy_run(finished_run, tmp_path_factory.mktemp("speed") / "run")
+    config = with_absolute_paths(load_config("ray_config.yaml", FAST + ["distill.epochs=2", f"run_dir={run_dir}"]))
+    fps, done = fingerprints(config), Manifest.load(str(run_dir))
+    assert all(done.is_done(stage, fps[stage]) for stage in ("split", "experts", "cache"))
     init_ray(config.ray)
     try:
-        for stage in ("split", "experts", "cache"):
-            run_pipeline(config, only=stage)
         yield config
     finally:
         ray.shutdown()

@@ -1,7 +1,7 @@
 """`lfme tune`: a sweep of the distill stage over one run's teacher cache.
 
-One module-scoped run directory gets split, experts and cache (short
-schedule); the sweeps then run the CLI in their own process group, with two
+One module-scoped copy of the session's finished run (`finished_run`: split,
+experts and cache with the short schedule) is swept; the sweeps run the CLI in their own process group, with two
 trials side by side (one 0.5-CPU worker each) so a trial never waits on
 another's CPUs. The checks: the tables and best config are written and
 loadable, no expert or cache file changes, TensorBoard logs exist, and a
@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.config import ConfigError, config_from_dict, load_config
-from tests.pipeline_helpers import REPO, kill_group, manifest, run_lfme, start_lfme, wait_for
+from tests.pipeline_helpers import REPO, copy_run, kill_group, manifest, run_lfme, start_lfme, wait_for
 
 SPACE = "tune.search_space={distill.temperature: {choice: [2, 4]}, distill.alpha: {uniform: [0.4, 0.8]}}"
 SWEEP = [
@@ -31,26 +29,10 @@ SWEEP = [
     "distill.resources={num_workers: 1, cpus_per_worker: 0.5}",
 ]
 
-BUILD_INPUTS = """
-import sys
-from pipeline.config import load_config
-from pipeline.runner import init_ray, run_pipeline
-config = load_config("ray_config.yaml", ["experts.epochs=2"])
-init_ray(config.ray)  # one local Ray for the three stages
-for stage in ("split", "experts", "cache"):
-    run_pipeline(config, sys.argv[1], only=stage)
-"""
-
 
 @pytest.fixture(scope="module")
-def inputs_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("tune") / "run"
-    process = subprocess.run(
-        [sys.executable, "-c", BUILD_INPUTS, str(run_dir)], cwd=REPO, capture_output=True, text=True, timeout=600,
-        start_new_session=True,
-    )
-    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
-    return run_dir
+def inputs_run(finished_run, tmp_path_factory) -> Path:
+    return copy_run(finished_run, tmp_path_factory.mktemp("tune") / "run")
 
 
 def fingerprint_files(run_dir: Path) -> dict[str, str]:
@@ -67,8 +49,10 @@ def read_trials(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.integration
 def test_sweep_writes_tables_and_best_config_and_touches_no_expert(inputs_run):
     files, records = fingerprint_files(inputs_run), input_records(inputs_run)
+    distill_record, student = manifest(inputs_run)["stages"]["distill"], (inputs_run / "distill" / "student.pt").read_bytes()
     result = run_lfme(
         "tune", "ray_config.yaml", "--run-dir", str(inputs_run), "--num-samples", "2",
         sets=[*SWEEP, "distill.epochs=2", "tune.name=basic"], timeout=600,
@@ -95,14 +79,17 @@ def test_sweep_writes_tables_and_best_config_and_touches_no_expert(inputs_run):
     # No trial retrained an expert or rebuilt the cache, and the distill stage was left alone.
     assert fingerprint_files(inputs_run) == files
     assert input_records(inputs_run) == records
-    assert "distill" not in manifest(inputs_run)["stages"] and not (inputs_run / "distill").exists()
+    assert manifest(inputs_run)["stages"]["distill"] == distill_record
+    assert (inputs_run / "distill" / "student.pt").read_bytes() == student
     assert list((out / "trials").rglob("events.out.tfevents*")), "no TensorBoard event file"
 
 
+@pytest.mark.integration
 def test_killed_sweep_resumes(inputs_run, tmp_path):
     out = inputs_run / "tune" / "resumable"
     args = ("tune", "ray_config.yaml", "--run-dir", str(inputs_run), "--num-samples", "2")
-    sets = [*SWEEP, "distill.epochs=4", "tune.name=resumable"]
+    # Enough epochs (0.2-0.5 s each) that the sweep is still running when it is killed.
+    sets = [*SWEEP, "distill.epochs=30", "tune.name=resumable"]
     process = start_lfme(*args, sets=sets, log=tmp_path / "first.log")
     try:
         # Killed once a trial has reported an epoch and Tune has saved the experiment's state.
@@ -120,7 +107,7 @@ def test_killed_sweep_resumes(inputs_run, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = read_trials(out / "trials.csv")
     assert len(rows) == 2 and all(row["status"] != "error" for row in rows)
-    assert load_config(out / "best_config.yaml").distill.epochs == 4
+    assert load_config(out / "best_config.yaml").distill.epochs == 30
 
 
 # --------------------------------------------------------------------------- config
