@@ -133,3 +133,16 @@ def test_bf16_predictions_are_float32_and_close_to_fp32():
     # bf16 keeps 8 bits of mantissa: relative error of a few 1e-3 per product, summed over a small net
     assert abs(half.logits - full.logits).max() < 0.1 * abs(full.logits).max()
     assert (half.logits != full.logits).any()  # it did run in bf16
+
+
+def test_on_cuda_bf16_needs_device_support_and_fp16_gets_a_loss_scaler(monkeypatch):
+    """The CUDA branch, decided from what torch reports of the device (no GPU needed to check the decision)."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    chosen, why = resolve("bf16", "cuda")
+    assert chosen == Precision("bf16", "cuda") and why is None
+    chosen, why = resolve("fp16", "cuda")
+    assert chosen == Precision("fp16", "cuda") and why is None and chosen.dtype is torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100")
+    chosen, why = resolve("bf16", "cuda")
+    assert chosen.name == "fp32" and "Tesla V100" in why and "fp32" in why
