@@ -195,9 +195,16 @@ class TrainingConfig:
 @dataclass
 class ExpertsConfig(TrainingConfig):
     max_concurrent: Optional[int] = None  # experts trained at once (None: all)
+    # A training budget in SGD steps that small subsets are not starved of: an
+    # expert whose `epochs` give fewer steps trains more epochs until it has
+    # taken at least this many (lfme.engine.epochs_for_budget; its schedule
+    # spans its own epochs). 0: every expert trains `epochs`.
+    min_steps: int = 0
 
     def check(self, path: str) -> None:
         super().check(path)
+        if self.min_steps < 0:
+            raise ConfigError(f"{path}.min_steps: must be >= 0, got {self.min_steps}")
         if self.resources.num_workers != 1:
             raise ConfigError(
                 f"{path}.resources.num_workers: each expert is one worker (one task per subset, all at once), "

@@ -40,31 +40,22 @@ def stage_settings(config: Config, stage: str) -> dict[str, Any]:
     c = config.to_dict()
     if stage == "split":
         return {"data": _without_speed_fields(c["data"]), "split": c["split"]}
-    # Precision changes the numbers of every stage that runs a model. Images
-    # kept decoded are augmented in batches (lfme.data.BatchTransform): the
-    # same distribution of crops and flips as PIL's, other draws, so the
-    # training stages' results change with it.
-    augmentation = "batched" if c["data"]["decode_once"] else "pil"
-    if stage == "experts":
+    if stage in ("experts", "distill"):
+        # Precision changes the numbers of every stage that runs a model. Images
+        # kept decoded are augmented in batches (lfme.data.BatchTransform): the
+        # same distribution of crops and flips as PIL's, other draws, so the
+        # training stages' results change with it.
         return {
             "seed": c["seed"],
             "precision": c["precision"],
-            "augmentation": augmentation,
+            "augmentation": "batched" if c["data"]["decode_once"] else "pil",
             "model": c["model"],
-            "experts": _without_speed_fields(c["experts"]),
+            stage: _without_speed_fields(c[stage]),
         }
     if stage == "cache":
         # Inference with the test transform is deterministic: nothing of the
         # cache section changes the logits (batch size only changes the speed).
         return {"precision": c["precision"]}
-    if stage == "distill":
-        return {
-            "seed": c["seed"],
-            "precision": c["precision"],
-            "augmentation": augmentation,
-            "model": c["model"],
-            "distill": _without_speed_fields(c["distill"]),
-        }
     if stage == "evaluate":
         return {"precision": c["precision"], "evaluate": {"shot_thresholds": c["evaluate"]["shot_thresholds"]}}
     raise ValueError(f"unknown stage '{stage}' (stages: {', '.join(STAGES)})")

@@ -33,6 +33,7 @@ from torch.utils.data.distributed import DistributedSampler
 from lfme import storage
 from lfme.engine import (
     cross_entropy_loss,
+    epochs_for_budget,
     make_optimizer,
     make_scheduler,
     predict,
@@ -97,10 +98,11 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
     train_loader = make_loader(train, cfg.data, True, train_cfg.batch_size, sampler=sampler, every_epoch=True, device=device)
     val_loader = make_loader(val, cfg.data, False, cfg.evaluate.batch_size, every_epoch=True, device=device)
 
+    epochs = epochs_for_budget(len(train), train_cfg.batch_size, train_cfg.epochs, train_cfg.min_steps)
     model = build_model(cfg.model.arch, len(subset.classes), in_channels=split.channels, pretrained=cfg.model.pretrained)
     model = precision.prepare(model.to(device))
     optimizer = make_optimizer(model, train_cfg.lr, train_cfg.momentum, train_cfg.weight_decay)
-    scheduler = make_scheduler(optimizer, train_cfg.lr_schedule, train_cfg.epochs, train_cfg.milestones, train_cfg.gamma)
+    scheduler = make_scheduler(optimizer, train_cfg.lr_schedule, epochs, train_cfg.milestones, train_cfg.gamma)
     scaler = precision.grad_scaler()
 
     checkpoint_path = storage.join(out, CHECKPOINT_FILE)
@@ -117,7 +119,7 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
 
     start = time.perf_counter()
     first_epoch = len(history) + 1
-    for epoch in range(first_epoch, train_cfg.epochs + 1):
+    for epoch in range(first_epoch, epochs + 1):
         epoch_start = time.perf_counter()
         sampler.set_epoch(epoch)
         stats = train_epoch(model, train_loader, optimizer, cross_entropy_loss, device, precision=precision, scaler=scaler)
@@ -128,8 +130,8 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
         history.append(
             {"epoch": epoch, "loss": stats.loss, "train_acc": stats.accuracy, "val_acc": val_acc, "seconds": time.perf_counter() - epoch_start}
         )
-        eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (train_cfg.epochs - epoch)
-        ray_train.say(progress_line(tag, epoch, train_cfg.epochs, stats, val_acc, eta))
+        eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (epochs - epoch)
+        ray_train.say(progress_line(tag, epoch, epochs, stats, val_acc, eta))
         storage.save_torch_atomic(
             checkpoint_path,
             {
@@ -155,6 +157,7 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
         "val_accuracy": best["accuracy"],
         "best_epoch": best["epoch"],
         "epochs": len(history),
+        "steps": len(history) * len(train_loader),  # SGD steps taken: what experts.min_steps budgets
         "precision": precision.name,
         "history": history,
     }

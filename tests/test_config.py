@@ -419,6 +419,15 @@ def test_decode_once_is_only_for_transforms_with_a_fixed_size_and_changes_the_tr
     assert all(changed[s] != plain[s] for s in ("experts", "cache", "distill", "evaluate"))
 
 
+def test_experts_min_steps_is_checked_and_retrains_the_experts():
+    from pipeline.graph import fingerprints
+
+    assert "experts.min_steps" in _error(_base(), ["experts.min_steps=-1"])
+    plain = fingerprints(config_from_dict(_base()))
+    budget = fingerprints(config_from_dict(_base(), ["experts.min_steps=200"]))
+    assert budget["split"] == plain["split"] and budget["experts"] != plain["experts"]
+
+
 def test_precision_is_validated_and_in_every_fingerprint_of_a_stage_that_runs_a_model():
     from pipeline.graph import fingerprints
 

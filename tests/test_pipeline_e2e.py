@@ -224,3 +224,21 @@ def test_a_killed_distill_stage_resumes_from_its_last_checkpoint(default_run, tm
     assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
     record = manifest(run_dir)["stages"]["distill"]
     assert record["status"] == "done" and record["attempts"] == 2 and len(record["resumes"]) == 1
+
+
+def test_experts_min_steps_gives_small_subsets_more_epochs(default_run, tmp_path):
+    """experts.min_steps: each expert trains until it took that many SGD steps; the count is redone here by hand."""
+    run_dir = copy_run(default_run, tmp_path / "run")
+    min_steps, batch, epochs = 20, 64, 2  # ray_config.yaml's experts.batch_size, FAST's experts.epochs
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), "--stage", "experts",
+                      sets=FAST + [f"experts.min_steps={min_steps}"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    split = read_json(run_dir / "split" / "split.json")
+    for subset in split["subsets"]:
+        images = sum(split["class_counts"][c] for c in subset["classes"])
+        steps_per_epoch = -(-images // batch)
+        expected = max(epochs, -(-min_steps // steps_per_epoch))
+        expert = read_json(run_dir / "experts" / subset["name"] / "result.json")
+        assert expert["epochs"] == expected and [h["epoch"] for h in expert["history"]] == list(range(1, expected + 1))
+        assert expert["steps"] == expected * steps_per_epoch >= min_steps
+    assert len({read_json(run_dir / "experts" / s["name"] / "result.json")["epochs"] for s in split["subsets"]}) > 1
