@@ -4,7 +4,9 @@
     python benchmarks/table3.py configs/tiny-imagenet-100-lt.yaml --scale cpu
     python benchmarks/table3.py configs/cifar10-lt.yaml --scale paper      # GPU machines
 
-What runs, all with the same model, epochs and seed:
+Variants: the paper's seven, LFME with the official code's SpIS
+(`lfme_official`), and LFME with live teachers. What runs, all with the same
+model, epochs and seed:
 1. split, experts and cache, once, in `<out>/base` (the pipeline's own stages).
 2. Each variant in `VARIANTS` as a run directory `<out>/<variant>/` that starts
    from a copy of base's split, experts and cache (files and manifest
@@ -65,6 +67,13 @@ VARIANTS = {
     "cls_samp_kd": ("Cls.Samp + KD", switches("class", True, False, False), 35.8),
     "cls_samp_kd_spes": ("Cls.Samp + KD + SpES", switches("class", True, True, False), 37.1),
     "lfme": ("SpIS + KD + SpES (LFME)", switches("class", True, True, True), 37.2),
+    # The official code's SpIS (lfme.selfpaced): its initial weights, v_i at 1 halfway, unclipped, on the logits.
+    "lfme_official": (
+        "LFME (official SpIS)",
+        switches("class", True, True, True)
+        + ["distill.spis_init=official", "distill.spis_horizon=half", "distill.spis_clip=false", "distill.spis_on=logits"],
+        None,
+    ),
     "lfme_live": ("LFME, live teachers", switches("class", True, True, True, teachers="live"), None),
 }
 

@@ -47,18 +47,29 @@ def lfme_loss(
     instance_weights: torch.Tensor | None,
     temperature: float = 2.0,
     t_squared: bool = False,
+    spis_on: str = "loss",
 ) -> tuple[torch.Tensor, dict]:
     """LFME loss on one batch: mean_i(v_i CE_i) + sum_l w_l mean_i(KD_l,i).
 
     expert_weights (w_l, SpES) = None drops the KD term (teacher_logits may
     then be None); instance_weights (v_i, SpIS) = None means v_i = 1.
+    spis_on: "loss" (the paper) weights each instance's CE by v_i; "logits"
+    (the official code) multiplies instance i's logits by v_i before both
+    terms, CE and KD, unweighted: a v_i below 1 flattens the student's
+    softmax (a temperature of 1/v_i), which lowers that instance's gradient
+    in another way than scaling its loss.
     Returns the scalar loss and detached floats for logging: "ce" (the
     weighted CE term), "kd" (the weighted KD sum) and "kd_per_expert"
     (mean_i KD_l,i for each expert before weighting, so a zero-weighted
     expert's gap stays visible; empty without KD).
     """
-    ce = F.cross_entropy(student_logits.float(), labels, reduction="none")
-    if instance_weights is not None:
+    if spis_on not in ("loss", "logits"):
+        raise ValueError(f"spis_on must be 'loss' or 'logits', got {spis_on!r}")
+    student_logits = student_logits.float()
+    if instance_weights is not None and spis_on == "logits":
+        student_logits = instance_weights.to(student_logits)[:, None] * student_logits
+    ce = F.cross_entropy(student_logits, labels, reduction="none")
+    if instance_weights is not None and spis_on == "loss":
         ce = instance_weights.to(ce) * ce
     ce_term = ce.mean()
     if expert_weights is None:

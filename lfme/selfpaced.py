@@ -4,6 +4,14 @@ SpES fades out an expert's distillation weight as the student catches up with
 it on that expert's classes, so experts do not cap the student. SpIS weights
 each instance's cross-entropy, starting from an easy, subset-balanced
 curriculum given by the experts' confidence and growing every weight to 1.
+
+The official code's SpIS differs from the paper's in four ways, each offered
+here as its own switch so that each can be measured alone: its initial
+weights (`initial_instance_weights(variant="official")`), a ramp that reaches
+1 at half the run (`horizon="half"`), no clipping afterwards (`clip=False`:
+the weights keep growing, to 2 - v1 for the linear schedule), and the weights
+multiplying the student's logits instead of its loss
+(`lfme.losses.lfme_loss(spis_on="logits")`). The paper's form is the default.
 """
 
 import math
@@ -13,6 +21,7 @@ import numpy as np
 from lfme.subsets import subset_of_class
 
 SCHEDULES = ("linear", "convex", "concave", "concave_printed")
+HORIZONS = ("full", "half")
 
 
 def expert_weight(student_acc: float, expert_acc: float, alpha: float) -> float:
@@ -90,10 +99,21 @@ def initial_instance_weights(confidence, labels, subsets, class_counts, variant:
     return weights.astype(np.float32)
 
 
-def scheduled_instance_weights(v1, epoch: int, total_epochs: int, schedule: str = "linear") -> np.ndarray:
-    """SpIS weights v_i at epoch e = 1..E from the initial weights v1 (LFME-NOTES section 7).
+def scheduled_instance_weights(
+    v1, epoch: int, total_epochs: int, schedule: str = "linear", horizon: str = "full", clip: bool = True
+) -> np.ndarray:
+    """SpIS weights v_i at epoch e = 1..E from the initial weights v1.
 
-    - linear (the paper's default): (1 - v1) e/E + v1, from v1 to 1.
+    The schedules below are written with progress t = e/E. Two switches give
+    the official code's form, which the paper does not describe:
+    - horizon "full" (the paper): t = e/E, the weights reach their end value
+      at the last epoch. "half" (the official code): t = e/(E/2), they reach
+      it halfway through the run.
+    - clip True (the paper): t stops at 1, so a weight stays at its end value
+      once reached. False (the official code): the formula runs on to t = 2
+      with the half horizon, the linear schedule ending at 2 - v1.
+
+    - linear (the paper's default): (1 - v1) t + v1, from v1 to 1.
     - convex: 1 - (1 - v1) cos(e/E * pi/2), from v1 to 1.
     - concave: v1 + (1 - v1) log(1 + e/E) / log 2, from about v1 to 1. The
       paper's Table 4 compares three schedules that all grow v_i to 1; this
@@ -105,10 +125,14 @@ def scheduled_instance_weights(v1, epoch: int, total_epochs: int, schedule: str 
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if horizon not in HORIZONS:
+        raise ValueError(f"horizon must be one of {HORIZONS}, got {horizon!r}")
     if total_epochs < 1 or not 1 <= epoch <= total_epochs:
         raise ValueError(f"epoch must be in 1..total_epochs={total_epochs}, got {epoch}")
     v1 = np.asarray(v1)
-    progress = epoch / total_epochs
+    progress = epoch / (total_epochs if horizon == "full" else total_epochs / 2)
+    if clip:
+        progress = min(progress, 1.0)
     if schedule == "linear":
         weights = (1 - v1) * progress + v1
     elif schedule == "convex":

@@ -245,7 +245,15 @@ class DistillConfig(TrainingConfig):
     spes: bool = True
     alpha: float = 0.6
     spis: bool = True
+    # SpIS as the paper has it (the defaults) or, switch by switch, as the
+    # official code does it (lfme.selfpaced): its initial weights; v_i at 1
+    # halfway through the run (horizon: half) and growing on unclipped
+    # (spis_clip: false, to 2 - v1); v_i multiplying the student's logits
+    # rather than weighting its CE (spis_on: logits).
     spis_init: Literal["paper", "official"] = "paper"
+    spis_horizon: Literal["full", "half"] = "full"
+    spis_clip: bool = True
+    spis_on: Literal["loss", "logits"] = "loss"
     # SpIS schedule of v_i; concave_printed is the paper's printed formula
     # (see lfme.selfpaced.scheduled_instance_weights).
     schedule: Literal["linear", "convex", "concave", "concave_printed"] = "linear"

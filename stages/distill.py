@@ -142,7 +142,7 @@ def distill_loop(loop_config: dict) -> None:
     epoch_start = start
     for epoch in range(first_epoch, dcfg.epochs + 1):
         sampler.set_epoch(epoch)
-        v = scheduled_instance_weights(v1, epoch, dcfg.epochs, dcfg.schedule) if dcfg.spis else None
+        v = scheduled_instance_weights(v1, epoch, dcfg.epochs, dcfg.schedule, dcfg.spis_horizon, dcfg.spis_clip) if dcfg.spis else None
         w = torch.tensor(weights) if dcfg.kd else None
 
         def loss_fn(logits, labels, sample_ids, images):
@@ -155,7 +155,7 @@ def distill_loop(loop_config: dict) -> None:
             else:
                 t = teacher_logits[torch.from_numpy(rows)].to(logits.device)
             iw = torch.from_numpy(v[rows]).to(logits.device) if v is not None else None
-            return lfme_loss(logits, labels, t, subset_classes, w, iw, dcfg.temperature, dcfg.t_squared)
+            return lfme_loss(logits, labels, t, subset_classes, w, iw, dcfg.temperature, dcfg.t_squared, dcfg.spis_on)
 
         stats = train_epoch(
             model, train_loader, optimizer, loss_fn, device, precision=precision, scaler=scaler, loss_needs_images=True

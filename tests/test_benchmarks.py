@@ -26,21 +26,26 @@ def test_table3_variants_share_experts_and_cache_and_match_their_reports(finishe
     copy_run(finished_run, out / "base")
     command = [
         sys.executable, "benchmarks/table3.py", "ray_config.yaml", "--scale", "paper", "--out", str(out),
-        "--variants", "cls_samp,lfme_live", "--set", "experts.epochs=2", "--set", "distill.epochs=2",
+        "--variants", "cls_samp,lfme_official,lfme_live", "--set", "experts.epochs=2", "--set", "distill.epochs=2",
     ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     table = json.loads((out / "table.json").read_text())
-    assert list(table["rows"]) == ["cls_samp", "lfme_live"]
+    assert list(table["rows"]) == ["cls_samp", "lfme_official", "lfme_live"]
     for name, row in table["rows"].items():
         report = json.loads((out / name / "evaluate" / "report.json").read_text())
         assert row["overall"] == report["student"]["overall"]
         assert row["few"] == report["student"]["shots"]["inclusive"]["few"]
         settings = json.loads((out / name / "distill" / "settings.json").read_text())["distill"]
         assert settings["epochs"] == 2
-        expected = {"cls_samp": ("class", False, "cache"), "lfme_live": ("class", True, "live")}[name]
+        expected = {"cls_samp": ("class", False, "cache"), "lfme_official": ("class", True, "cache"), "lfme_live": ("class", True, "live")}[name]
         assert (settings["sampling"], settings["kd"], settings["teachers"]) == expected
+        official = (settings["spis_init"], settings["spis_horizon"], settings["spis_clip"], settings["spis_on"])
+        assert official == (("official", "half", False, "logits") if name == "lfme_official" else ("paper", "full", True, "loss"))
+    # The official SpIS ran: its instance weights end above 1 (2 - v1 unclipped), the paper's never do.
+    official_history = json.loads((out / "lfme_official" / "distill" / "history.json").read_text())
+    assert official_history[-1]["mean_instance_weight"] > 1.0
 
     # One set of experts and one cache: identical bytes in the base run and in every variant.
     base_cache = json.loads((out / "base" / "cache" / "manifest.json").read_text())
@@ -54,5 +59,5 @@ def test_table3_variants_share_experts_and_cache_and_match_their_reports(finishe
         assert manifest["stages"]["distill"]["status"] == "done"
 
     markdown = (out / "table.md").read_text()
-    assert "| Cls.Samp |" in markdown and "| LFME, live teachers |" in markdown
+    assert "| Cls.Samp |" in markdown and "| LFME (official SpIS) |" in markdown and "| LFME, live teachers |" in markdown
     assert (out / "config.yaml").is_file()

@@ -419,6 +419,17 @@ def test_decode_once_is_only_for_transforms_with_a_fixed_size_and_changes_the_tr
     assert all(changed[s] != plain[s] for s in ("experts", "cache", "distill", "evaluate"))
 
 
+def test_official_spis_switches_are_validated_and_change_only_the_student():
+    from pipeline.graph import fingerprints
+
+    assert "distill.spis_on" in _error(_base(), ["distill.spis_on=gradients"])
+    assert "distill.spis_horizon" in _error(_base(), ["distill.spis_horizon=quarter"])
+    plain = fingerprints(config_from_dict(_base()))
+    for switch in ("distill.spis_on=logits", "distill.spis_horizon=half", "distill.spis_clip=false"):
+        changed = fingerprints(config_from_dict(_base(), [switch]))
+        assert changed["cache"] == plain["cache"] and changed["distill"] != plain["distill"], switch
+
+
 def test_experts_min_steps_is_checked_and_retrains_the_experts():
     from pipeline.graph import fingerprints
 

@@ -86,3 +86,27 @@ def test_lfme_loss_with_experts():
 def test_lfme_loss_weight_count_mismatch():
     with pytest.raises(ValueError):
         lfme_loss(torch.zeros(2, 3), torch.tensor([0, 1]), torch.zeros(2, 3), [torch.tensor([0])], [1.0, 1.0], None)
+
+
+def test_spis_on_logits_scales_the_logits_of_both_terms():
+    """The official form: instance i's logits times v_i, then unweighted CE and KD, written out by hand."""
+    torch.manual_seed(0)
+    z = torch.randn(3, 4)
+    teacher = torch.randn(3, 4)
+    labels = torch.tensor([0, 2, 3])
+    v = torch.tensor([0.5, 1.0, 1.5])
+    classes = [torch.tensor([0, 1]), torch.tensor([2, 3])]
+    w = torch.tensor([1.0, 0.5])
+    loss, parts = lfme_loss(z, labels, teacher, classes, w, v, temperature=2.0, spis_on="logits")
+    scaled = z * v[:, None]
+    ce = F.cross_entropy(scaled, labels)
+    kd = sum(
+        wl * -(F.softmax(teacher[:, c] / 2, 1) * F.log_softmax(scaled[:, c] / 2, 1)).sum(1).mean() for wl, c in zip(w, classes)
+    )
+    assert loss.item() == pytest.approx((ce + kd).item(), rel=1e-6)
+    assert parts["ce"] == pytest.approx(ce.item(), rel=1e-6)
+    # The paper's form on the same inputs weights the CE instead: another value.
+    paper, _ = lfme_loss(z, labels, teacher, classes, w, v, temperature=2.0)
+    assert paper.item() != pytest.approx(loss.item(), rel=1e-3)
+    with pytest.raises(ValueError, match="spis_on"):
+        lfme_loss(z, labels, teacher, classes, w, v, spis_on="grads")

@@ -115,3 +115,32 @@ def test_schedule_validation():
         scheduled_instance_weights(V1, 0, 4)
     with pytest.raises(ValueError, match="5"):
         scheduled_instance_weights(V1, 5, 4)
+
+
+def test_official_ramp_reaches_one_at_half_the_run_and_grows_on_unclipped():
+    """The official code: v = (1 - v1) e / (E/2) + v1, not clipped; by hand for v1 = 0.2, E = 10."""
+    v1 = np.array([0.2, 1.0], dtype=np.float32)
+    at = {e: scheduled_instance_weights(v1, e, 10, "linear", horizon="half", clip=False) for e in (1, 5, 10)}
+    np.testing.assert_allclose(at[1], [0.2 + 0.8 * 0.2, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(at[5], [1.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(at[10], [1.8, 1.0], rtol=1e-6)  # 2 - v1
+
+
+def test_half_horizon_clipped_holds_the_end_value():
+    v1 = np.array([0.2], dtype=np.float32)
+    for e in (5, 6, 10):
+        np.testing.assert_allclose(scheduled_instance_weights(v1, e, 10, "linear", horizon="half", clip=True), [1.0])
+    np.testing.assert_allclose(scheduled_instance_weights(v1, 2, 10, "linear", horizon="half"), [0.2 + 0.8 * 0.4], rtol=1e-6)
+    # convex past its horizon, unclipped: 1 - 0.8 cos(1.6 * pi/2) > 1
+    convex = scheduled_instance_weights(v1, 8, 10, "convex", horizon="half", clip=False)
+    np.testing.assert_allclose(convex, [1 - 0.8 * math.cos(1.6 * math.pi / 2)], rtol=1e-6)
+
+
+def test_full_horizon_is_unchanged_by_clipping():
+    v1 = np.array([0.1, 0.5], dtype=np.float32)
+    for e in range(1, 11):
+        np.testing.assert_array_equal(
+            scheduled_instance_weights(v1, e, 10, "linear", clip=True), scheduled_instance_weights(v1, e, 10, "linear", clip=False)
+        )
+    with pytest.raises(ValueError, match="horizon"):
+        scheduled_instance_weights(v1, 1, 10, "linear", horizon="quarter")
