@@ -1,4 +1,4 @@
-"""benchmarks/table3.py on the small default config: the variants share one set of experts and one cache."""
+"""benchmarks/table3.py on the small default config: two seeds, each with one set of experts and one cache."""
 
 from __future__ import annotations
 
@@ -14,50 +14,68 @@ from tests.pipeline_helpers import REPO, copy_run
 
 pytestmark = pytest.mark.integration
 
+VARIANTS = ["cls_samp", "lfme", "lfme_official", "lfme_live"]
+
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_table3_variants_share_experts_and_cache_and_match_their_reports(finished_run, tmp_path):
+def test_table3_seeds_share_experts_and_cache_within_a_seed_and_match_their_reports(finished_run, tmp_path):
     out = tmp_path / "table3"
-    # The base run is the session's finished run (same split, experts and cache settings): table3 finds its
-    # shared stages up to date, as when the command is run again, and trains only the variants' students.
-    copy_run(finished_run, out / "base")
+    # Seed 0's base run is the session's finished run (same split, experts and cache settings): table3 finds
+    # its shared stages up to date, as when the command is run again. Seed 1 trains its own experts and cache.
+    copy_run(finished_run, out / "seed-0" / "base")
     command = [
         sys.executable, "benchmarks/table3.py", "ray_config.yaml", "--scale", "paper", "--out", str(out),
-        "--variants", "cls_samp,lfme_official,lfme_live", "--set", "experts.epochs=2", "--set", "distill.epochs=2",
+        "--variants", ",".join(VARIANTS), "--seeds", "0,1", "--set", "experts.epochs=2", "--set", "distill.epochs=2",
     ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     table = json.loads((out / "table.json").read_text())
-    assert list(table["rows"]) == ["cls_samp", "lfme_official", "lfme_live"]
-    for name, row in table["rows"].items():
-        report = json.loads((out / name / "evaluate" / "report.json").read_text())
-        assert row["overall"] == report["student"]["overall"]
-        assert row["few"] == report["student"]["shots"]["inclusive"]["few"]
-        settings = json.loads((out / name / "distill" / "settings.json").read_text())["distill"]
-        assert settings["epochs"] == 2
-        expected = {"cls_samp": ("class", False, "cache"), "lfme_official": ("class", True, "cache"), "lfme_live": ("class", True, "live")}[name]
-        assert (settings["sampling"], settings["kd"], settings["teachers"]) == expected
-        official = (settings["spis_init"], settings["spis_horizon"], settings["spis_clip"], settings["spis_on"])
-        assert official == (("official", "half", False, "logits") if name == "lfme_official" else ("paper", "full", True, "loss"))
-    # The official SpIS ran: its instance weights end above 1 (2 - v1 unclipped), the paper's never do.
-    official_history = json.loads((out / "lfme_official" / "distill" / "history.json").read_text())
-    assert official_history[-1]["mean_instance_weight"] > 1.0
+    assert list(table["runs"]) == ["0", "1"] and table["meta"]["seeds"] == [0, 1]
+    for seed, rows in table["runs"].items():
+        root = out / f"seed-{seed}"
+        assert list(rows) == VARIANTS
+        for name, row in rows.items():
+            report = json.loads((root / name / "evaluate" / "report.json").read_text())
+            assert row["overall"] == report["student"]["overall"]
+            assert row["few"] == report["student"]["shots"]["inclusive"]["few"]
+            settings = json.loads((root / name / "distill" / "settings.json").read_text())
+            assert settings["seed"] == int(seed) and settings["distill"]["epochs"] == 2
+            d = settings["distill"]
+            expected = {"cls_samp": ("class", False, "cache"), "lfme": ("class", True, "cache"),
+                        "lfme_official": ("class", True, "cache"), "lfme_live": ("class", True, "live")}[name]
+            assert (d["sampling"], d["kd"], d["teachers"]) == expected
+            official = (d["spis_init"], d["spis_horizon"], d["spis_clip"], d["spis_on"])
+            assert official == (("official", "half", False, "logits") if name == "lfme_official" else ("paper", "full", True, "loss"))
+        # The official SpIS ran: its instance weights end above 1 (2 - v1 unclipped), the paper's never do.
+        assert json.loads((root / "lfme_official" / "distill" / "history.json").read_text())[-1]["mean_instance_weight"] > 1.0
 
-    # One set of experts and one cache: identical bytes in the base run and in every variant.
-    base_cache = json.loads((out / "base" / "cache" / "manifest.json").read_text())
-    for name in table["rows"]:
-        cache = json.loads((out / name / "cache" / "manifest.json").read_text())
-        assert cache["experts"] == base_cache["experts"] and cache["data_dir"] == base_cache["data_dir"]
-        for subset in base_cache["subsets"]:
-            model = Path("experts", subset["name"], "model.pt")
-            assert digest(out / name / model) == digest(out / "base" / model) == base_cache["experts"][subset["name"]]["sha256"]
-        manifest = json.loads((out / name / "manifest.json").read_text())
-        assert manifest["stages"]["distill"]["status"] == "done"
+        # One set of experts and one cache per seed: identical bytes in the seed's base run and in every variant.
+        base_cache = json.loads((root / "base" / "cache" / "manifest.json").read_text())
+        for name in rows:
+            cache = json.loads((root / name / "cache" / "manifest.json").read_text())
+            assert cache["experts"] == base_cache["experts"] and cache["data_dir"] == base_cache["data_dir"]
+            for subset in base_cache["subsets"]:
+                model = Path("experts", subset["name"], "model.pt")
+                assert digest(root / name / model) == digest(root / "base" / model) == base_cache["experts"][subset["name"]]["sha256"]
 
+    # Each seed trained its own experts on the same split.
+    seed0, seed1 = (json.loads((out / f"seed-{s}" / "base" / "cache" / "manifest.json").read_text()) for s in (0, 1))
+    assert seed0["experts"] != seed1["experts"]
+    assert (out / "seed-0" / "base" / "split" / "samples.parquet").read_bytes() == (out / "seed-1" / "base" / "split" / "samples.parquet").read_bytes()
+
+    # The table's means and paired differences are those of the per-seed rows.
+    overall = {name: [table["runs"][s][name]["overall"] for s in ("0", "1")] for name in VARIANTS}
+    assert table["variants"]["cls_samp"]["overall"]["mean"] == pytest.approx(sum(overall["cls_samp"]) / 2)
+    claims = {c["better"]: c for c in table["claims"]}
+    assert set(claims) == {"lfme", "lfme_official", "lfme_live"}  # against cls_samp, lfme, lfme: the pairs that ran
+    cost = claims["lfme_live"]
+    assert list(cost["differences"].values()) == pytest.approx([a - b for a, b in zip(overall["lfme_live"], overall["lfme"])])
+    assert cost["verdict"] in ("holds", "fails", "not separated") and cost["se"] is not None
     markdown = (out / "table.md").read_text()
     assert "| Cls.Samp |" in markdown and "| LFME (official SpIS) |" in markdown and "| LFME, live teachers |" in markdown
+    assert "two standard errors" in markdown
     assert (out / "config.yaml").is_file()

@@ -1,0 +1,78 @@
+"""benchmarks/table3.py's statistics over seeds: paired differences, the verdict rule, the premise table.
+
+Every number is computed by hand here from made-up per-seed results.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks.table3 import claims_over_seeds, paired, premise, render, variants_over_seeds
+
+
+def test_paired_mean_standard_error_and_verdicts_by_hand():
+    # d = 1, 2, 3 points: mean 2, sample sd 1, se 1/sqrt(3) = 0.577; 2 > 2 * 0.577: holds
+    got = paired([0.01, 0.02, 0.03])
+    assert got["n"] == 3 and got["mean"] == pytest.approx(0.02) and got["se"] == pytest.approx(0.01 / math.sqrt(3))
+    assert got["verdict"] == "holds"
+    assert paired([-0.01, -0.02, -0.03])["verdict"] == "fails"
+    # d = -1, 1, 3 points: mean 1, sd 2, se 1.155; 1 < 2.31: not separated
+    assert paired([-0.01, 0.01, 0.03])["verdict"] == "not separated"
+    # exactly two standard errors is not "more than": d = 0, 2: mean 1, sd sqrt(2), se 1; 1 < 2
+    assert paired([0.0, 0.02])["verdict"] == "not separated"
+    # one seed has no standard error, whatever its difference
+    one = paired([0.05])
+    assert one["se"] is None and one["verdict"] == "not separated"
+
+
+def row(overall: float, subsets: dict, experts: dict | None = None, label: str = "x") -> dict:
+    return {
+        "label": label, "overall": overall, "subsets": subsets, "many": overall, "medium": None, "few": overall,
+        "shot_rule": "many N>=100, few N<=20", "paper_imagenet_lt_overall": None, "distill_seconds": 10.0,
+        "experts": {name: {"accuracy": acc, "classes": [0]} for name, acc in (experts or {}).items()},
+    }
+
+
+RUNS = {
+    0: {"ins_samp": row(0.30, {"a": 0.5, "b": 0.1}), "cls_samp": row(0.50, {"a": 0.40, "b": 0.60}, {"a": 0.80, "b": 0.55}),
+        "lfme": row(0.52, {"a": 0.5, "b": 0.5})},
+    1: {"cls_samp": row(0.48, {"a": 0.42, "b": 0.58}, {"a": 0.78, "b": 0.60}), "lfme": row(0.51, {"a": 0.5, "b": 0.5})},
+    2: {"cls_samp": row(0.49, {"a": 0.38, "b": 0.62}, {"a": 0.82, "b": 0.61}), "lfme": row(0.53, {"a": 0.5, "b": 0.5})},
+}
+
+
+def test_claims_pair_each_seed_and_skip_claims_without_both_variants():
+    claims = {c["claim"]: c for c in claims_over_seeds(RUNS)}
+    lfme = claims["LFME beats class sampling"]
+    assert lfme["differences"] == pytest.approx({0: 0.02, 1: 0.03, 2: 0.04})  # 52-50, 51-48, 53-49
+    assert lfme["mean"] == pytest.approx(0.03) and lfme["se"] == pytest.approx(0.01 / math.sqrt(3)) and lfme["verdict"] == "holds"
+    sampling = claims["class sampling beats instance sampling"]  # instance sampling ran with seed 0 only
+    assert sampling["differences"] == pytest.approx({0: 0.20}) and sampling["verdict"] == "not separated"
+    assert "KD helps class sampling" not in claims  # cls_samp_kd never ran
+
+
+def test_variants_report_mean_and_sample_standard_deviation():
+    v = variants_over_seeds(RUNS)
+    assert v["cls_samp"]["seeds"] == [0, 1, 2] and v["ins_samp"]["seeds"] == [0]
+    assert v["cls_samp"]["overall"]["mean"] == pytest.approx(0.49) and v["cls_samp"]["overall"]["std"] == pytest.approx(0.01)
+    assert v["ins_samp"]["overall"]["std"] == 0.0
+    assert v["cls_samp"]["medium"] is None  # no such class in any seed
+
+
+def test_premise_is_expert_minus_class_sampled_student_per_subset():
+    rows = {p["subset"]: p for p in premise(RUNS)}
+    # a: 80-40, 78-42, 82-38 = 40, 36, 44 points: far ahead
+    assert rows["a"]["gap"]["mean"] == pytest.approx(0.40) and rows["a"]["gap"]["verdict"] == "holds"
+    # b: 55-60, 60-58, 61-62 = -5, 2, -1 points: not separated
+    assert rows["b"]["gap"]["mean"] == pytest.approx(-0.04 / 3) and rows["b"]["gap"]["verdict"] == "not separated"
+
+
+def test_render_states_the_rule_and_every_claim():
+    meta = {"preset": "p.yaml", "scale": "cpu", "command": "python benchmarks/table3.py p.yaml", "overrides": [],
+            "wall_seconds": 60.0, "versions": {}}
+    text = render(RUNS, meta)
+    assert "two standard errors" in text and "seeds 0, 1, 2" in text
+    assert "| LFME beats class sampling | +2.0, +3.0, +4.0 | +3.0 | 0.6 | holds |" in text
+    assert "expert ahead" in text and "49.0 ± 1.0" in text
