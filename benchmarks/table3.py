@@ -59,7 +59,7 @@ from lfme.storage import read_json, write_json_atomic, write_text_atomic  # noqa
 from pipeline.config import Config, dump_config, load_config  # noqa: E402
 from pipeline.graph import fingerprints  # noqa: E402
 from pipeline.manifest import Manifest  # noqa: E402
-from pipeline.runner import run_pipeline  # noqa: E402
+from pipeline.runner import init_ray, run_pipeline  # noqa: E402
 
 SHARED_STAGES = ("split", "experts", "cache")
 
@@ -326,6 +326,31 @@ def render(runs: dict[int, dict[str, dict]], meta: dict) -> str:
     return "\n".join(lines)
 
 
+def run_seed(preset: str, seed: int, names: list[str], overrides: list[str], root: Path, first: bool) -> dict[str, dict]:
+    """Split, experts and cache in `root/base`, then each variant's student from them; each variant's row.
+
+    One seed keeps the single-run layout (`<out>/base`, `<out>/<variant>`);
+    with `--seeds` each seed has a folder of its own. The instance-sampling
+    variants run with the first seed only (FIRST_SEED_ONLY).
+    """
+    seeded = overrides + [f"seed={seed}"]
+    base = str(root / "base")
+    base_config = load_config(preset, seeded + [f"run_dir={base}"])
+    for stage in SHARED_STAGES:
+        run_pipeline(base_config, only=stage)
+    rows = {}
+    for name in names:
+        if name in FIRST_SEED_ONLY and not first:
+            continue
+        run_dir = str(root / name)
+        config = load_config(preset, seeded + VARIANTS[name][1] + [f"run_dir={run_dir}"])
+        print(f"\n######## seed {seed}, {name}: {VARIANTS[name][0]}", flush=True)
+        share_upstream(base, run_dir, config)
+        run_pipeline(config)
+        rows[name] = variant_row(name, run_dir)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("preset", help="a config, e.g. configs/cifar10-lt.yaml")
@@ -345,25 +370,19 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [load_config(args.preset, overrides).seed]
     start = time.monotonic()
 
-    runs: dict[int, dict[str, dict]] = {}
-    for seed in seeds:
-        # One seed keeps the single-run layout (base/, <variant>/); several get a folder each.
-        root = out if not args.seeds else out / f"seed-{seed}"
-        seeded = overrides + [f"seed={seed}"]
-        base = str(root / "base")
-        base_config = load_config(args.preset, seeded + [f"run_dir={base}"])
-        for stage in SHARED_STAGES:
-            run_pipeline(base_config, only=stage)
-        runs[seed] = {}
-        for name in names:
-            if name in FIRST_SEED_ONLY and seed != seeds[0]:
-                continue
-            run_dir = str(root / name)
-            config = load_config(args.preset, seeded + VARIANTS[name][1] + [f"run_dir={run_dir}"])
-            print(f"\n######## seed {seed}, {name}: {VARIANTS[name][0]}", flush=True)
-            share_upstream(base, run_dir, config)
-            run_pipeline(config)
-            runs[seed][name] = variant_row(name, run_dir)
+    # One Ray for every stage of every seed and variant (run_pipeline leaves a
+    # Ray it did not start running), rather than one started per variant.
+    roots = {seed: out / f"seed-{seed}" if args.seeds else out for seed in seeds}
+    started_ray = init_ray(load_config(args.preset, overrides).ray)
+    try:
+        runs = {seed: run_seed(args.preset, seed, names, overrides, roots[seed], first=seed == seeds[0]) for seed in seeds}
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    first = roots[seeds[0]]
+    base_config = load_config(args.preset, overrides + [f"seed={seeds[0]}", f"run_dir={first / 'base'}"])
 
     meta = {
         "preset": args.preset,
@@ -372,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": overrides,
         "command": " ".join(["python", "benchmarks/table3.py", *(argv if argv is not None else sys.argv[1:])]),
         "wall_seconds": time.monotonic() - start,
-        "versions": Manifest.load(base).data.get("versions"),
+        "versions": Manifest.load(str(first / "base")).data.get("versions"),
         "config": base_config.to_dict(),
         "rule": RULE,
     }
@@ -386,7 +405,6 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic(out / "table.json", table)
     write_text_atomic(out / "table.md", render(runs, meta))
     write_text_atomic(out / "config.yaml", dump_config(base_config))
-    first = out if not args.seeds else out / f"seed-{seeds[0]}"
     if "lfme" in names:
         for plot in ("expert_weights.png", "per_class_accuracy.png"):
             shutil.copyfile(first / "lfme" / "evaluate" / plot, out / f"lfme_{plot}")
