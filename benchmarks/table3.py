@@ -274,7 +274,7 @@ def render(runs: dict[int, dict[str, dict]], meta: dict) -> str:
             ]
             for v in variants.values()
         ],
-        ["l", "l", "r", "l"] + ["r"] * (6 + len(subsets)),
+        ["l", "l", "r", "l"] + ["r"] * (5 + len(subsets)),
     )
 
     def points(x: float | None) -> str:

@@ -76,3 +76,8 @@ def test_render_states_the_rule_and_every_claim():
     assert "two standard errors" in text and "seeds 0, 1, 2" in text
     assert "| LFME beats class sampling | +2.0, +3.0, +4.0 | +3.0 | 0.6 | holds |" in text
     assert "expert ahead" in text and "49.0 ± 1.0" in text
+    # every table's alignment row has as many cells as its header
+    lines = text.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("| ") and lines[i + 1].startswith("|---"):
+            assert lines[i + 1].count("|") == line.count("|"), line
