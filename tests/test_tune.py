@@ -88,8 +88,9 @@ def test_sweep_writes_tables_and_best_config_and_touches_no_expert(inputs_run):
 def test_killed_sweep_resumes(inputs_run, tmp_path):
     out = inputs_run / "tune" / "resumable"
     args = ("tune", "ray_config.yaml", "--run-dir", str(inputs_run), "--num-samples", "2")
-    # Enough epochs (0.2-0.5 s each) that the sweep is still running when it is killed.
-    sets = [*SWEEP, "distill.epochs=30", "tune.name=resumable"]
+    # Enough epochs (0.2-0.5 s each) that the sweep is still running when it is killed: Tune saves its
+    # experiment state 10-20 s in, by when the trials are some 30 epochs along.
+    sets = [*SWEEP, "distill.epochs=100", "tune.name=resumable"]
     process = start_lfme(*args, sets=sets, log=tmp_path / "first.log")
     try:
         # Killed once a trial has reported an epoch and Tune has saved the experiment's state.
@@ -107,7 +108,7 @@ def test_killed_sweep_resumes(inputs_run, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = read_trials(out / "trials.csv")
     assert len(rows) == 2 and all(row["status"] != "error" for row in rows)
-    assert load_config(out / "best_config.yaml").distill.epochs == 30
+    assert load_config(out / "best_config.yaml").distill.epochs == 100
 
 
 # --------------------------------------------------------------------------- config
