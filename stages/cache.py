@@ -19,7 +19,6 @@ import torch
 from lfme import storage
 from lfme.engine import predict
 from lfme.models import build_model
-from lfme.precision import resolve
 from lfme.subsets import Subset, subset_of_class
 from lfme.teacher_cache import TeacherRows, file_sha256, write_cache
 from lfme.teachers import expert_confidence
@@ -57,11 +56,7 @@ def load_expert(run_dir: str, subset: Subset, channels: int, device: torch.devic
 @ray.remote
 def expert_logits(cfg: Config, run_dir: str, subset: Subset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per part: (sample_ids, logits over the subset's classes) of one expert."""
-    torch.set_num_threads(max(1, int(cfg.cache.resources.cpus_per_worker)))
-    device = ray_train.task_device()
-    precision, fallback = resolve(cfg.precision, device)
-    if fallback:
-        ray_train.say(f"[cache {subset.name}] {fallback}")
+    device, precision = ray_train.task_setup(cfg.cache.resources.cpus_per_worker, cfg.precision, f"cache {subset.name}")
     split = load_split(run_dir, cfg.data)
     model = precision.prepare(load_expert(run_dir, subset, split.channels, device))
     out = {}

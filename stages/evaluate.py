@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 import ray
-import torch
 
 from lfme.engine import predict
 from lfme import storage
 from lfme.evaluation import accuracy_report, subset_accuracy
 from lfme.models import build_model
-from lfme.precision import Precision, resolve
 from lfme.report import write_report
 from lfme.subsets import Subset
 from pipeline.config import Config
@@ -28,15 +26,6 @@ from stages import ray_train
 from stages.cache import load_expert
 from stages.data import SplitData, load_split, make_loader, restrict_to_subset
 from stages.distill import HISTORY_FILE, STUDENT_FILE
-
-
-def task_precision(cfg: Config) -> tuple[torch.device, Precision]:
-    torch.set_num_threads(max(1, int(cfg.cache.resources.cpus_per_worker)))
-    device = ray_train.task_device()
-    precision, fallback = resolve(cfg.precision, device)
-    if fallback:
-        ray_train.say(f"[evaluate] {fallback}")
-    return device, precision
 
 
 def student_logits(cfg: Config, split: SplitData, student_file: str, device, precision) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +50,7 @@ def expert_accuracy(cfg: Config, run_dir: str, split: SplitData, subset: Subset,
 @ray.remote
 def student_test_logits(cfg: Config, run_dir: str, student_file: str) -> tuple[np.ndarray, np.ndarray]:
     """`student_logits` as a task (a sweep scores its best trial with it)."""
-    device, precision = task_precision(cfg)
+    device, precision = ray_train.task_setup(cfg.cache.resources.cpus_per_worker, cfg.precision, "evaluate")
     return student_logits(cfg, load_split(run_dir, cfg.data), student_file, device, precision)
 
 
@@ -73,7 +62,7 @@ def test_all(cfg: Config, run_dir: str, student_file: str) -> tuple[np.ndarray, 
     takes less than a worker process's start (importing torch), so splitting
     the work would cost more than it saves.
     """
-    device, precision = task_precision(cfg)
+    device, precision = ray_train.task_setup(cfg.cache.resources.cpus_per_worker, cfg.precision, "evaluate")
     split = load_split(run_dir, cfg.data)
     logits, labels = student_logits(cfg, split, student_file, device, precision)
     experts = {s.name: expert_accuracy(cfg, run_dir, split, s, device, precision) for s in split.subsets}

@@ -27,7 +27,6 @@ import time
 
 import numpy as np
 import ray
-import torch
 from torch.utils.data.distributed import DistributedSampler
 
 from lfme import storage
@@ -44,7 +43,6 @@ from lfme.engine import (
     train_epoch,
 )
 from lfme.models import build_model
-from lfme.precision import resolve
 from lfme.subsets import Subset
 from pipeline.config import Config
 from pipeline.context import StageContext
@@ -83,11 +81,7 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
     train_cfg = cfg.experts
     out = expert_dir(run_dir, subset.name)
     tag = f"expert {subset.name}"
-    torch.set_num_threads(max(1, int(train_cfg.resources.cpus_per_worker)))
-    device = ray_train.task_device()
-    precision, fallback = resolve(cfg.precision, device)
-    if fallback:
-        ray_train.say(f"[{tag}] {fallback}")
+    device, precision = ray_train.task_setup(train_cfg.resources.cpus_per_worker, cfg.precision, tag)
     seed_everything(ray_train.rank_seed(cfg.seed, 0))
 
     split = load_split(run_dir, cfg.data)

@@ -34,6 +34,7 @@ from ray.train.v2._internal.execution import context as ray_train_context
 
 from lfme import storage
 from lfme.engine import rng_state, set_rng_state
+from lfme.precision import Precision, resolve
 from pipeline.config import Resources
 
 STATE_FILE = "state.pt"
@@ -136,6 +137,16 @@ def worker_setup(cpus_per_worker: float) -> tuple[int, int, torch.device]:
 def task_device() -> torch.device:
     """The device of a plain Ray task or actor: its GPU when Ray assigned it one, else the CPU."""
     return torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+
+
+def task_setup(cpus: float, requested_precision: str, tag: str) -> tuple[torch.device, Precision]:
+    """A plain Ray task's torch threads (its CPU share), device and precision; says so where the precision fell back."""
+    torch.set_num_threads(max(1, int(cpus)))
+    device = task_device()
+    precision, fallback = resolve(requested_precision, device)
+    if fallback:
+        say(f"[{tag}] {fallback}")
+    return device, precision
 
 
 def rank_seed(seed: int, rank: int) -> int:
