@@ -1,17 +1,21 @@
 """What the teacher cache buys: student training with cached versus live teachers.
 
-Run:  .venv/bin/python benchmarks/cache_speed.py [--quick] [--precision bf16] [--profile STEPS] [--out result.json]
+Run, from the repository root:
 
-benchmarks/speed.py runs this (`measure`) beside its Ray Train and experts
+    .venv/bin/python -m benchmarks.cache_speed [--quick] [--precision bf16] [--profile STEPS] [--out result.json]
+
+benchmarks.speed runs this (`measure`) beside its Ray Train and experts
 figures; this command runs (a) and (b) alone.
 
 (a) Training throughput. One student (`--arch`, default resnet8) trains on
     CIFAR-10-LT (the ImageFolder copy in /work/shared/data/cifar10, LDAM-DRW
-    imbalance factor `--imbalance-factor`) with the LFME loss
-    (lfme.losses.lfme_loss, all three experts weighted 1, no SpIS) in two modes
-    that differ only in where the KD targets come from:
+    imbalance factor `--imbalance-factor`) with the distill stage's loss
+    (lfme.losses.DistillationLoss, all three experts weighted 1, no SpIS) in
+    two modes that differ only in the teacher signal (lfme.teachers) it gets
+    its KD targets from:
       cached: rows looked up by sample id in a teacher cache read with
-              lfme.teacher_cache.read_cache, as the distill stage does;
+              lfme.teacher_cache.read_cache (lfme.teachers.CachedTeachers), as
+              the distill stage does;
       live:   three experts of the student's architecture, one per subset of a
               3-way split_balanced split, run on the batch (lfme.teachers.LiveTeachers).
     The images are decoded once, before any measurement, and augmented a
@@ -33,7 +37,8 @@ figures; this command runs (a) and (b) alone.
     machine hits both alike.
     The experts are untrained (seeded random weights): speed does not depend
     on their values. The cache is built from them anyway, as the cache stage
-    does (un-augmented images, test transform), to time that one-off cost.
+    does (un-augmented images, test transform, rows by lfme.teachers.teacher_rows),
+    to time that one-off cost.
 
 (b) The teacher cache itself, on synthetic rows for C = 10, 100, 1000 with
     three subsets, written with write_cache and read with read_cache in a
@@ -42,7 +47,8 @@ figures; this command runs (a) and (b) alone.
 Reading the output
 - Table (a), medians over the rounds: images/s; per-step milliseconds split
   into data (waiting for the loader: collating the pixels, then the batch
-  transform), teacher (the cache lookup, or the experts' forward) and
+  transform), teacher (the teacher signal's `targets(batch)`: the cache
+  lookup, or the experts' forward) and
   student (the rest: student forward, loss, backward, optimiser step). The
   cached mode costs data + student, the live mode adds the experts' forward,
   so cached/live can be at most (data + teacher + student) / (data + student)
@@ -99,14 +105,14 @@ from lfme.data import (
     imagefolder,
     make_long_tailed,
 )
-from lfme.engine import make_optimizer, predict, seed_everything, train_epoch
-from lfme.losses import lfme_loss
+from lfme.engine import Batch, make_optimizer, predict, seed_everything, train_epoch
+from lfme.losses import DistillationLoss
 from lfme.models import build_model
 from lfme.precision import PRECISIONS, resolve
 from lfme.storage import write_json_atomic
 from lfme.subsets import Subset, split_balanced, subset_of_class
 from lfme.teacher_cache import TeacherRows, read_cache, read_manifest, write_cache
-from lfme.teachers import LiveTeachers, expert_confidence
+from lfme.teachers import CachedTeachers, LiveTeachers, TeacherSignal, teacher_rows
 
 MODES = ("cached", "live")
 # Per-round ratios, or times of the same work, further apart than this (max/min):
@@ -206,6 +212,22 @@ class TimedLoader:
             yield batch
 
 
+class TimedTeachers:
+    """A teacher signal whose `targets(batch)` adds the time it takes to `seconds`: a step's teacher part."""
+
+    def __init__(self, signal: TeacherSignal, device: torch.device):
+        self.signal, self.device = signal, device
+        self.seconds = 0.0
+
+    def targets(self, batch: Batch) -> torch.Tensor:
+        sync(self.device)  # the student's forward is not teacher time
+        start = time.perf_counter()
+        targets = self.signal.targets(batch)
+        sync(self.device)
+        self.seconds += time.perf_counter() - start
+        return targets
+
+
 class Bench:
     """The student, the data and both teacher signals; `run(mode, batches)` times one pass."""
 
@@ -225,7 +247,8 @@ class Bench:
         self.model = self.precision.prepare(build_model(args.arch, self.num_classes).to(device))
         self.initial_state = {k: v.clone() for k, v in self.model.state_dict().items()}
         experts = [self.precision.prepare(build_model(args.arch, len(s))) for s in self.subsets]
-        self.teachers = LiveTeachers(experts, self.subsets, self.num_classes).to(device)
+        # The experts run in the student's precision (`targets` autocasts), as `teachers: live` in the distill stage.
+        self.teachers = LiveTeachers(experts, self.subsets, self.num_classes, self.precision).to(device)
         self.subset_classes = [torch.tensor(s.classes, device=device) for s in self.subsets]
         self.expert_weights = torch.ones(len(self.subsets), device=device)
 
@@ -241,9 +264,8 @@ class Bench:
             pin_memory=device.type == "cuda",
         )
         self.loader = TimedLoader(DeviceBatches(pixels, BatchTransform("cifar", train=True, image_size=32), device))
-        self.teacher_s = 0.0
         self.cache_rows: TeacherRows | None = None
-        self.cache_logits: torch.Tensor | None = None
+        self.cached: CachedTeachers | None = None
 
     def build_cache(self, directory) -> dict:
         """The cache stage in miniature: teachers on every un-augmented image, written, read back."""
@@ -251,42 +273,28 @@ class Bench:
         dataset = ImageDataset(self.train, build_transform("cifar", train=False, image_size=32))
         loader = torch.utils.data.DataLoader(dataset, batch_size=self.args.batch_size, num_workers=self.args.workers)
         pred = predict(self.teachers, loader, self.device, self.precision)
-        rows = TeacherRows(
-            sample_ids=pred.sample_ids,
-            labels=pred.labels,
-            subsets=subset_of_class(self.subsets, self.num_classes)[pred.labels].astype(np.int32),
-            logits=pred.logits,
-            confidence=expert_confidence(pred.logits, pred.labels, self.subsets),
-        )
+        rows = teacher_rows(pred.sample_ids, pred.labels, pred.logits, self.subsets)
         write(directory, rows, self.subsets)
         build_s = time.perf_counter() - start
         start = time.perf_counter()
         self.cache_rows = read_cache(directory, "train")
         read_s = time.perf_counter() - start
-        # float16 as stored, converted per batch by the loss (what the distill stage does)
-        self.cache_logits = torch.from_numpy(self.cache_rows.logits.copy())
+        # float16 as stored, each batch's rows converted to float32 by `targets` (what the distill stage does)
+        self.cached = CachedTeachers(self.cache_rows)
         return {"rows": len(rows), "build_s": build_s, "read_s": read_s}
 
-    def teacher_signal(self, mode: str, images: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
-        if mode == "live":
-            with self.precision.autocast():
-                return self.teachers(images)
-        rows = self.cache_rows.rows_for(sample_ids.numpy())
-        return self.cache_logits[torch.from_numpy(rows)].to(self.device, non_blocking=True)
+    def teacher_signal(self, mode: str) -> TeacherSignal:
+        return self.teachers if mode == "live" else self.cached
 
     def run(self, mode: str, batches: int) -> Measurement:
         self.model.load_state_dict(self.initial_state)
         optimizer = make_optimizer(self.model, lr=0.1, momentum=0.9, weight_decay=5e-4)
         seed_everything(self.args.seed)  # same augmentation draws in every measurement
-        self.loader.seconds, self.teacher_s = 0.0, 0.0
-
-        def loss_fn(logits, labels, sample_ids, images):
-            sync(self.device)  # the student's forward is not teacher time
-            start = time.perf_counter()
-            target = self.teacher_signal(mode, images, sample_ids)
-            sync(self.device)
-            self.teacher_s += time.perf_counter() - start
-            return lfme_loss(logits, labels, target, self.subset_classes, self.expert_weights, None)
+        self.loader.seconds = 0.0
+        teachers = TimedTeachers(self.teacher_signal(mode), self.device)
+        # The distill stage's loss: every expert weighted 1, no SpIS (instance_weights None).
+        loss_fn = DistillationLoss(teachers, self.cache_rows, self.subset_classes)
+        loss_fn.expert_weights = self.expert_weights
 
         loader = self.loader if batches == self.args.batches else itertools.islice(self.loader, batches)
         sync(self.device)
@@ -299,11 +307,10 @@ class Bench:
             self.device,
             precision=self.precision,
             scaler=self.precision.grad_scaler(),
-            loss_needs_images=True,
         )
         sync(self.device)
         seconds = time.perf_counter() - start
-        return Measurement(mode, stats.samples, seconds, self.loader.seconds, self.teacher_s)
+        return Measurement(mode, stats.samples, seconds, self.loader.seconds, teachers.seconds)
 
 
 def measure_training(bench: Bench, args) -> dict:
@@ -484,7 +491,9 @@ def report(result: dict) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.cache_speed", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="30 batches, 3 rounds, 20k synthetic cache rows (~2-3 min on 2 cores)")
     parser.add_argument("--data", default="/work/shared/data/cifar10", help="CIFAR-10 ImageFolder root (train/, test/)")
     parser.add_argument("--arch", default="resnet8", help="student and teacher architecture (lfme.models)")

@@ -1,18 +1,18 @@
 """The pipeline's speed figures, measured side by side in one run, each against its goal.
 
-    python benchmarks/speed.py [--quick] [--out DIR] [--skip-before]
+    python -m benchmarks.speed [--quick] [--out DIR] [--skip-before]      # from the repository root
 
 (a) Student throughput with teacher logits from the cache versus three live
     teachers (goal: >= 2x), and (b) the cache itself: bytes per sample, write
     and read rows/s, read rate over the training rate (goal: >> 1). Both are
-    benchmarks/cache_speed.py (its docstring defines every number), run here
+    benchmarks.cache_speed (its docstring defines every number), run here
     on the data below, with a torch.profiler summary of cached and live steps,
     in bf16 (`--precision bf16`: the precision the presets run in), student
     and live teachers alike, with batched augmentation.
 (c) The distill stage under Ray Train versus plain PyTorch (goal: at most 5%
     more time per epoch; start-up reported separately). The same function,
     `stages.distill.distill_loop` (the distill stage's worker loop), on the
-    same run directory, config and seed, through `stages.ray_train.fit`:
+    same run directory, config and seed, through `stages.workers.fit`:
       ray:   one Ray Train worker, an actor holding the stage's CPUs, exactly
              as `lfme run` runs the stage with `distill.resources.num_workers: 1`;
       plain: Ray Train's local mode (`num_workers=0`): the loop runs in this
@@ -31,8 +31,8 @@
     fit: what Ray's own processes take from the training.
 (d) The experts stage with its L experts launched concurrently
     (`experts.max_concurrent: L`) versus one after another (1): the stage run
-    twice, on fresh run directories seeded with the same split, all else the
-    same. Ray's CPUs (`ray.cluster_resources()`) over each expert's CPUs bound
+    twice, on fresh run directories seeded with the same split
+    (`pipeline.reuse.reuse_stages`), all else the same. Ray's CPUs (`ray.cluster_resources()`) over each expert's CPUs bound
     how many really train at once.
 (e) Image decoding: one epoch of the distill stage's training loader alone
     (no model), with the images decoded every epoch versus decoded once when
@@ -70,14 +70,15 @@
     commit before issue 9's speed work; made under DIR, removed at the end;
     `--skip-before` skips it), each with its tree first on PYTHONPATH (checked:
     `pipeline` imports from the tree) and the environment this command
-    started with (not the variables Ray and `stages.ray_train.fit` set in it
-    since). Wall time of the subprocess, each stage's seconds from the run's
+    started with (not the variables Ray and `stages.workers.fit` set in it
+    since). The "before" tree is run the way its own layout needs: its
+    `pipeline.cli` from its root, none of this checkout's code. Wall time of the subprocess, each stage's seconds from the run's
     manifest (`duration_s`), test top-1 from evaluate/report.json. Goal:
     after <= 60 s, top-1 as before (94.2%). `--rounds` rounds, order
     alternating.
 
 Data: CIFAR-10-LT (configs/cifar10-lt.yaml, the ImageFolder tree in
-../shared/data/cifar10) with table3's CPU_SCALE overrides (ResNet-8, one
+../shared/data/cifar10) with the CPU_SCALE overrides of benchmarks.scales (ResNet-8, one
 2-thread student worker) and one expert epoch (only the student is timed in
 (c)). --quick builds CIFAR-10-LT from the first 500 training images per
 class (a symlinked tree in DIR/data; 10x fewer images, the same protocol),
@@ -109,34 +110,34 @@ import threading
 import time
 from pathlib import Path
 
+# The repository: the presets, the data beside it, and (h)'s git worktrees.
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 # The environment of (h)'s runs: as it was when this command started, before
-# Ray and `stages.ray_train.fit` set variables in it (fit sets Ray Train's poll
-# interval, and the "before" run must poll at its own).
+# importing Ray sets variables in it (the "before" tree must run as it would
+# on its own).
 ENVIRONMENT = dict(os.environ)
 
 import ray  # noqa: E402
-import psutil  # noqa: E402  (Ray ships psutil and puts it on sys.path when imported)
+import psutil  # noqa: E402  (Ray ships psutil; importable once ray is)
 import torch  # noqa: E402
 
 from benchmarks import cache_speed  # noqa: E402
-from benchmarks.table3 import CPU_SCALE, share_upstream  # noqa: E402
+from benchmarks.scales import CPU_SCALE  # noqa: E402
 from lfme.data import ImageDataset, build_transform, fixed_size_step  # noqa: E402
 from lfme.report import markdown_table  # noqa: E402
 from lfme.storage import read_json, write_json_atomic, write_text_atomic  # noqa: E402
-from pipeline.config import Config, load_config, with_absolute_paths, with_values  # noqa: E402
-from pipeline.graph import fingerprints  # noqa: E402
+from pipeline.graph import TEACHER_STAGES, fingerprints  # noqa: E402
 from pipeline.manifest import Manifest  # noqa: E402
+from pipeline.reuse import reuse_stages  # noqa: E402
 from pipeline.runner import init_ray, run_pipeline  # noqa: E402
-from pipeline.tune import verified_cache  # noqa: E402
-from stages import ray_train  # noqa: E402
-from stages.data import SplitData, load_split, make_loader  # noqa: E402
+from rundir.config import Config, load_config, with_absolute_paths, with_values  # noqa: E402
+from rundir.data import make_loader  # noqa: E402
+from rundir.layout import EXPERT_RESULT, SplitData, expert_dir, load_split, verified_cache  # noqa: E402
+from stages import workers as ray_workers  # noqa: E402
 from stages.distill import distill_loop, make_sampler  # noqa: E402
 
 PRESET = REPO / "configs" / "cifar10-lt.yaml"
 DATA = REPO.parent / "shared" / "data" / "cifar10"
-BASE_STAGES = ("split", "experts", "cache")
 SCALE = CPU_SCALE + ["experts.epochs=1", "split.method=balanced", "split.num_subsets=3"]
 GOALS = {"cache_ratio": 2.0, "ray_overhead": 0.05, "bf16_speedup": 2.0, "loader_share": 0.10, "default_run_s": 60.0}
 # What (a) runs in: the presets' precision.
@@ -148,7 +149,8 @@ LOADER_SHARE_BEFORE = 72 / 331
 # (h): the default run, and its test top-1 before this work.
 DEFAULT_CONFIG = "ray_config.yaml"
 DEFAULT_RUN_TOP1 = 0.942
-NOISY_SPREAD = cache_speed.NOISY_SPREAD
+# Repeats further apart than this (max/min): the machine's load changed during the run (cache_speed's threshold too).
+NOISY_SPREAD = 1.15
 # Where the student trains: the driver in local mode, the Ray Train worker otherwise.
 TRAINING_PROCESSES = ("driver", "ray::RayTrainWorker")
 log = cache_speed.log
@@ -202,8 +204,13 @@ def speed_config(args, data_root: Path, run_dir: Path, more: list[str] = ()) -> 
 
 def build_base(config: Config) -> None:
     """split, experts and cache in the base run directory, by the pipeline's own stages (skipped when done)."""
-    for stage in BASE_STAGES:
-        run_pipeline(config, only=stage, log=log)
+    run_pipeline(config, through=TEACHER_STAGES[-1], log=log)
+
+
+def expected_cache(config: Config) -> dict:
+    """What the student's workers check the run's teacher cache against (checked here once first)."""
+    split = load_split(config.run_dir, config.data)
+    return verified_cache(config.run_dir, fingerprints(config)["cache"], split.subsets)
 
 
 class ProcessCPU:
@@ -223,10 +230,10 @@ class ProcessCPU:
         self.first: dict[tuple, float] = {}
         self.names: dict[tuple, str] = {}
         self.samples: list[tuple[float, dict[tuple, float]]] = []  # (time, CPU seconds per process)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.poll, daemon=True)
 
-    def _name(self, process) -> str:
+    def name_of(self, process) -> str:
         if process.pid == self.root.pid:
             return "driver"
         command = process.cmdline() or [process.name()]
@@ -241,7 +248,7 @@ class ProcessCPU:
             try:
                 key = (process.pid, process.create_time())
                 times = process.cpu_times()
-                self.names[key] = self._name(process)  # a Ray worker's title changes when it becomes an actor
+                self.names[key] = self.name_of(process)  # a Ray worker's title changes when it becomes an actor
             except psutil.Error:  # exited since listed
                 continue
             cpu[key] = times.user + times.system
@@ -249,18 +256,18 @@ class ProcessCPU:
             self.first.setdefault(key, cpu[key] if initial else 0.0)
         self.samples.append((time.perf_counter(), cpu))
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+    def poll(self) -> None:
+        while not self.stopping.wait(self.interval):
             self.sample()
 
     def start(self) -> "ProcessCPU":
         self.sample(initial=True)
-        self._thread.start()
+        self.thread.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        self.stopping.set()
+        self.thread.join()
         self.sample()
 
     def started(self) -> int:
@@ -282,7 +289,7 @@ class ProcessCPU:
 
 
 def fit_student(config: Config, run_dir: str, expected: dict, workers: int, name: str, storage_path: str) -> dict:
-    """One distill run through stages.ray_train.fit: `workers` Ray Train workers, 0 for local mode.
+    """One distill run through stages.workers.fit: `workers` Ray Train workers, 0 for local mode.
 
     Returns its per-epoch seconds, start-up, total, what its history says of
     the results and of the precision it ran in, and CPU seconds per process
@@ -291,7 +298,7 @@ def fit_student(config: Config, run_dir: str, expected: dict, workers: int, name
     resources = dataclasses.replace(config.distill.resources, num_workers=workers)
     cpu = ProcessCPU().start()
     start = time.perf_counter()
-    state = ray_train.fit(
+    state = ray_workers.fit(
         distill_loop,
         {"config": config, "run_dir": run_dir, "expected": expected},
         resources,
@@ -323,7 +330,7 @@ def fit_student(config: Config, run_dir: str, expected: dict, workers: int, name
 def measure_distill(config: Config, rounds: int, out: Path) -> dict:
     """(c): plain and Ray runs of distill_loop, alternating (plain, ray, ray, plain, ...)."""
     run_dir = config.run_dir
-    expected = verified_cache(config, run_dir, fingerprints(config))
+    expected = expected_cache(config)
     storage_path = out / "distill-runs"  # the Ray runs' checkpoints; a new name per run, so none resumes
     shutil.rmtree(storage_path, ignore_errors=True)
     runs = []
@@ -389,7 +396,7 @@ def measure_experts(base: Config, args, data_root: Path, out: Path) -> dict:
         run_dir = out / f"experts-{label}"
         shutil.rmtree(run_dir, ignore_errors=True)  # a rerun in place would skip: resources are not fingerprinted
         config = speed_config(args, data_root, run_dir, [f"experts.max_concurrent={concurrent}"])
-        share_upstream(base.run_dir, str(run_dir), config, stages=("split",))
+        reuse_stages(config, base.run_dir, str(run_dir), stages=("split",), log=log)
         done = {}
         start = time.perf_counter()
 
@@ -401,7 +408,8 @@ def measure_experts(base: Config, args, data_root: Path, out: Path) -> dict:
 
         log(f"(d) experts stage, {label}: {concurrent} at a time")
         run_pipeline(config, only="experts", log=note)
-        epochs = {name: sum(h["seconds"] for h in read_json(run_dir / "experts" / name / "result.json")["history"]) for name in done}
+        results = {name: read_json(f"{expert_dir(str(run_dir), name)}/{EXPERT_RESULT}") for name in done}
+        epochs = {name: sum(h["seconds"] for h in result["history"]) for name, result in results.items()}
         runs[label] = {"max_concurrent": concurrent, "wall_s": time.perf_counter() - start, "finished_s": done, "epochs_s": epochs}
     cpus = ray.cluster_resources().get("CPU", 0.0)
     per_expert = base.experts.resources.num_workers * base.experts.resources.cpus_per_worker
@@ -422,7 +430,7 @@ def measure_experts(base: Config, args, data_root: Path, out: Path) -> dict:
 def measure_decoding(config: Config, rounds: int) -> dict:
     """(e): one epoch of the student's training loader alone, images decoded every epoch vs once.
 
-    The distill stage's loader (`stages.data.make_loader`, augmenting
+    The distill stage's loader (`rundir.data.make_loader`, augmenting
     transform, the distill batch size, in this process) over the run's
     training set, iterated without a model; rounds alternate the order.
     Decoding once costs a pass over the images when the loader is made
@@ -456,7 +464,7 @@ def student_sampler(config: Config, split: SplitData) -> torch.utils.data.Sample
 
 
 def student_threads(config: Config) -> int:
-    """The torch threads a distill worker runs on (`ray_train.worker_setup`)."""
+    """The torch threads a distill worker runs on (`stages.workers.worker_setup`)."""
     return max(1, int(config.distill.resources.cpus_per_worker))
 
 
@@ -464,7 +472,7 @@ def measure_precision(base: Config, rounds: int, out: Path) -> dict:
     """(f): distill_loop in local mode, fp32 against bf16, `rounds` pairs per arch of PRECISION_ARCHS."""
     # The base config's: every student reads the base's cache, and a fingerprint
     # computed from a config of another precision would name another cache.
-    expected = verified_cache(base, base.run_dir, fingerprints(base))
+    expected = expected_cache(base)
     images = len(student_sampler(base, load_split(base.run_dir, base.data)))
     batches = math.ceil(images / base.distill.batch_size)
     storage_path = str(out / "precision-runs")  # named, never written: local mode persists nothing
@@ -918,7 +926,7 @@ def render(result: dict) -> str:
     if warnings:
         lines += [f"WARNING: noisy ({'; '.join(warnings)}): load on the machine changed during the run; rerun when it is idle.", ""]
     lines += [
-        "## (a), (b): benchmarks/cache_speed.py",
+        "## (a), (b): benchmarks.cache_speed",
         "",
         "```text",
         cache_speed.report(ab),
@@ -926,7 +934,7 @@ def render(result: dict) -> str:
         "",
         "## (c) distill: Ray Train vs plain PyTorch",
         "",
-        f"`stages.distill.distill_loop` through `stages.ray_train.fit`, {c['epochs']} epochs x {c['rounds']} round(s) "
+        f"`stages.distill.distill_loop` through `stages.workers.fit`, {c['epochs']} epochs x {c['rounds']} round(s) "
         f"per mode; `plain` is Ray Train's local mode (the loop in this process, no actors), `ray` one worker "
         f"actor with {c['threads']} threads. Seconds per epoch from the histories (checkpoint to checkpoint); "
         f"\"later epochs\" are epochs 2..{c['epochs']} (median), the overhead's basis. Losses and validation "
@@ -1079,7 +1087,9 @@ def render_default_run(h: dict) -> list[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="500 images per class, 3 student epochs, shorter (a), (b)")
     parser.add_argument("--out", help="output folder (default: benchmarks/results/speed or speed-quick)")
     parser.add_argument("--data", default=str(DATA), help="CIFAR-10 ImageFolder root (train/, test/)")
@@ -1126,12 +1136,12 @@ def main(argv=None) -> dict:
     ab_args += ["--profile", "3", "--tmp", str(out)]
     if args.quick:
         ab_args += ["--quick", "--batches", "10"]
-    log("(a), (b): benchmarks/cache_speed.py " + " ".join(ab_args))
+    log("(a), (b): benchmarks.cache_speed " + " ".join(ab_args))
     ab = cache_speed.measure(cache_speed.parse_args(ab_args))
 
     result = {
         "meta": {
-            "command": " ".join(["python", "benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(["python", "-m", "benchmarks.speed", *(argv if argv is not None else sys.argv[1:])]),
             "quick": args.quick,
             "cpus": os.cpu_count(),
             "load_start": load_start,

@@ -1,17 +1,17 @@
 """The paper's Table 3 (ablation) on one preset, plus the student with live teachers.
 
-    python benchmarks/table3.py configs/cifar10-lt.yaml --scale cpu
-    python benchmarks/table3.py configs/tiny-imagenet-100-lt.yaml --scale cpu
-    python benchmarks/table3.py configs/cifar10-lt.yaml --scale paper      # GPU machines
+    python -m benchmarks.table3 configs/cifar10-lt.yaml --scale cpu
+    python -m benchmarks.table3 configs/tiny-imagenet-100-lt.yaml --scale cpu
+    python -m benchmarks.table3 configs/cifar10-lt.yaml --scale paper      # GPU machines
 
 Variants: the paper's seven, LFME with the official code's SpIS
 (`lfme_official`), and LFME with live teachers. What runs, all with the same
 model, epochs and seed:
 1. split, experts and cache, once, in `<out>/base` (the pipeline's own stages).
 2. Each variant in `VARIANTS` as a run directory `<out>/<variant>/` that starts
-   from a copy of base's split, experts and cache (files and manifest
-   records), so `lfme run` skips those and runs only distill and evaluate with
-   the variant's switches. Every student therefore learns from the same
+   from base's split, experts and cache (`pipeline.reuse.reuse_stages`, what
+   `lfme run --reuse` does), so `lfme run` skips those and runs only distill
+   and evaluate with the variant's switches. Every student therefore learns from the same
    experts and the same cache bytes; each variant's distill stage checks the
    copied cache against the copied experts' SHA-256 as usual.
 3. `<out>/table.json` and `<out>/table.md`: overall and Many/Medium/Few test
@@ -33,11 +33,11 @@ than two standard errors above 0, fails where more than two below, not
 separated otherwise (always, with one seed).
 
 `--scale cpu` shortens the schedule so one preset finishes in about an hour on
-2 CPU cores (`CPU_SCALE`, printed in the table); `--scale cpu-long` is 3x its
-epochs, in bf16, with an expert budget of 600 SGD steps (`CPU_LONG_SCALE`), sized
-for the 3-seed claims in about 90 minutes (an estimate from the per-epoch
-times in docs/RESULTS.md, not yet a measured run); `--scale paper` keeps the
-preset's recipe (ResNet-32, 200 epochs). Rerunning the command skips every
+2 CPU cores (`benchmarks.scales.CPU_SCALE`, printed in the table); `--scale
+cpu-long` is 3x its epochs, in bf16, with an expert budget of 600 SGD steps
+(`CPU_LONG_SCALE`), for the 3-seed claims in about 90 minutes (measured in
+docs/RESULTS.md); `--scale paper` keeps the preset's recipe (ResNet-32, 200
+epochs). Rerunning the command skips every
 stage already done and resumes an interrupted one, like `lfme run`.
 """
 
@@ -51,17 +51,19 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.scales import SCALES
+from lfme import storage
+from lfme.report import format_percent, markdown_table
+from lfme.storage import read_json, write_json_atomic, write_text_atomic
+from pipeline.graph import TEACHER_STAGES
+from pipeline.manifest import Manifest
+from pipeline.reuse import reuse_stages
+from pipeline.runner import init_ray, run_pipeline
+from rundir.config import dump_config, load_config
+from rundir.layout import report_dir
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from lfme.report import format_percent, markdown_table  # noqa: E402
-from lfme.storage import read_json, write_json_atomic, write_text_atomic  # noqa: E402
-from pipeline.config import Config, dump_config, load_config  # noqa: E402
-from pipeline.graph import fingerprints  # noqa: E402
-from pipeline.manifest import Manifest  # noqa: E402
-from pipeline.runner import init_ray, run_pipeline  # noqa: E402
-
-SHARED_STAGES = ("split", "experts", "cache")
 
 
 def switches(sampling: str, kd: bool, spes: bool, spis: bool, teachers: str = "cache") -> list[str]:
@@ -93,48 +95,9 @@ VARIANTS = {
     "lfme_live": ("LFME, live teachers", switches("class", True, True, True, teachers="live"), None),
 }
 
-# One hour on 2 CPU cores: a small ResNet on 32x32 images (Tiny-ImageNet
-# downscaled from 64x64), a short cosine schedule, one 2-thread student worker
-# (two 1-thread DDP workers only add all-reduces).
-CPU_SCALE = [
-    "model.arch=resnet8",
-    "data.image_size=32",
-    "experts.epochs=8",
-    "distill.epochs=8",
-    "experts.lr_schedule=cosine",
-    "distill.lr_schedule=cosine",
-    "experts.batch_size=128",
-    "distill.batch_size=128",
-    "experts.resources.cpus_per_worker=1",
-    "distill.resources.num_workers=1",
-    "distill.resources.cpus_per_worker=2",
-    "cache.resources.cpus_per_worker=1",
-    "data.loader_workers=0",
-]
-# Sized for about 90 minutes for the 3-seed claims of one data set on 2 CPU
-# cores with bf16 (estimated from measured epoch times, not yet run whole): 3x the epochs of `cpu`, and a budget of SGD steps so the
-# few-shot experts (a few steps an epoch) are trained as long as the others.
-CPU_LONG_SCALE = CPU_SCALE + ["experts.epochs=24", "distill.epochs=24", "experts.min_steps=600", "precision=bf16"]
-SCALES = {"cpu": CPU_SCALE, "cpu-long": CPU_LONG_SCALE, "paper": []}
-
-
-def share_upstream(base: str, variant: str, config: Config, stages: tuple[str, ...] = SHARED_STAGES) -> None:
-    """Seed a variant's run directory with base's `stages` (split, experts and cache), files and manifest records."""
-    manifest = Manifest.load(variant)
-    fps = fingerprints(config)
-    if all(manifest.is_done(stage, fps[stage]) for stage in stages):
-        return
-    source = Manifest.load(base)
-    for stage in stages:
-        shutil.rmtree(Path(variant, stage), ignore_errors=True)
-        shutil.copytree(Path(base, stage), Path(variant, stage))
-        manifest.data["stages"][stage] = source.data["stages"][stage]
-    manifest.save()
-
-
 def variant_row(name: str, run_dir: str) -> dict:
     label, sets, paper = VARIANTS[name]
-    report = read_json(Path(run_dir, "evaluate", "report.json"))
+    report = read_json(storage.join(report_dir(run_dir), "report.json"))
     shots = report["student"]["shots"]["inclusive"]
     distill = Manifest.load(run_dir).record("distill")
     return {
@@ -336,8 +299,7 @@ def run_seed(preset: str, seed: int, names: list[str], overrides: list[str], roo
     seeded = overrides + [f"seed={seed}"]
     base = str(root / "base")
     base_config = load_config(preset, seeded + [f"run_dir={base}"])
-    for stage in SHARED_STAGES:
-        run_pipeline(base_config, only=stage)
+    run_pipeline(base_config, through=TEACHER_STAGES[-1])
     rows = {}
     for name in names:
         if name in FIRST_SEED_ONLY and not first:
@@ -345,7 +307,7 @@ def run_seed(preset: str, seed: int, names: list[str], overrides: list[str], roo
         run_dir = str(root / name)
         config = load_config(preset, seeded + VARIANTS[name][1] + [f"run_dir={run_dir}"])
         print(f"\n######## seed {seed}, {name}: {VARIANTS[name][0]}", flush=True)
-        share_upstream(base, run_dir, config)
+        reuse_stages(config, base, run_dir, TEACHER_STAGES)
         run_pipeline(config)
         rows[name] = variant_row(name, run_dir)
     return rows
@@ -389,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": args.scale,
         "seeds": seeds,
         "overrides": overrides,
-        "command": " ".join(["python", "benchmarks/table3.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python", "-m", "benchmarks.table3", *(argv if argv is not None else sys.argv[1:])]),
         "wall_seconds": time.monotonic() - start,
         "versions": Manifest.load(str(first / "base")).data.get("versions"),
         "config": base_config.to_dict(),

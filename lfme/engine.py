@@ -18,10 +18,18 @@ from torch import nn
 
 from lfme.precision import FP32, Precision
 
-# (logits, labels, sample_ids) -> (scalar loss, dict of floats for the log)
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
-# (logits, labels, sample_ids, images) -> the same; for losses that run live teachers on the batch
-ImageLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
+
+@dataclass
+class Batch:
+    """One training batch as the loss sees it."""
+
+    images: torch.Tensor  # on the device, as the model got them (live teachers run on them)
+    labels: torch.Tensor  # on the device
+    sample_ids: torch.Tensor  # int64, on the CPU (a cached teacher signal is looked up by them)
+
+
+# (float32 logits, batch) -> (scalar loss, dict of detached 0-d tensors for the log)
+LossFn = Callable[[torch.Tensor, Batch], tuple[torch.Tensor, dict]]
 
 
 def seed_everything(seed: int) -> None:
@@ -76,9 +84,9 @@ def epochs_for_budget(num_images: int, batch_size: int, epochs: int, min_steps: 
     return max(epochs, -(-min_steps // steps_per_epoch))
 
 
-def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, sample_ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    loss = nn.functional.cross_entropy(logits, labels)
-    return loss, {"ce": loss.item()}
+def cross_entropy_loss(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict]:
+    loss = nn.functional.cross_entropy(logits, batch.labels)
+    return loss, {"ce": loss.detach()}
 
 
 @dataclass
@@ -87,19 +95,18 @@ class EpochStats:
     accuracy: float
     samples: int
     seconds: float
-    parts: dict  # mean of each float the loss function logged
+    parts: dict  # mean of each scalar the loss function logged
 
 
 def train_epoch(
     model: nn.Module,
     loader: Iterable,
     optimizer: torch.optim.Optimizer,
-    loss_fn: LossFn | ImageLossFn,
+    loss_fn: LossFn,
     device: torch.device,
     *,
     precision: Precision = FP32,
     scaler: Optional[torch.amp.GradScaler] = None,
-    loss_needs_images: bool = False,
 ) -> EpochStats:
     """One pass over `loader`, whose batches are (images, labels, sample_ids).
 
@@ -107,23 +114,21 @@ def train_epoch(
     the loss sees its logits in float32, so softmaxes and KL terms keep full
     precision whatever the convolutions ran in. `scaler`: fp16's loss scaler.
 
-    With `loss_needs_images` the loss also gets the batch's images (on
-    `device`) as a fourth argument: live teachers (lfme.teachers) need them,
-    a cached teacher signal is looked up by sample id alone.
+    Nothing here waits for the device between steps: the loss, the correct
+    count and the logged scalars are summed as tensors where they were
+    computed and read (`.item()`) once, after the last batch, so a GPU runs
+    ahead of the Python loop instead of stopping at every step.
     """
     model.train()
     start = time.perf_counter()
-    total_loss, correct, seen = 0.0, 0, 0
-    parts_sum: dict[str, float] = {}
+    total_loss, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long), 0
+    parts_sum: dict[str, torch.Tensor] = {}
     for images, labels, sample_ids in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         images = precision.inputs(images)
         with precision.autocast():
             logits = model(images).float()
-        if loss_needs_images:
-            loss, parts = loss_fn(logits, labels, sample_ids, images)
-        else:
-            loss, parts = loss_fn(logits, labels, sample_ids)
+        loss, parts = loss_fn(logits, Batch(images, labels, sample_ids))
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -133,19 +138,19 @@ def train_epoch(
             loss.backward()
             optimizer.step()
         n = labels.shape[0]
-        total_loss += loss.item() * n
-        correct += (logits.argmax(1) == labels).sum().item()
+        total_loss += loss.detach().float() * n
+        correct += (logits.argmax(1) == labels).sum()
         seen += n
         for key, value in parts.items():
-            if isinstance(value, float):
-                parts_sum[key] = parts_sum.get(key, 0.0) + value * n
+            if isinstance(value, torch.Tensor) and value.dim() == 0:
+                parts_sum[key] = parts_sum.get(key, 0.0) + value.detach().float() * n
     seen = max(seen, 1)
     return EpochStats(
-        loss=total_loss / seen,
-        accuracy=correct / seen,
+        loss=total_loss.item() / seen,
+        accuracy=correct.item() / seen,
         samples=seen,
         seconds=time.perf_counter() - start,
-        parts={k: v / seen for k, v in parts_sum.items()},
+        parts={k: v.item() / seen for k, v in parts_sum.items()},
     )
 
 

@@ -4,7 +4,7 @@ Accuracies are fractions in [0, 1]. Group accuracies are sample-weighted
 (correct test samples of the group's classes / test samples of those
 classes), as the long-tail literature reports them. Many/Medium/Few are
 reported under both tie conventions, each with its rule spelled out
-(LFME-NOTES section 2), because the paper's inclusive cut-offs and the
+(docs/METHOD.md section 9), because the paper's inclusive cut-offs and the
 literature's strict ones differ on classes with exactly 20 or 100 images.
 """
 
@@ -47,7 +47,7 @@ def subset_accuracy(logits, labels, classes, restrict: bool = False) -> float:
     restrict=False: the prediction is the argmax over all classes (the student
     judged on a subset, SpES's Acc_M). restrict=True: the argmax over the
     `classes` columns only (an expert predicting within its subset, Acc_E);
-    LFME-NOTES sections 3 and 6 use both.
+    docs/METHOD.md sections 3 and 6 use both.
     """
     logits, labels = _numpy(logits), _numpy(labels)
     classes = np.asarray(list(classes), dtype=np.int64)

@@ -9,8 +9,15 @@ size, not by sum_i v_i: down-weighted instances then really lower the data
 term, as the paper's weighted sum does, instead of being renormalised away.
 """
 
+from __future__ import annotations
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from lfme.engine import Batch
+from lfme.teacher_cache import TeacherRows
+from lfme.teachers import TeacherSignal
 
 
 def subset_kd_loss(
@@ -24,7 +31,7 @@ def subset_kd_loss(
 
     `teacher_logits` are C-wide teacher-cache rows in global class order and
     `classes` are S_l's classes, so both sides are restricted to S_l
-    (LFME-NOTES section 5). The official code uses the KL divergence, which
+    (docs/METHOD.md section 5). The official code uses the KL divergence, which
     differs by the teacher's entropy and so has the same gradient. No T^2
     factor by default (the paper); `t_squared=True` applies Hinton et al.'s
     scaling, which keeps gradient magnitudes comparable across temperatures.
@@ -58,10 +65,11 @@ def lfme_loss(
     terms, CE and KD, unweighted: a v_i below 1 flattens the student's
     softmax (a temperature of 1/v_i), which lowers that instance's gradient
     in another way than scaling its loss.
-    Returns the scalar loss and detached floats for logging: "ce" (the
-    weighted CE term), "kd" (the weighted KD sum) and "kd_per_expert"
-    (mean_i KD_l,i for each expert before weighting, so a zero-weighted
-    expert's gap stays visible; empty without KD).
+    Returns the scalar loss and, for logging, detached tensors on the loss's
+    device (read with .item() when needed: reading them here would wait for
+    the device every step): "ce" (the weighted CE term), "kd" (the weighted KD
+    sum) and "kd_per_expert" (mean_i KD_l,i for each expert before weighting,
+    so a zero-weighted expert's gap stays visible; empty without KD).
     """
     if spis_on not in ("loss", "logits"):
         raise ValueError(f"spis_on must be 'loss' or 'logits', got {spis_on!r}")
@@ -73,7 +81,7 @@ def lfme_loss(
         ce = instance_weights.to(ce) * ce
     ce_term = ce.mean()
     if expert_weights is None:
-        return ce_term, {"ce": ce_term.item(), "kd": 0.0, "kd_per_expert": []}
+        return ce_term, {"ce": ce_term.detach(), "kd": torch.zeros_like(ce_term).detach(), "kd_per_expert": ce.new_zeros(0)}
     expert_weights = torch.as_tensor(expert_weights).to(ce)
     if expert_weights.numel() != len(subsets_classes):
         raise ValueError(f"{expert_weights.numel()} expert weights for {len(subsets_classes)} subsets")
@@ -81,5 +89,45 @@ def lfme_loss(
         [subset_kd_loss(student_logits, teacher_logits, c, temperature, t_squared).mean() for c in subsets_classes]
     )
     kd_term = (expert_weights * kd_per_expert).sum()
-    stats = {"ce": ce_term.item(), "kd": kd_term.item(), "kd_per_expert": kd_per_expert.detach().tolist()}
+    stats = {"ce": ce_term.detach(), "kd": kd_term.detach(), "kd_per_expert": kd_per_expert.detach()}
     return ce_term + kd_term, stats
+
+
+class DistillationLoss:
+    """The student's loss function for `lfme.engine.train_epoch`: `lfme_loss` on each batch.
+
+    Built once per training run; the self-paced schedules change per epoch
+    through `expert_weights` (w_l, SpES; None: no KD term) and
+    `instance_weights` (v_i per row of `rows`, SpIS; None: v_i = 1). The KD
+    targets come from `teachers` (`lfme.teachers`: the cache's rows or live
+    experts, the same call either way); v_i is looked up by sample id in
+    `rows`, the cache's training rows it was computed for.
+    """
+
+    def __init__(
+        self,
+        teachers: TeacherSignal | None,
+        rows: TeacherRows,
+        subsets_classes: list[torch.Tensor],
+        temperature: float = 2.0,
+        t_squared: bool = False,
+        spis_on: str = "loss",
+    ):
+        self.teachers = teachers
+        self.rows = rows
+        self.subsets_classes = subsets_classes
+        self.temperature = temperature
+        self.t_squared = t_squared
+        self.spis_on = spis_on
+        self.expert_weights: torch.Tensor | None = None
+        self.instance_weights: np.ndarray | None = None
+
+    def __call__(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict]:
+        weights = None if self.teachers is None else self.expert_weights
+        targets = self.teachers.targets(batch) if weights is not None else None
+        v = None
+        if self.instance_weights is not None:
+            v = torch.from_numpy(self.instance_weights[self.rows.rows_for(batch.sample_ids.numpy())]).to(logits.device)
+        return lfme_loss(
+            logits, batch.labels, targets, self.subsets_classes, weights, v, self.temperature, self.t_squared, self.spis_on
+        )

@@ -1,6 +1,6 @@
 """Data-imbalance metrics of LFME (paper section 3, Table 1).
 
-The four metrics follow docs LFME-NOTES section 1, which settles the paper's
+The four metrics follow docs/METHOD.md section 1, which settles the paper's
 typos: the KL divergence is taken against the uniform distribution over
 *classes* (q_i = 1/C, not the printed 1/N) and is reported in bits, because
 that is what reproduces the sixteen numbers of Table 1 on ImageNet-LT.
@@ -35,7 +35,7 @@ def imbalance_ratio(counts) -> float:
 
 
 def imbalance_divergence(counts) -> float:
-    """I_KL = sum_i p_i log2(p_i / q_i) with q_i = 1/C, in bits (NOTES section 1)."""
+    """I_KL = sum_i p_i log2(p_i / q_i) with q_i = 1/C, in bits (docs/METHOD.md section 1)."""
     counts = _class_counts(counts)
     p = counts / counts.sum()
     return float(np.sum(p * np.log2(p * counts.size)))

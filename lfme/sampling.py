@@ -1,7 +1,7 @@
 """Class-balanced ("class-aware") sampling, single process and distributed.
 
 The LFME student is trained with the official class-aware sampler
-(LFME-NOTES section 8): draw a class uniformly at random, then take the next
+(docs/METHOD.md section 8): draw a class uniformly at random, then take the next
 `samples_per_class` (4) instances of that class from a per-class shuffled
 cycle that is reshuffled whenever it is exhausted.
 

@@ -25,7 +25,7 @@ HORIZONS = ("full", "half")
 
 
 def expert_weight(student_acc: float, expert_acc: float, alpha: float) -> float:
-    """SpES weight w_l (LFME-NOTES section 6).
+    """SpES weight w_l (docs/METHOD.md section 6).
 
     w_l = 1 while Acc_M <= alpha * Acc_E, then (Acc_E - Acc_M) / (Acc_E (1 - alpha)),
     clipped at 0 once the student beats the expert. Acc_M is the student's
@@ -64,7 +64,7 @@ def _subset_scale(subsets, class_counts: np.ndarray) -> np.ndarray:
 
 
 def initial_instance_weights(confidence, labels, subsets, class_counts, variant: str = "paper") -> np.ndarray:
-    """SpIS initial weights v_i^(1), float32 of shape (N,) (LFME-NOTES section 7).
+    """SpIS initial weights v_i^(1), float32 of shape (N,) (docs/METHOD.md section 7).
 
     confidence: p_i, the softmax probability of y_i from the expert of y_i's
     subset. class_counts: training count of each class, which defines Nbar_S.

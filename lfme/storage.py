@@ -25,6 +25,8 @@ is ever written into a config saved beside the results.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import json
 import os
@@ -125,8 +127,17 @@ def open_input(location: Location) -> Iterator[BinaryIO]:
 
 
 def read_bytes(location: Location) -> bytes:
-    with open_input(location) as f:
-        return f.read()
+    """The whole file. An object replaced while it was being read (s3fs: FileExpired, EBUSY) is read again."""
+    for attempt in range(3):
+        try:
+            with open_input(location) as f:
+                return f.read()
+        except FileNotFoundError:
+            raise
+        except OSError as err:
+            if attempt == 2 or err.errno != errno.EBUSY:
+                raise
+    raise AssertionError("unreachable")
 
 
 def read_text(location: Location) -> str:
@@ -142,6 +153,29 @@ def load_torch(location: Location) -> Any:
     import torch
 
     return torch.load(io.BytesIO(read_bytes(location)), map_location="cpu", weights_only=False)
+
+
+def file_sha256(location: Location, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (local or URL), read in chunks."""
+    h = hashlib.sha256()
+    with open_input(location) as f:
+        while True:
+            chunk = f.read(chunk_size)
+            if not chunk:
+                break
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def list_files(location: Location) -> dict[str, int]:
+    """Every file under a directory (prefix), as "/"-joined relative name -> size in bytes; {} when there is none."""
+    fs, root = split_location(location)
+    try:
+        found = fs.find(root, detail=True)
+    except FileNotFoundError:
+        return {}
+    root = str(root).rstrip("/")
+    return {posixpath.relpath(str(path), root): int(info["size"]) for path, info in sorted(found.items())}
 
 
 # ---------------------------------------------------------------------- writing
@@ -230,6 +264,130 @@ def remove(location: Location) -> None:
         fs.rm(path, recursive=True)
     except FileNotFoundError:
         pass
+
+
+# ------------------------------------------------------------ conditional writes
+#
+# What one-driver-per-run (pipeline.lease) stands on. Guaranteed atomic:
+# - local: `create_exclusive` links a complete temporary file into place
+#   (os.link fails if the name exists); `replace_if_version` compares and
+#   replaces under an flock on a sibling lock file: atomic between processes
+#   of one machine (not across machines sharing a network filesystem);
+# - S3: a PUT with If-None-Match: * / If-Match: <ETag>, which S3 evaluates
+#   atomically (moto too);
+# - other fsspec backends (GCS, ...): the check and the write are two calls,
+#   so two writers racing within one round trip can both pass.
+
+
+def version(location: Location) -> Optional[str]:
+    """A token that changes whenever the file is rewritten (S3: its ETag); None when there is no file."""
+    fs, path = split_location(location)
+    local = local_path(location)
+    if local is not None:
+        try:
+            st = os.stat(local)
+        except FileNotFoundError:
+            return None
+        return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+    try:
+        info = fs.info(path, refresh=True) if _is_s3(fs) else fs.info(path)
+    except FileNotFoundError:
+        return None
+    return str(info.get("ETag") or info.get("generation") or info.get("mtime") or info.get("size"))
+
+
+def create_exclusive(location: Location, data: bytes) -> bool:
+    """Write `data` to `location` if nothing is there (True); leave what is there alone (False).
+
+    Read the new file's `version` after: nothing replaces a file between its
+    creation and that read unless another writer breaks the protocol.
+    """
+    local = local_path(location)
+    if local is not None:
+        target = Path(local)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, target)  # a reader sees the whole file or none
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    fs, path = split_location(location)
+    if _is_s3(fs):
+        try:
+            with fs.open(path, "xb") as f:  # If-None-Match: *
+                f.write(data)
+            return True
+        except FileExistsError:
+            return False
+    if fs.exists(path):
+        return False
+    write_bytes_atomic(location, data)
+    return True
+
+
+def replace_if_version(location: Location, data: bytes, expected: str) -> Optional[str]:
+    """Replace the file with `data` if it is still at `expected` (from `version`).
+
+    Returns the new file's version, or None (nothing written) when the file
+    changed since `expected` or is gone.
+    """
+    local = local_path(location)
+    if local is not None:
+        import fcntl
+
+        lock = Path(local).with_name(f".{Path(local).name}.lock")
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                if version(location) != expected:
+                    return None
+                write_bytes_atomic(location, data)
+                return version(location)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    fs, path = split_location(location)
+    if _is_s3(fs):
+        bucket, key, _ = fs.split_path(path)
+        try:
+            response = fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=expected)
+        except OSError:  # 412 Precondition Failed, or 404: not ours any more
+            return None
+        fs.invalidate_cache(path)
+        return str(response["ETag"])
+    if version(location) != expected:
+        return None
+    write_bytes_atomic(location, data)
+    return version(location)
+
+
+def _is_s3(fs) -> bool:
+    return "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def copy_tree(source: Location, target: Location) -> list[str]:
+    """Copy every file under `source` to the same relative place under `target`; returns the relative names.
+
+    Works between any two storages (a local run into a bucket, or back): each
+    file is written with `write_bytes_atomic`, so a reader of `target` never
+    sees a half-written file. Whole files pass through memory, one at a time.
+    """
+    fs, root = split_location(source)
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"{source}: no such directory")
+    names = []
+    for path in sorted(fs.find(root)):
+        relative = posixpath.relpath(str(path), str(root).rstrip("/"))
+        with fs.open(path, "rb") as f:
+            write_bytes_atomic(join(target, *relative.split("/")), f.read())
+        names.append(relative)
+    return names
 
 
 # ------------------------------------------------------------------------- Ray

@@ -2,7 +2,7 @@
 
 LFME trains one expert per subset of classes with adjacent training counts,
 because such a subset is far less imbalanced than the whole set (paper
-section 3). Two ways to form the subsets are offered (LFME-NOTES section 2):
+section 3). Two ways to form the subsets are offered (docs/METHOD.md section 2):
 thresholds on the class count (the paper's ImageNet-LT split, 20 and 100) and
 a threshold-free split that minimises the largest within-group imbalance
 ratio, for data sets where 20/100 make no sense.
@@ -95,7 +95,7 @@ def _threshold_groups(counts: np.ndarray, thresholds: tuple[float, ...], convent
 def split_by_thresholds(counts, thresholds, convention: str = "inclusive", names=None) -> list[Subset]:
     """L cardinality-adjacent subsets from L-1 strictly ascending count thresholds.
 
-    Tie rule for a class whose count equals a threshold (LFME-NOTES section 2):
+    Tie rule for a class whose count equals a threshold (docs/METHOD.md section 2):
     - "inclusive" (default; the official LFME code, ImageNet-LT 391/463/146):
       away from the middle. A tie at the lowest threshold goes down, a tie at
       any other threshold goes up: thresholds 20, 100 give many N >= 100,
@@ -186,7 +186,7 @@ def _min_sum_cuts(sorted_counts: np.ndarray, num_subsets: int, max_ratio: float)
 
 
 def split_balanced(counts, num_subsets: int, names=None) -> list[Subset]:
-    """Threshold-free cardinality-adjacent split (LFME-NOTES section 2).
+    """Threshold-free cardinality-adjacent split (docs/METHOD.md section 2).
 
     Classes are sorted by (-count, class index) and the order is cut into
     `num_subsets` contiguous non-empty groups that minimise the largest

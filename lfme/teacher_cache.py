@@ -1,6 +1,6 @@
 """The teacher cache: every expert's logits and the confidence p_i, written once.
 
-LFME distils several experts into one student (LFME-NOTES section 4). The
+LFME distils several experts into one student (docs/METHOD.md section 4). The
 experts are frozen, so their signal on the un-augmented image never changes:
 it is computed once by the cache stage and stored here, and the student's
 distillation reads it instead of running the teachers live.
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import re
 import uuid
@@ -54,6 +55,10 @@ _PART_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 class CacheMismatchError(ValueError):
     """The cache on disk was built from other experts or data than the caller expects."""
+
+
+class CacheDamagedError(ValueError):
+    """A shard on disk is not the one the manifest recorded (truncated, overwritten, unreadable)."""
 
 
 def arrow_schema(num_classes: int) -> pa.Schema:
@@ -120,18 +125,6 @@ class TeacherRows:
 
 
 # ------------------------------------------------------------------------ helpers
-
-
-def file_sha256(location, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (local or URL), read in chunks (the experts' checkpoint hashes)."""
-    h = hashlib.sha256()
-    with storage.open_input(location) as f:
-        while True:
-            chunk = f.read(chunk_size)
-            if not chunk:
-                break
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _normalise_subsets(subsets) -> list[dict]:
@@ -270,19 +263,27 @@ def _to_table(rows: TeacherRows, schema: pa.Schema) -> pa.Table:
     )
 
 
-def _write_shard(table: pa.Table, location: str) -> None:
-    with storage.atomic_file(location) as f:
-        # No dictionary for logits/confidence: float16 has only 65536 values, so
-        # Parquet's dictionary encoding "succeeds" on logits and makes decoding
-        # ~4x slower (measured: 100k x 1000 logits read in ~4.2 s with it,
-        # ~1.0 s without). Random-ish float16 does not compress, hence none.
-        pq.write_table(
-            table,
-            f,
-            compression="none",
-            use_dictionary=["label", "subset"],
-            write_statistics=["sample_id", "label", "subset"],
-        )
+def _write_shard(table: pa.Table, location: str) -> tuple[int, str]:
+    """Write one shard; returns its size in bytes and SHA-256, which the manifest records.
+
+    A shard (at most `shard_rows` rows) is built in memory, hashed, then written
+    atomically.
+    """
+    buffer = io.BytesIO()
+    # No dictionary for logits/confidence: float16 has only 65536 values, so
+    # Parquet's dictionary encoding "succeeds" on logits and makes decoding
+    # ~4x slower (measured: 100k x 1000 logits read in ~4.2 s with it,
+    # ~1.0 s without). Random-ish float16 does not compress, hence none.
+    pq.write_table(
+        table,
+        buffer,
+        compression="none",
+        use_dictionary=["label", "subset"],
+        write_statistics=["sample_id", "label", "subset"],
+    )
+    data = buffer.getvalue()
+    storage.write_bytes_atomic(location, data)
+    return len(data), hashlib.sha256(data).hexdigest()
 
 
 def _write_manifest(directory: str, manifest: dict) -> None:
@@ -351,7 +352,7 @@ def write_cache(
     try:
         for part, rows in clean.items():
             n = len(rows)
-            shards, counts = [], []
+            shards, counts, sizes, digests = [], [], [], []
             # An empty part still gets one (empty) shard, so its schema is on disk.
             for k, start in enumerate(range(0, max(n, 1), shard_rows)):
                 stop = min(start + shard_rows, n)
@@ -363,10 +364,18 @@ def write_cache(
                     rows.confidence[start:stop],
                 )
                 name = f"{part}-{k:05d}.parquet"
-                _write_shard(_to_table(piece, schema), storage.join(data_dir, name))
+                size, digest = _write_shard(_to_table(piece, schema), storage.join(data_dir, name))
                 shards.append(name)
                 counts.append(stop - start)
-            manifest_parts[part] = {"rows": n, "shards": shards, "shard_rows": counts}
+                sizes.append(size)
+                digests.append(digest)
+            manifest_parts[part] = {
+                "rows": n,
+                "shards": shards,
+                "shard_rows": counts,
+                "shard_bytes": sizes,
+                "shard_sha256": digests,
+            }
         storage.sync_directory(data_dir)
         manifest = {
             "format": FORMAT,
@@ -447,10 +456,20 @@ def _read_part(directory: str, manifest: dict, part: str) -> TeacherRows:
     expected_schema = arrow_schema(num_classes)
     data_dir = storage.join(directory, manifest["data_dir"])
     counts = entry.get("shard_rows")
+    digests = entry.get("shard_sha256")  # absent in caches written before checksums were recorded
     tables = []
     for k, name in enumerate(entry["shards"]):
         path = storage.join(data_dir, name)
-        table = pq.read_table(pa.BufferReader(storage.read_bytes(path)))
+        data = storage.read_bytes(path)
+        if digests is not None and hashlib.sha256(data).hexdigest() != digests[k]:
+            raise CacheDamagedError(
+                f"teacher cache shard {path} is damaged: {len(data)} bytes whose SHA-256 is not the one its manifest "
+                f"recorded ({entry['shard_bytes'][k]} bytes); rerun the cache stage (lfme run rebuilds it)"
+            )
+        try:
+            table = pq.read_table(pa.BufferReader(data))
+        except (pa.ArrowInvalid, OSError) as err:
+            raise CacheDamagedError(f"teacher cache shard {path} is unreadable ({err}); rerun the cache stage") from None
         got = [(f.name, f.type) for f in table.schema]
         want = [(f.name, f.type) for f in expected_schema]
         if got != want:

@@ -18,13 +18,40 @@ Plain PyTorch, no Ray.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from lfme.engine import Batch
+from lfme.precision import FP32, Precision
 from lfme.subsets import Subset, subset_of_class
+from lfme.teacher_cache import TeacherRows
+
+
+class TeacherSignal(Protocol):
+    """What the student's loss learns from: the experts' logits for a batch."""
+
+    def targets(self, batch: Batch) -> torch.Tensor:
+        """(B, num_classes) float32 teacher logits in global class order, on the batch's device."""
+        ...
+
+
+class CachedTeachers:
+    """The teacher signal read from the teacher cache: each image's row, found by its sample id.
+
+    The rows' float16 logits stay on the CPU (a few bytes per class per
+    sample); a batch's rows are gathered and moved to its device as float32.
+    """
+
+    def __init__(self, rows: TeacherRows):
+        self.rows = rows
+        self._logits = torch.from_numpy(rows.logits.copy())  # float16, writable for torch
+
+    def targets(self, batch: Batch) -> torch.Tensor:
+        positions = torch.from_numpy(self.rows.rows_for(batch.sample_ids.numpy()))
+        return self._logits[positions].to(batch.images.device).float()
 
 
 class LiveTeachers(nn.Module):
@@ -38,8 +65,11 @@ class LiveTeachers(nn.Module):
     module, and `forward` runs without autograd.
     """
 
-    def __init__(self, experts: Sequence[nn.Module], subsets: Sequence[Subset], num_classes: int):
+    def __init__(
+        self, experts: Sequence[nn.Module], subsets: Sequence[Subset], num_classes: int, precision: Precision = FP32
+    ):
         super().__init__()
+        self.precision = precision  # what `targets` runs the experts in (the student's)
         if len(experts) != len(subsets):
             raise ValueError(f"{len(experts)} experts for {len(subsets)} subsets: one expert per subset is needed")
         subset_of_class(subsets, num_classes)  # raises unless the subsets partition 0..C-1
@@ -82,13 +112,18 @@ class LiveTeachers(nn.Module):
             out[:, classes] = logits.float()
         return out
 
+    def targets(self, batch: Batch) -> torch.Tensor:
+        """The experts on the batch's images (the augmented views the student sees), in the student's precision."""
+        with self.precision.autocast():
+            return self(batch.images)
+
 
 def expert_confidence(logits: np.ndarray, labels: np.ndarray, subsets: Sequence[Subset]) -> np.ndarray:
     """p_i: the softmax probability of y_i under the expert whose subset holds y_i.
 
     `logits` are teacher logits in global class order (the cache's layout), so
     the softmax runs over the columns of y_i's subset only. p_i is SpIS's
-    instance difficulty cue (LFME-NOTES section 7).
+    instance difficulty cue (docs/METHOD.md section 7).
     """
     logits = np.asarray(logits)
     labels = np.asarray(labels)
@@ -102,3 +137,21 @@ def expert_confidence(logits: np.ndarray, labels: np.ndarray, subsets: Sequence[
         probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
         p[rows] = probs[np.arange(len(rows)), np.searchsorted(classes, labels[rows])]
     return p
+
+
+def teacher_rows(sample_ids: np.ndarray, labels: np.ndarray, logits: np.ndarray, subsets: Sequence[Subset]) -> TeacherRows:
+    """The teacher cache's rows for these samples, from the experts' logits in global class order.
+
+    Adds what the cache stores beside the logits: each sample's subset (the
+    one holding its label) and p_i (`expert_confidence`, from the float32
+    logits, before they are stored as float16).
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    owner = subset_of_class(subsets, logits.shape[1])
+    return TeacherRows(
+        sample_ids=np.asarray(sample_ids).astype(np.int64),
+        labels=labels,
+        subsets=owner[labels].astype(np.int32),
+        logits=np.asarray(logits).astype(np.float16),
+        confidence=expert_confidence(logits, labels, subsets),
+    )

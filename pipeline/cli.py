@@ -1,30 +1,54 @@
 """`lfme`: run the pipeline, show a run's status, measure a data set's imbalance.
 
-    lfme run [CONFIG] [--run-dir DIR] [--stage NAME] [--set key=value ...]
+    lfme run [CONFIG] [--run-dir DIR] [--stage NAME] [--reuse OTHER_RUN] [--set key=value ...] [--verbose] [--debug]
     lfme status RUN_DIR
-    lfme tune [CONFIG] [--run-dir DIR] [--num-samples N] [--resume] [--set key=value ...]
+    lfme verify RUN_DIR
+    lfme tune [CONFIG] [--run-dir DIR] [--num-samples N] [--resume] [--set key=value ...] [--verbose] [--debug]
     lfme metrics (--class-counts FILE | CONFIG) [--thresholds 20,100] [--json]
 
 Errors a user can fix (a bad config, a missing file, a corrupt image, a cache
 built from other experts) print one line naming what is wrong and exit with a
-non-zero status; nothing already on disk is lost.
+non-zero status; nothing already on disk is lost. An error raised in a Ray
+worker is printed as the worker raised it (`Type: message`, out of Ray's
+wrappers: `stages.ray_compat.user_error`).
+
+`lfme run` and `lfme tune` keep a log file per command in the run directory,
+`<run_dir>/logs/lfme-<command>-<time>-<pid>.log` (`pipeline.console.Console`): the console shows
+our own lines (each stage's progress, the workers' progress lines) and, at the
+end, one line for an error (naming the log file) or an interrupt; the log file
+holds the same lines, everything Ray prints (its warnings, its internal error
+lines, the workers' stderr) and an error's full traceback. `--debug` prints the
+traceback on the console too, `--verbose` lets Ray print on the console as it
+does by default.
+
+Ctrl-C (SIGINT) during `lfme run` or `lfme tune` stops the running stage at
+once (its Ray tasks cancelled, its Ray Train run aborted, each keeping its last
+checkpoint), records it `interrupted`, and exits with 130; the same command
+resumes. A second Ctrl-C while stopping exits at once, and so does the driver
+itself when stopping takes more than `pipeline.console.GRACE_S` seconds (the next command finds
+the stage left `running` by a driver that is gone and resumes it the same way).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import threading
+import traceback
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from pipeline.config import ConfigError, load_config
+from pipeline.console import EXIT_INTERRUPTED, Console, interrupts
+from rundir.config import ConfigError, load_config
+from stages import ray_compat
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-
 
 def _summary_rows(manifest_data: dict) -> list[dict]:
     rows = []
@@ -64,15 +88,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from lfme import storage
     from lfme.report import summary_table
+    from pipeline.reuse import reuse_stages
     from pipeline.runner import run_pipeline
+    from rundir.layout import report_dir
 
-    manifest = run_pipeline(config, only=args.stage)
-    print()
-    print(summary_table(_summary_rows(manifest.data), ["stage", "status", "seconds", "attempts", "resumed", "result"]))
+    console: Console = args.console
+    console.open(config.run_dir, "run")
+    if args.reuse is not None:
+        reuse_stages(config, args.reuse, config.run_dir, log=console.say)
+    manifest = run_pipeline(config, only=args.stage, log=console.say)
+    console.say("")
+    console.say(summary_table(_summary_rows(manifest.data), ["stage", "status", "seconds", "attempts", "resumed", "result"]))
     evaluate = manifest.data["stages"].get("evaluate", {}).get("summary")
     if evaluate and args.stage in (None, "evaluate"):
-        report = storage.join(storage.absolute(config.run_dir), "evaluate", "report.md")
-        print(f"\ntest top-1 {100 * evaluate['overall']:.1f}%  (report: {report})")
+        report = storage.join(report_dir(storage.absolute(config.run_dir)), "report.md")
+        console.say(f"\ntest top-1 {100 * evaluate['overall']:.1f}%  (report: {report})")
     return 0
 
 
@@ -82,25 +112,75 @@ def cmd_tune(args: argparse.Namespace) -> int:
         sets.append(f"tune.num_samples={args.num_samples}")
     config = load_config(args.config, sets)  # before the heavy imports: a bad config fails at once
 
+    from lfme import storage
     from pipeline.tune import run_tune
+    from rundir.layout import sweep_dir
 
-    summary = run_tune(config, resume=args.resume)
+    console: Console = args.console
+    console.open(config.run_dir, "tune")
+    args.sweep = sweep_dir(storage.absolute(config.run_dir), config.tune.name)
+    summary = run_tune(config, resume=args.resume, log=console.say)
     values = ", ".join(f"{k}={v}" for k, v in summary["best_values"].items())
-    print(f"\nbest trial {summary['best_trial']}: {values}; test top-1 {100 * summary['test']['overall']:.1f}%")
-    print(f"results: {summary['dir']}/trials.md, best config: {summary['dir']}/best_config.yaml")
+    console.say(f"\nbest trial {summary['best_trial']}: {values}; test top-1 {100 * summary['test']['overall']:.1f}%")
+    console.say(f"results: {summary['dir']}/trials.md, best config: {summary['dir']}/best_config.yaml")
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _manifest_data(run_dir: str) -> dict:
     from lfme import storage
-    from lfme.report import summary_table
 
-    path = storage.join(args.run_dir, "manifest.json")
+    path = storage.join(run_dir, "manifest.json")
     if not storage.exists(path):
-        raise FileNotFoundError(f"{path} not found: {args.run_dir} is not a run directory")
-    data = storage.read_json(path)
+        raise FileNotFoundError(f"{path} not found: {run_dir} is not a run directory")
+    return storage.read_json(path)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from lfme.report import summary_table
+    from pipeline.lease import TIMEOUT_S, read_holder
+
+    data = _manifest_data(args.run_dir)
     print(f"run {args.run_dir}  (created {data.get('created_at')}, updated {data.get('updated_at')})")
-    print(summary_table(_summary_rows(data), ["stage", "status", "fingerprint", "seconds", "attempts", "resumed", "result"]))
+    holder = read_holder(args.run_dir)
+    gone = holder.stale_because(TIMEOUT_S) if holder is not None else "no driver holds the run"
+    if holder is None:
+        print("driver: none")
+    elif gone:
+        print(f"driver: gone ({gone}); its lease: {holder.describe()}")
+    else:
+        print(f"driver: {holder.describe()}")
+    rows = _summary_rows(data)
+    for row in rows:
+        if row["status"] == "running" and gone:  # what the next driver will record
+            row["status"] = "interrupted"
+    print(summary_table(rows, ["stage", "status", "fingerprint", "seconds", "attempts", "resumed", "result"]))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Every output of every done stage against its recorded size and SHA-256."""
+    from pipeline.manifest import Manifest
+    from pipeline.runner import damaged_outputs
+
+    _manifest_data(args.run_dir)
+    manifest = Manifest.load(args.run_dir)
+    damaged = 0
+    for stage in manifest.data["stages"]:
+        record = manifest.record(stage)
+        if record.status != "done":
+            print(f"{stage}: {record.status}, nothing to verify")
+            continue
+        problems = damaged_outputs(args.run_dir, stage, record, checksums=True)
+        damaged += len(problems)
+        if not record.outputs:
+            print(f"{stage}: no outputs recorded (written before outputs were recorded)")
+        for problem in problems:
+            print(f"{stage}: DAMAGED: {problem}")
+        if record.outputs and not problems:
+            print(f"{stage}: ok ({len(record.outputs)} files, sizes and SHA-256 as written)")
+    if damaged:
+        print(f"{damaged} damaged file(s): `lfme run` reruns the stages that wrote them", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -163,12 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", default="ray_config.yaml", help="YAML config (default: ray_config.yaml)")
     run.add_argument("--run-dir", help="run directory (default: the config's run_dir)")
     run.add_argument("--stage", help="run only this stage: split, experts, cache, distill, evaluate")
+    run.add_argument(
+        "--reuse",
+        metavar="OTHER_RUN",
+        help="start from OTHER_RUN's split, experts and cache (done there with this config's settings) instead of rerunning them",
+    )
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. distill.epochs=5")
+    add_output_flags(run)
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="show what each stage of a run did")
     status.add_argument("run_dir")
     status.set_defaults(func=cmd_status)
+
+    verify = sub.add_parser("verify", help="check every output of a run against its recorded size and SHA-256")
+    verify.add_argument("run_dir")
+    verify.set_defaults(func=cmd_verify)
 
     tune = sub.add_parser("tune", help="sweep the distill stage's hyperparameters over the run's teacher cache")
     tune.add_argument("config", nargs="?", default="ray_config.yaml", help="YAML config with a tune section (default: ray_config.yaml)")
@@ -176,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--num-samples", type=int, help="trials to draw (overrides tune.num_samples)")
     tune.add_argument("--resume", action="store_true", help="continue the interrupted sweep tune.name of this run")
     tune.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. tune.name=lr-sweep")
+    add_output_flags(tune)
     tune.set_defaults(func=cmd_tune)
 
     metrics = sub.add_parser("metrics", help="imbalance metrics of a class-count vector and its subsets (paper Table 1)")
@@ -187,26 +278,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true", help="let Ray print its warnings and worker output on the console too")
+    parser.add_argument("--debug", action="store_true", help="print an error's full traceback on the console too")
+
+
+def interrupted_line(args: argparse.Namespace) -> str:
+    sweep = getattr(args, "sweep", None)
+    if sweep is not None and not args.resume:
+        from lfme import storage
+
+        if storage.exists(storage.join(sweep, "trials")):
+            return "lfme: interrupted; run the same command with --resume to continue the sweep"
+    return "lfme: interrupted; run the same command again to resume"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    console = Console(verbose=getattr(args, "verbose", False), debug=getattr(args, "debug", False))
+    args.console = console
+    # Only a command that runs stages, and only where a handler can be installed.
+    owns_sigint = args.command in ("run", "tune") and threading.current_thread() is threading.main_thread()
+    code, last = 0, None
     try:
-        return args.func(args)
+        with interrupts(console) if owns_sigint else contextlib.nullcontext():
+            code = args.func(args)
     except ConfigError as err:
-        print(f"lfme: config error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        code, last = EXIT_USAGE, f"lfme: config error: {err}"
     except KeyboardInterrupt:
-        print("lfme: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    except Exception as err:  # a user-facing CLI: one line, not a traceback
-        print(f"lfme: error: {_root_message(err)}", file=sys.stderr)
-        return EXIT_FAILED
-
-
-def _root_message(err: BaseException) -> str:
-    """Ray wraps worker errors; the innermost one is what the user can act on."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return f"{type(err).__name__}: {err}"
+        code, last = EXIT_INTERRUPTED, interrupted_line(args)
+    except Exception as err:  # a user-facing CLI: one line, the traceback in the log
+        code, last = EXIT_FAILED, f"lfme: error: {ray_compat.one_line(err)}"
+        trace = "".join(traceback.format_exception(err))
+        console.write_log(trace)
+        if console.debug:
+            console.error(trace)
+    if last is not None:
+        console.write_log(last)
+    where = console.close()
+    if last is not None:
+        if code == EXIT_FAILED and where is not None:
+            last += f" (full traceback: {where})"
+        console.error(last)
+    if code == EXIT_INTERRUPTED and owns_sigint:
+        # Stopped and recorded: skip the interpreter's teardown of torch and
+        # Ray's native libraries, seconds on a loaded machine.
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

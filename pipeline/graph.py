@@ -16,9 +16,12 @@ import hashlib
 import json
 from typing import Any
 
-from pipeline.config import Config
+from rundir.config import Config
 
 STAGES = ("split", "experts", "cache", "distill", "evaluate")
+# What every student of a run reads, whatever its distill settings: a sweep's
+# trials and Table 3's variants share them, and `lfme run --reuse` copies them.
+TEACHER_STAGES = ("split", "experts", "cache")
 
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "split": (),

@@ -1,10 +1,16 @@
 """The run manifest: what each stage did, with what, and when.
 
 `manifest.json` at the top of a run directory is the pipeline's memory between
-invocations. Per stage it keeps the status (`running`, `done`, `failed`), the
+invocations. Per stage it keeps the status (`running`, `done`, `failed`,
+`interrupted`), the
 fingerprint of the stage's settings and inputs, the upstream fingerprints it was
 run against, timings, how often it was attempted and whether an attempt resumed
 an interrupted one. The runner decides from it what to skip and what to resume.
+
+`running` means running now, under the driver that holds the run's lease
+(`pipeline.lease`): a driver that takes the lease first marks every stage
+still `running` as `interrupted` (its driver is gone), and a driver stopped
+by Ctrl-C marks its stage `interrupted` itself.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ def library_versions() -> dict[str, str]:
 
 @dataclass
 class StageRecord:
-    status: str  # running | done | failed
+    status: str  # running | done | failed | interrupted
     fingerprint: str
     inputs: dict[str, str]  # upstream stage -> fingerprint it was run against
     started_at: str
@@ -50,6 +56,9 @@ class StageRecord:
     resumes: list[str] = field(default_factory=list)  # when each resume happened
     error: Optional[str] = None
     summary: dict[str, Any] = field(default_factory=dict)
+    # Every file the stage wrote in its folder: relative name -> {"bytes", "sha256"}
+    # (absent in manifests written before outputs were recorded: nothing to check).
+    outputs: dict[str, dict] = field(default_factory=dict)
 
 
 class Manifest:
@@ -84,7 +93,7 @@ class Manifest:
     def start(self, stage: str, fingerprint: str, inputs: dict[str, str]) -> StageRecord:
         """Mark a stage running; an unfinished attempt with the same fingerprint is resumed."""
         previous = self.record(stage)
-        resumed = previous is not None and previous.status in ("running", "failed") and previous.fingerprint == fingerprint
+        resumed = previous is not None and previous.status in ("interrupted", "failed") and previous.fingerprint == fingerprint
         rec = StageRecord(
             status="running",
             fingerprint=fingerprint,
@@ -99,11 +108,26 @@ class Manifest:
         self.save()
         return rec
 
-    def finish(self, stage: str, summary: dict[str, Any]) -> None:
+    def finish(self, stage: str, summary: dict[str, Any], outputs: Optional[dict[str, dict]] = None) -> None:
+        if outputs is not None:
+            self.data["stages"][stage]["outputs"] = outputs
         self._close(stage, "done", summary=summary)
 
     def fail(self, stage: str, error: str) -> None:
         self._close(stage, "failed", error=error)
+
+    def interrupt(self, stage: str) -> None:
+        """Stopped on purpose (Ctrl-C): the same command resumes it."""
+        self._close(stage, "interrupted", error="interrupted (Ctrl-C)")
+
+    def mark_interrupted(self) -> list[str]:
+        """Stages left `running` by a driver that is gone (called by the lease's new holder); returns them."""
+        stale = [stage for stage, raw in self.data["stages"].items() if raw["status"] == "running"]
+        for stage in stale:
+            self.data["stages"][stage]["status"] = "interrupted"
+        if stale:
+            self.save()
+        return stale
 
     def _close(self, stage: str, status: str, summary: Optional[dict] = None, error: Optional[str] = None) -> None:
         raw = self.data["stages"][stage]

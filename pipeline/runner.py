@@ -1,13 +1,29 @@
 """Run the stages in order, skipping what is done, resuming what was interrupted.
 
-For each stage the runner compares the stage's fingerprint with the manifest:
-- done with the same fingerprint: skipped;
-- interrupted (running or failed) with the same fingerprint: run again, and the
-  stage resumes from its own checkpoints (Ray Train runs are named after the
+The driver first takes the run directory's lease (`pipeline.lease`: one
+driver per run directory); stages a vanished driver left `running` become
+`interrupted`. Then, for each stage, the runner compares the stage's
+fingerprint and outputs with the manifest:
+- done with the same fingerprint and every recorded output present with its
+  recorded size: skipped;
+- done, but an output is missing or has another size: run again, with one
+  line naming the file (the experts stage retrains only the experts whose
+  weights are gone or damaged);
+- interrupted or failed with the same fingerprint: run again, and the stage
+  resumes from its own checkpoints (Ray Train runs are named after the
   fingerprint, finished experts are kept); the manifest records the resume;
-- new or changed: run from scratch.
+- new or changed: run from scratch;
+- and a stage whose input stage ran in this call runs again too, since what
+  it read may have changed.
+A finished stage's record lists every file it wrote with its size and
+SHA-256 (`outputs`); `lfme verify` checks the checksums.
 `--stage NAME` runs one stage alone, after checking that every stage it reads
 is done for the current config, and names the missing ones otherwise.
+
+Ctrl-C (KeyboardInterrupt, raised by the CLI's SIGINT handler) stops the
+running stage: the stage cancels its Ray tasks or aborts its Ray Train run,
+the runner records it `interrupted`, and shuts down the Ray this driver started
+(on a cluster it only disconnects: the cluster is not ours to stop).
 """
 
 from __future__ import annotations
@@ -16,11 +32,13 @@ import logging
 import time
 from typing import Callable, Optional
 
-from pipeline.config import Config, RayConfig, dump_config, with_absolute_paths
-from pipeline.context import StageContext
-from pipeline.graph import STAGES, UPSTREAM, fingerprints, stage_settings
-from pipeline.manifest import Manifest
 from lfme import storage
+from pipeline.graph import STAGES, UPSTREAM, fingerprints, stage_settings
+from pipeline.lease import Lease
+from pipeline.manifest import Manifest, StageRecord
+from rundir.config import Config, RayConfig, dump_config, with_absolute_paths
+from rundir.context import StageContext
+from rundir.layout import stage_dir
 
 
 class MissingInputsError(RuntimeError):
@@ -35,22 +53,34 @@ def stage_module(name: str):
 
 
 def init_ray(cfg: RayConfig) -> bool:
-    """Connect to Ray; returns True when this call started it (and so must shut it down)."""
+    """Connect to Ray; returns True when this call started it (and so must shut it down).
+
+    Where the CLI asked for it (`stages.ray_compat.send_ray_output`), what Ray
+    forwards from its workers is then routed: our progress lines to the
+    console, the rest to the run's log file.
+    """
     import ray
+
+    from stages import ray_compat
 
     if ray.is_initialized():
         return False
-    if cfg.address is None:
-        # "local": a new Ray of our own. Without an address Ray would join the
-        # last cluster `ray start` left on this machine (someone else's run).
-        # The dashboard serves the state API Ray Train uses to clean up after a
-        # killed driver; bind it to loopback.
-        ray.init(
-            address="local", num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-            logging_level=logging.WARNING,
-        )
-    else:
-        ray.init(address=cfg.address, logging_level=logging.WARNING)
+    try:
+        if cfg.address is None:
+            # "local": a new Ray of our own. Without an address Ray would join the
+            # last cluster `ray start` left on this machine (someone else's run).
+            # The dashboard serves the state API Ray Train uses to clean up after a
+            # killed driver; bind it to loopback.
+            ray.init(
+                address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                logging_level=logging.WARNING,
+            )
+        else:
+            ray.init(address=cfg.address, logging_level=logging.WARNING)
+    except BaseException:  # Ctrl-C while Ray starts: stop what it started so far
+        ray.shutdown()
+        raise
+    ray_compat.route_worker_output()
     return True
 
 
@@ -64,29 +94,81 @@ def check_inputs(manifest: Manifest, stage: str, fps: dict[str, str]) -> None:
         )
 
 
+def record_outputs(run_dir: str, stage: str) -> dict[str, dict]:
+    """Every file in the stage's folder: relative name -> {"bytes", "sha256"}."""
+    folder = stage_dir(run_dir, stage)
+    return {
+        name: {"bytes": size, "sha256": storage.file_sha256(storage.join(folder, *name.split("/")))}
+        for name, size in storage.list_files(folder).items()
+    }
+
+
+def damaged_outputs(run_dir: str, stage: str, record: StageRecord, checksums: bool = False) -> list[str]:
+    """What is wrong with a done stage's recorded outputs: missing files, other sizes (and, with `checksums`, other bytes)."""
+    folder = stage_dir(run_dir, stage)
+    present = storage.list_files(folder)
+    problems = []
+    for name, recorded in record.outputs.items():
+        where = f"{stage}/{name}"
+        if name not in present:
+            problems.append(f"{where} is missing")
+        elif present[name] != recorded["bytes"]:
+            problems.append(f"{where} has {present[name]} bytes, {recorded['bytes']} were written")
+        elif checksums and storage.file_sha256(storage.join(folder, *name.split("/"))) != recorded["sha256"]:
+            problems.append(f"{where} has other bytes than were written (SHA-256 differs)")
+    return problems
+
+
+def stages_to_run(only: Optional[str], through: Optional[str]) -> tuple[str, ...]:
+    if only is not None and through is not None:
+        raise ValueError("run_pipeline: give `only` or `through`, not both")
+    for name, value in (("--stage", only), ("through", through)):
+        if value is not None and value not in STAGES:
+            raise ValueError(f"{name}: unknown stage '{value}' (stages: {', '.join(STAGES)})")
+    if only is not None:
+        return (only,)
+    return STAGES[: STAGES.index(through) + 1] if through is not None else STAGES
+
+
 def run_pipeline(
     config: Config,
     run_dir: Optional[str] = None,
     only: Optional[str] = None,
     log: Callable[[str], None] = print,
+    through: Optional[str] = None,
+    lease: Optional[Lease] = None,
 ) -> Manifest:
+    """Run every stage (or `only` one, or the stages `through` one), skipping and resuming as the module says.
+
+    `lease`: the run directory's lease when the caller holds it already
+    (`lfme tune`); otherwise this call takes it and gives it back.
+    """
     # Absolute paths: Ray workers do not run in the driver's working directory.
     config = with_absolute_paths(config)
     run_dir = storage.absolute(run_dir or config.run_dir)
-    if only is not None and only not in STAGES:
-        raise ValueError(f"--stage: unknown stage '{only}' (stages: {', '.join(STAGES)})")
+    stages = stages_to_run(only, through)
     fps = fingerprints(config)
-    manifest = Manifest.load(run_dir)
-    storage.write_text_atomic(storage.join(run_dir, "config.yaml"), dump_config(config))
-    if only is not None:
-        check_inputs(manifest, only, fps)
-
+    own_lease = lease is None
+    if own_lease:
+        lease = Lease(run_dir, log=log)
+        lease.acquire()
     started_ray = False
     try:
-        for stage in [only] if only else STAGES:
-            if manifest.is_done(stage, fps[stage]):
+        manifest = Manifest.load(run_dir)
+        for stage in manifest.mark_interrupted():
+            log(f"== {stage}: interrupted (its driver is gone)")
+        storage.write_text_atomic(storage.join(run_dir, "config.yaml"), dump_config(config))
+        if only is not None:
+            check_inputs(manifest, only, fps)
+        ran: set[str] = set()
+        for stage in stages:
+            lease.check()
+            why = reason_to_run(manifest, run_dir, stage, fps[stage], ran)
+            if why is None:
                 log(f"== {stage}: up to date (fingerprint {fps[stage]}), skipped")
                 continue
+            if why:
+                log(f"== {stage}: {why}; running it again")
             if stage != "split" and not started_ray:
                 started_ray = init_ray(config.ray)
             record = manifest.start(stage, fps[stage], {u: fps[u] for u in UPSTREAM[stage]})
@@ -96,14 +178,34 @@ def run_pipeline(
             t0 = time.monotonic()
             try:
                 summary = stage_module(stage).run(ctx)
+            except KeyboardInterrupt:
+                manifest.interrupt(stage)
+                raise
             except BaseException as err:
                 manifest.fail(stage, f"{type(err).__name__}: {err}")
                 raise
-            manifest.finish(stage, summary)
+            manifest.finish(stage, summary, outputs=record_outputs(run_dir, stage))
+            ran.add(stage)
             log(f"== {stage}: done in {time.monotonic() - t0:.1f}s")
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
+        if own_lease:
+            lease.release()
     return manifest
+
+
+def reason_to_run(manifest: Manifest, run_dir: str, stage: str, fingerprint: str, ran: set[str]) -> Optional[str]:
+    """None: the stage is done and intact, skip it. "" : run it (new, changed or interrupted). Else why a done stage reruns."""
+    if not manifest.is_done(stage, fingerprint):
+        return ""
+    upstream_ran = [u for u in UPSTREAM[stage] if u in ran]
+    if upstream_ran:
+        return f"its input {upstream_ran[0]} ran again"
+    problems = damaged_outputs(run_dir, stage, manifest.record(stage))
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return problems[0] + more
+    return None

@@ -15,7 +15,7 @@ Layout under `<run_dir>/tune/<name>/`:
     trials.csv, trials.md, best_config.yaml, best_student.pt   the outcome
 
 Each trial is a function trainable that fits the distill stage's worker loop
-(`stages.distill.distill_loop`) through `stages.ray_train.fit`, passing each
+(`stages.distill.distill_loop`) through `stages.workers.fit`, passing each
 epoch's report to Tune with `TuneReportCallback` (Ray 2.60 cannot tune a
 TorchTrainer directly). Its Ray Train run is named after the trial id, so a
 restored sweep resumes each unfinished trial from its last epoch checkpoint.
@@ -41,12 +41,13 @@ from typing import Any, Callable, Optional
 
 from lfme import storage
 from lfme.report import markdown_table, format_percent
-from pipeline.config import Config, ConfigError, dump_config, load_config, with_absolute_paths, with_values
-from pipeline.graph import fingerprints
+from pipeline.graph import TEACHER_STAGES, fingerprints
+from pipeline.lease import Lease
 from pipeline.manifest import Manifest
 from pipeline.runner import check_inputs, init_ray, run_pipeline
+from rundir.config import Config, ConfigError, dump_config, load_config, with_absolute_paths, with_values
+from rundir.layout import load_split, save_student, sweep_dir, verified_cache
 
-INPUT_STAGES = ("split", "experts", "cache")
 # A trial's own actor only waits on its Ray Train run; the CPUs are the
 # workers'. Tune refuses 0, so a token share.
 TRIAL_CPU = 0.01
@@ -55,10 +56,6 @@ LOGGER_PACKAGES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "
 
 class MissingPackageError(RuntimeError):
     """A logger named in `tune.loggers` needs a package that is not installed."""
-
-
-def sweep_dir(run_dir: str, name: str) -> str:
-    return storage.join(run_dir, "tune", name)
 
 
 def check_logger_packages(loggers: list[str]) -> None:
@@ -139,11 +136,11 @@ def run_trial(params: dict, base: Config, run_dir: str, expected: dict, train_st
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from stages import ray_train
+    from stages import workers
     from stages.distill import distill_loop
 
     config = with_values(base, params)
-    ray_train.fit(
+    workers.fit(
         distill_loop,
         {"config": config, "run_dir": run_dir, "expected": expected},
         config.distill.resources,
@@ -159,13 +156,10 @@ def trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def ensure_inputs(config: Config, run_dir: str, log: Callable[[str], None]) -> dict[str, str]:
-    """Run split, experts and cache if they are not done for this config; return the fingerprints."""
+def ensure_inputs(config: Config, run_dir: str, lease: Lease, log: Callable[[str], None]) -> dict[str, str]:
+    """Run split, experts and cache where they are not done (or damaged) for this config; return the fingerprints."""
     fps = fingerprints(config)
-    for stage in INPUT_STAGES:
-        if not Manifest.load(run_dir).is_done(stage, fps[stage]):
-            log(f"tune: stage '{stage}' is not done for this config in {run_dir}: running it first")
-            run_pipeline(config, run_dir, only=stage, log=log)
+    run_pipeline(config, run_dir, through=TEACHER_STAGES[-1], log=log, lease=lease)
     check_inputs(Manifest.load(run_dir), "distill", fps)
     return fps
 
@@ -197,15 +191,18 @@ def run_tune(
         raise ConfigError(f"tune.grace_period: {config.tune.grace_period} is more than the most epochs a trial runs ({epochs})")
     check_logger_packages(config.tune.loggers)
 
+    lease = Lease(run_dir, log=log)
+    lease.acquire()
     started_ray = init_ray(config.ray)
     try:
-        fps = ensure_inputs(config, run_dir, log)
+        fps = ensure_inputs(config, run_dir, lease, log)
         storage.write_text_atomic(storage.join(out, "config.yaml"), dump_config(config))
-        expected = verified_cache(config, run_dir, fps)
+        subsets = load_split(run_dir, config.data).subsets
+        expected = verified_cache(run_dir, fps["cache"], subsets)
         results = fit_sweep(config, run_dir, expected, resume, epochs, log)
         # The same check as before the sweep, on the files as they are now:
         # nothing retrained an expert or rewrote the cache while trials ran.
-        if verified_cache(config, run_dir, fps) != expected:
+        if verified_cache(run_dir, fps["cache"], subsets) != expected:
             raise RuntimeError("the experts or the teacher cache changed during the sweep")
         return write_outcome(config, run_dir, results, log)
     finally:
@@ -213,22 +210,7 @@ def run_tune(
             import ray
 
             ray.shutdown()
-
-
-def verified_cache(config: Config, run_dir: str, fps: dict[str, str]) -> dict[str, Any]:
-    """What every trial's workers check the cache against: its fingerprint and the experts' hashes.
-
-    Raises CacheMismatchError (naming the expert) if the cache on disk was not
-    built from the experts on disk for this config.
-    """
-    from lfme.teacher_cache import verify_cache
-    from stages.cache import cache_dir, expert_hashes
-    from stages.data import load_split
-
-    split = load_split(run_dir, config.data)
-    expected = {"expected_fingerprint": fps["cache"], "expected_experts": expert_hashes(run_dir, split.subsets)}
-    verify_cache(cache_dir(run_dir), **expected)
-    return expected
+        lease.release()
 
 
 def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs: int, log: Callable[[str], None]):
@@ -236,15 +218,14 @@ def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
+    from stages import ray_compat
+
     out = sweep_dir(run_dir, config.tune.name)
     storage_filesystem, storage_path = storage.arrow_filesystem(out)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=config, run_dir=run_dir, expected=expected, train_storage=storage.join(out, "train")),
         {"CPU": TRIAL_CPU},
     )
-    # The loggers are exactly the configured ones: without this Tune adds
-    # TensorBoard on its own even when the config leaves it out.
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if resume:
         tuner = tune.Tuner.restore(
             f"{storage_path}/trials",
@@ -289,7 +270,8 @@ def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs
                 verbose=1,
             ),
         )
-    return tuner.fit()
+    with ray_compat.only_configured_tune_loggers(), ray_compat.tune_leaves_sigint_alone():
+        return tuner.fit()
 
 
 def trial_rows(config: Config, results) -> list[dict[str, Any]]:
@@ -346,31 +328,21 @@ def write_outcome(config: Config, run_dir: str, results, log: Callable[[str], No
     return {"best_trial": best["trial_id"], "best_values": {k: best[k] for k in config.tune.search_space}, "test": test, "dir": out}
 
 
-def evaluate_best(config: Config, run_dir: str, checkpoint_path: str, checkpoint_fs, student_file: str) -> dict[str, Any]:
+def evaluate_best(config: Config, run_dir: str, checkpoint_path: str, checkpoint_fs, location: str) -> dict[str, Any]:
     """Save the best trial's final student like `distill/student.pt` and score it on the test set as `evaluate` does.
 
     `checkpoint_path` is a path on `checkpoint_fs` (None: the local disk), as Ray Train reports it.
     """
-    import ray
     import torch
     from ray.train import Checkpoint
 
-    from lfme.evaluation import accuracy_report
-    from stages.data import load_split
-    from stages.evaluate import headline, student_test_logits
-    from stages.ray_train import STATE_FILE
+    from stages.evaluate import headline, score_student
+    from stages.workers import STATE_FILE
 
-    split = load_split(run_dir, config.data)
     with Checkpoint(checkpoint_path, filesystem=checkpoint_fs).as_directory() as directory:
         state = torch.load(Path(directory, STATE_FILE), map_location="cpu", weights_only=False)
-    storage.save_torch_atomic(
-        student_file,
-        {"arch": config.model.arch, "num_classes": split.num_classes, "class_names": split.class_names, "model": state["model"]},
-    )
-    resources = {"num_cpus": config.cache.resources.cpus_per_worker, "num_gpus": config.cache.resources.gpus_per_worker}
-    logits, labels = ray.get(student_test_logits.options(**resources).remote(config, run_dir, student_file))
-    report = accuracy_report(logits, labels, split.class_counts, split.subsets, tuple(config.evaluate.shot_thresholds))
-    return headline(report)
+    save_student(location, config.model.arch, load_split(run_dir, config.data), state["model"])
+    return headline(score_student(config, run_dir, location))
 
 
 def trials_markdown(config: Config, rows: list[dict], columns: list[str], best: dict, test: dict) -> str:

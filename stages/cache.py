@@ -14,51 +14,29 @@ from __future__ import annotations
 
 import numpy as np
 import ray
-import torch
 
 from lfme import storage
 from lfme.engine import predict
-from lfme.models import build_model
-from lfme.subsets import Subset, subset_of_class
-from lfme.teacher_cache import TeacherRows, file_sha256, write_cache
-from lfme.teachers import expert_confidence
-from pipeline.config import Config
-from pipeline.context import StageContext
-from stages import ray_train
-from stages.data import load_split, make_loader
-from stages.experts import MODEL_FILE, expert_dir
+from lfme.subsets import Subset
+from lfme.teacher_cache import write_cache
+from lfme.teachers import teacher_rows
+from rundir.config import Config
+from rundir.context import StageContext
+from rundir.data import make_loader
+from rundir.layout import EXPERT_MODEL, cache_dir, expert_dir, expert_hashes, load_expert, load_split
+from stages import workers
 
 PARTS = ("train", "val")
-
-
-def cache_dir(run_dir: str) -> str:
-    return storage.join(run_dir, "cache")
-
-
-def expert_hashes(run_dir: str, subsets: list[Subset]) -> dict[str, str]:
-    """SHA-256 of each expert's checkpoint: what the cache is fingerprinted by."""
-    hashes = {}
-    for s in subsets:
-        path = storage.join(expert_dir(run_dir, s.name), MODEL_FILE)
-        if not storage.exists(path):
-            raise FileNotFoundError(f"{path} is missing: run the experts stage first (lfme run --stage experts)")
-        hashes[s.name] = file_sha256(path)
-    return hashes
-
-
-def load_expert(run_dir: str, subset: Subset, channels: int, device: torch.device) -> torch.nn.Module:
-    saved = storage.load_torch(storage.join(expert_dir(run_dir, subset.name), MODEL_FILE))
-    model = build_model(saved["arch"], len(subset.classes), in_channels=channels)
-    model.load_state_dict(saved["model"])
-    return model.to(device).eval()
 
 
 @ray.remote
 def expert_logits(cfg: Config, run_dir: str, subset: Subset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per part: (sample_ids, logits over the subset's classes) of one expert."""
-    device, precision = ray_train.task_setup(cfg.cache.resources.cpus_per_worker, cfg.precision, f"cache {subset.name}")
+    device, precision = workers.task_setup(cfg.cache.resources.cpus_per_worker, cfg.precision, f"cache {subset.name}")
     split = load_split(run_dir, cfg.data)
-    model = precision.prepare(load_expert(run_dir, subset, split.channels, device))
+    with workers.reading(storage.join(expert_dir(run_dir, subset.name), EXPERT_MODEL), f"weights of expert '{subset.name}'"):
+        expert = load_expert(run_dir, subset, split.channels, device)
+    model = precision.prepare(expert)
     out = {}
     for part in PARTS:
         images = split.train if part == "train" else split.val
@@ -79,8 +57,8 @@ def run(ctx: StageContext) -> dict:
         for s in split.subsets
     }
     ctx.log(f"cache: {len(futures)} inference tasks, one per expert, each over {' and '.join(PARTS)}")
-    outputs = {name: ray.get(ref) for name, ref in futures.items()}
-    owner = subset_of_class(split.subsets, split.num_classes)
+    with workers.cancelled_on_interrupt(futures.values()):
+        outputs = {name: ray.get(ref) for name, ref in futures.items()}
     parts = {}
     for part in PARTS:
         images = split.train if part == "train" else split.val
@@ -90,13 +68,7 @@ def run(ctx: StageContext) -> dict:
             if not np.array_equal(ids, images.sample_ids):
                 raise RuntimeError(f"cache: expert '{s.name}' returned {part} rows in another order")
             logits[:, list(s.classes)] = expert_out
-        parts[part] = TeacherRows(
-            sample_ids=images.sample_ids.astype(np.int64),
-            labels=images.labels.astype(np.int64),
-            subsets=owner[images.labels].astype(np.int32),
-            logits=logits.astype(np.float16),
-            confidence=expert_confidence(logits, images.labels, split.subsets),
-        )
+        parts[part] = teacher_rows(images.sample_ids, images.labels, logits, split.subsets)
     manifest = write_cache(
         cache_dir(ctx.run_dir),
         parts,

@@ -4,7 +4,8 @@ Ray Train with `distill.resources.num_workers` data-parallel workers (gloo on
 CPU, NCCL on GPU). Each worker reads the teacher cache once (a few bytes per
 class per sample) and joins it to its images by `sample_id`: no teacher runs.
 
-Loss per batch: mean_i v_i CE_i + sum_l w_l KD_l (`lfme.losses.lfme_loss`).
+Loss per batch: mean_i v_i CE_i + sum_l w_l KD_l (`lfme.losses.DistillationLoss`,
+built once; the schedules set its w_l and v_i each epoch).
 After each epoch the validation set is scored over all workers; SpES sets the
 next epoch's w_l from the student's accuracy on each subset against the
 expert's (both read from the cache's validation rows); SpIS moves v_i one step
@@ -28,22 +29,28 @@ from torch.utils.data.distributed import DistributedSampler
 from lfme import storage
 from lfme.engine import make_optimizer, make_scheduler, predict, progress_line, seed_everything, train_epoch
 from lfme.evaluation import subset_accuracy
-from lfme.losses import lfme_loss
+from lfme.losses import DistillationLoss
 from lfme.models import build_model
 from lfme.precision import resolve
 from lfme.sampling import DistributedClassBalancedSampler
 from lfme.selfpaced import expert_weights, initial_instance_weights, scheduled_instance_weights
 from lfme.subsets import Subset
-from lfme.teachers import LiveTeachers
-from lfme.teacher_cache import CacheMismatchError, TeacherRows, read_cache, verify_cache
-from pipeline.config import Config, DistillConfig
-from pipeline.context import StageContext
-from stages import ray_train
-from stages.cache import cache_dir, expert_hashes, load_expert
-from stages.data import load_split, make_loader
-
-STUDENT_FILE = "student.pt"
-HISTORY_FILE = "history.json"
+from lfme.teachers import CachedTeachers, LiveTeachers
+from lfme.teacher_cache import CacheMismatchError, TeacherRows, read_cache
+from rundir.config import Config, DistillConfig
+from rundir.context import StageContext
+from rundir.data import make_loader
+from rundir.layout import (
+    cache_dir,
+    history_file,
+    load_expert,
+    load_split,
+    ray_storage,
+    save_student,
+    student_file,
+    verified_cache,
+)
+from stages import workers
 
 
 def expert_accuracies(val_rows: TeacherRows, subsets: list[Subset]) -> list[float]:
@@ -88,30 +95,38 @@ def distill_loop(loop_config: dict) -> None:
     cfg: Config = loop_config["config"]
     dcfg = cfg.distill
     run_dir = loop_config["run_dir"]
-    rank, world, device = ray_train.worker_setup(dcfg.resources.cpus_per_worker)
+    rank, world, device = workers.worker_setup(dcfg.resources.cpus_per_worker)
     precision, fallback = resolve(cfg.precision, device)
     if fallback and rank == 0:
-        ray_train.say(f"[student] {fallback}")
-    seed_everything(ray_train.rank_seed(cfg.seed, rank))
+        workers.say(f"[student] {fallback}")
+    seed_everything(workers.rank_seed(cfg.seed, rank))
 
     split = load_split(run_dir, cfg.data)
     subsets = split.subsets
-    teacher = read_cache(cache_dir(run_dir), "train", **loop_config["expected"])
+    train_rows = read_cache(cache_dir(run_dir), "train", **loop_config["expected"])
     val_rows = read_cache(cache_dir(run_dir), "val", **loop_config["expected"])
     try:
-        teacher.rows_for(split.train.sample_ids)  # every training image must have its row
+        train_rows.rows_for(split.train.sample_ids)  # every training image must have its row
     except KeyError as err:
         raise CacheMismatchError(f"the teacher cache has no row for training {err}: it was built from other data") from err
-    teacher_logits = torch.from_numpy(teacher.logits.copy())  # float16 (writable copy), converted per batch
-    live = None
+    teachers = None  # the KD targets (lfme.teachers): the same call for cached rows and live experts
     if dcfg.kd and dcfg.teachers == "live":
         experts = [precision.prepare(load_expert(run_dir, s, split.channels, device)) for s in subsets]
-        live = LiveTeachers(experts, subsets, split.num_classes).to(device)
-    subset_classes = [torch.tensor(s.classes, dtype=torch.long) for s in subsets]
+        teachers = LiveTeachers(experts, subsets, split.num_classes, precision).to(device)
+    elif dcfg.kd:
+        teachers = CachedTeachers(train_rows)
+    loss_fn = DistillationLoss(
+        teachers,
+        train_rows,
+        [torch.tensor(s.classes, dtype=torch.long) for s in subsets],
+        dcfg.temperature,
+        dcfg.t_squared,
+        dcfg.spis_on,
+    )
     acc_experts = expert_accuracies(val_rows, subsets)
     v1 = None  # per cache row, like everything the loss looks up by sample id
     if dcfg.spis:
-        v1 = initial_instance_weights(teacher.confidence, teacher.labels, subsets, split.class_counts, variant=dcfg.spis_init)
+        v1 = initial_instance_weights(train_rows.confidence, train_rows.labels, subsets, split.class_counts, variant=dcfg.spis_init)
 
     sampler = make_sampler(dcfg, split.train.labels, split.class_counts, world, rank, cfg.seed)
     train_loader = make_loader(
@@ -128,11 +143,12 @@ def distill_loop(loop_config: dict) -> None:
 
     weights = [1.0] * len(subsets)  # w_l of the first epoch: plain KD until the student is measured
     history: list[dict] = []
-    state = ray_train.restore_training(model, optimizer, scheduler)
+    checkpoints: workers.EpochCheckpoints = loop_config[workers.CHECKPOINTS_KEY]
+    state = checkpoints.restore(model, optimizer, scheduler)
     if state is not None:
         weights, history = state["weights"], state["history"]
         if rank == 0:
-            ray_train.say(f"[student] resuming after epoch {state['epoch']}")
+            workers.say(f"[student] resuming after epoch {state['epoch']}")
 
     start, first_epoch = time.perf_counter(), len(history) + 1
     # An epoch's `seconds` run from the previous epoch's checkpoint to its own:
@@ -143,26 +159,12 @@ def distill_loop(loop_config: dict) -> None:
     for epoch in range(first_epoch, dcfg.epochs + 1):
         sampler.set_epoch(epoch)
         v = scheduled_instance_weights(v1, epoch, dcfg.epochs, dcfg.schedule, dcfg.spis_horizon, dcfg.spis_clip) if dcfg.spis else None
-        w = torch.tensor(weights) if dcfg.kd else None
-
-        def loss_fn(logits, labels, sample_ids, images):
-            rows = teacher.rows_for(sample_ids.numpy())
-            if not dcfg.kd:
-                t = None
-            elif live is not None:
-                with precision.autocast():
-                    t = live(images)
-            else:
-                t = teacher_logits[torch.from_numpy(rows)].to(logits.device)
-            iw = torch.from_numpy(v[rows]).to(logits.device) if v is not None else None
-            return lfme_loss(logits, labels, t, subset_classes, w, iw, dcfg.temperature, dcfg.t_squared, dcfg.spis_on)
-
-        stats = train_epoch(
-            model, train_loader, optimizer, loss_fn, device, precision=precision, scaler=scaler, loss_needs_images=True
-        )
+        loss_fn.expert_weights = torch.tensor(weights) if dcfg.kd else None
+        loss_fn.instance_weights = v
+        stats = train_epoch(model, train_loader, optimizer, loss_fn, device, precision=precision, scaler=scaler)
         scheduler.step()
 
-        counts = ray_train.all_reduce_sum(validation_counts(model, val_loader, split.num_classes, device, precision)).cpu()
+        counts = workers.all_reduce_sum(validation_counts(model, val_loader, split.num_classes, device, precision)).cpu()
         val_acc = counts[0].sum().item() / max(counts[1].sum().item(), 1)
         acc_student = [accuracy_of(counts, s.classes) for s in subsets]
         used_weights = list(weights)
@@ -188,29 +190,26 @@ def distill_loop(loop_config: dict) -> None:
         )
         if rank == 0:
             eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (dcfg.epochs - epoch)
-            ray_train.say(progress_line("student", epoch, dcfg.epochs, stats, val_acc, eta))
+            workers.say(progress_line("student", epoch, dcfg.epochs, stats, val_acc, eta))
         metrics = {"epoch": epoch, "loss": stats.loss, "val_acc": val_acc}
         epoch_start = time.perf_counter()
-        ray_train.report_epoch(metrics, model, optimizer, scheduler, rank, weights=weights, history=history)
+        checkpoints.report(metrics, model, optimizer, scheduler, rank, weights=weights, history=history)
 
 
 def run(ctx: StageContext) -> dict:
     cfg = ctx.config
     split = load_split(ctx.run_dir, cfg.data)
-    expected = {"expected_fingerprint": ctx.fingerprints["cache"], "expected_experts": expert_hashes(ctx.run_dir, split.subsets)}
-    verify_cache(cache_dir(ctx.run_dir), **expected)  # refuse a foreign cache before starting any worker
-    state = ray_train.fit(
+    # Refuse a foreign cache before starting any worker; the workers check again as they read.
+    expected = verified_cache(ctx.run_dir, ctx.fingerprints["cache"], split.subsets)
+    state = workers.fit(
         distill_loop,
         {"config": cfg, "run_dir": ctx.run_dir, "expected": expected},
         cfg.distill.resources,
         name=ctx.train_run_name("student"),
-        storage_path=ctx.ray_storage,
+        storage_path=ray_storage(ctx.run_dir),
         max_failures=cfg.distill.max_failures,
     )
-    storage.save_torch_atomic(
-        ctx.path(STUDENT_FILE),
-        {"arch": cfg.model.arch, "num_classes": split.num_classes, "class_names": split.class_names, "model": state["model"]},
-    )
-    storage.write_json_atomic(ctx.path(HISTORY_FILE), state["history"])
+    save_student(student_file(ctx.run_dir), cfg.model.arch, split, state["model"])
+    storage.write_json_atomic(history_file(ctx.run_dir), state["history"])
     last = state["history"][-1]
     return {"epochs": state["epoch"], "val_acc": last["val_acc"], "final_weights": last["weights_next"]}

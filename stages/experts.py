@@ -19,13 +19,16 @@ imported. What Ray Train gave is kept: every epoch writes a checkpoint
 weights, RNG state, and the stage fingerprint it belongs to); a worker that
 dies makes Ray retry the task (`experts.max_failures` times), and the retry,
 like a new `lfme run` after a killed driver, continues from that checkpoint.
+Ctrl-C in the driver cancels every running expert task at once; each keeps its
+last epoch's checkpoint, and the same command continues from there. A failed
+expert is named on its own line; the stage then raises the first failure as
+the worker raised it.
 """
 
 from __future__ import annotations
 
 import time
 
-import numpy as np
 import ray
 from torch.utils.data.distributed import DistributedSampler
 
@@ -44,23 +47,11 @@ from lfme.engine import (
 )
 from lfme.models import build_model
 from lfme.subsets import Subset
-from pipeline.config import Config
-from pipeline.context import StageContext
-from stages import ray_train
-from stages.data import load_split, make_loader, restrict_to_subset
-
-MODEL_FILE = "model.pt"
-RESULT_FILE = "result.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def expert_dir(run_dir: str, name: str) -> str:
-    return storage.join(run_dir, "experts", name)
-
-
-def expert_is_done(run_dir: str, name: str, fingerprint: str) -> bool:
-    result = storage.join(expert_dir(run_dir, name), RESULT_FILE)
-    return storage.exists(result) and storage.read_json(result).get("fingerprint") == fingerprint
+from rundir.config import Config
+from rundir.context import StageContext
+from rundir.data import make_loader, restrict_to_subset
+from rundir.layout import expert_checkpoint, expert_result, load_split, save_expert
+from stages import ray_compat, workers
 
 
 def validation_accuracy(model, loader, device, precision) -> float:
@@ -68,21 +59,30 @@ def validation_accuracy(model, loader, device, precision) -> float:
     return float((pred.logits.argmax(1) == pred.labels).mean()) if len(pred.labels) else 0.0
 
 
-def load_checkpoint(path: str, fingerprint: str):
-    """The checkpoint of an interrupted run of this expert with these settings, else None."""
+def load_checkpoint(path: str, fingerprint: str, tag: str):
+    """The checkpoint of an interrupted run of this expert with these settings, else None.
+
+    An unreadable checkpoint (written atomically, so damaged after the fact)
+    only costs the epochs it held: the expert says so and starts over.
+    """
     if not storage.exists(path):
         return None
-    state = storage.load_torch(path)
-    return state if state.get("fingerprint") == fingerprint else None
+    try:
+        with workers.reading(path, "expert checkpoint", hint=""):
+            state = storage.load_torch(path)
+    except workers.UnreadableFileError as err:
+        workers.say(f"[{tag}] {err}; training from epoch 1")
+        return None
+    return state if isinstance(state, dict) and state.get("fingerprint") == fingerprint else None
 
 
 def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) -> dict:
     """Train (or finish training) the expert of one subset; write its model and result; return the result."""
     train_cfg = cfg.experts
-    out = expert_dir(run_dir, subset.name)
     tag = f"expert {subset.name}"
-    device, precision = ray_train.task_setup(train_cfg.resources.cpus_per_worker, cfg.precision, tag)
-    seed_everything(ray_train.rank_seed(cfg.seed, 0))
+    started_at = time.time()
+    device, precision = workers.task_setup(train_cfg.resources.cpus_per_worker, cfg.precision, tag)
+    seed_everything(workers.rank_seed(cfg.seed, 0))
 
     split = load_split(run_dir, cfg.data)
     train = restrict_to_subset(split.train, subset.classes)
@@ -99,15 +99,15 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
     scheduler = make_scheduler(optimizer, train_cfg.lr_schedule, epochs, train_cfg.milestones, train_cfg.gamma)
     scaler = precision.grad_scaler()
 
-    checkpoint_path = storage.join(out, CHECKPOINT_FILE)
-    state = load_checkpoint(checkpoint_path, fingerprint)
+    checkpoint_path = expert_checkpoint(run_dir, subset.name)
+    state = load_checkpoint(checkpoint_path, fingerprint, tag)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         history, best = state["history"], state["best"]
-        ray_train.say(f"[{tag}] resuming after epoch {state['epoch']}")
+        workers.say(f"[{tag}] resuming after epoch {state['epoch']}")
     else:
         history, best = [], {"accuracy": -1.0, "epoch": 0, "model": None}
 
@@ -125,7 +125,7 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
             {"epoch": epoch, "loss": stats.loss, "train_acc": stats.accuracy, "val_acc": val_acc, "seconds": time.perf_counter() - epoch_start}
         )
         eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (epochs - epoch)
-        ray_train.say(progress_line(tag, epoch, epochs, stats, val_acc, eta))
+        workers.say(progress_line(tag, epoch, epochs, stats, val_acc, eta))
         storage.save_torch_atomic(
             checkpoint_path,
             {
@@ -140,10 +140,6 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
             },
         )
 
-    storage.save_torch_atomic(
-        storage.join(out, MODEL_FILE),
-        {"arch": cfg.model.arch, "subset": subset.name, "classes": list(subset.classes), "model": best["model"]},
-    )
     result = {
         "fingerprint": fingerprint,
         "subset": subset.name,
@@ -153,12 +149,16 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
         "epochs": len(history),
         "steps": len(history) * len(train_loader),  # SGD steps taken: what experts.min_steps budgets
         "precision": precision.name,
+        # Where and when this attempt ran: the GPU ids Ray gave the task (a
+        # fractional share shows as the same id in several experts) and the
+        # device torch used, which is the CPU when no CUDA device is visible.
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        "device": str(device),
+        "started_at": started_at,
+        "finished_at": time.time(),
         "history": history,
     }
-    # The result marks the expert done; only then is its checkpoint of no further use.
-    storage.write_json_atomic(storage.join(out, RESULT_FILE), result)
-    storage.remove(checkpoint_path)
-    return result
+    return save_expert(run_dir, subset, cfg.model.arch, best["model"], result)
 
 
 def run(ctx: StageContext) -> dict:
@@ -166,9 +166,10 @@ def run(ctx: StageContext) -> dict:
     subsets = load_split(ctx.run_dir, cfg.data).subsets
     results, pending = {}, {}
     for subset in subsets:
-        if expert_is_done(ctx.run_dir, subset.name, ctx.fingerprint):
+        result = expert_result(ctx.run_dir, subset.name, ctx.fingerprint)
+        if result is not None:
             ctx.log(f"experts: {subset.name} already trained with these settings, kept")
-            results[subset.name] = storage.read_json(storage.join(expert_dir(ctx.run_dir, subset.name), RESULT_FILE))
+            results[subset.name] = result
     todo = [s for s in subsets if s.name not in results]
     concurrency = cfg.experts.max_concurrent or len(todo)
     ctx.log(f"experts: training {len(todo)} experts, {min(concurrency, len(todo))} at a time")
@@ -182,18 +183,21 @@ def run(ctx: StageContext) -> dict:
         retry_exceptions=False,
     )
     errors = {}
-    while todo or pending:
-        while todo and len(pending) < concurrency:
-            subset = todo.pop(0)
-            pending[task.remote(cfg, ctx.run_dir, subset, ctx.fingerprint)] = subset.name
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
-        name = pending.pop(ref)
-        try:  # every expert finishes or fails before the stage reports
-            results[name] = ray.get(ref)
-            ctx.log(f"experts: {name} done, best val acc {100 * results[name]['val_accuracy']:.1f}% at epoch {results[name]['best_epoch']}")
-        except Exception as err:
-            errors[name] = err
+    with workers.cancelled_on_interrupt(pending):  # Ctrl-C stops every expert at once; each keeps its last epoch's checkpoint
+        while todo or pending:
+            while todo and len(pending) < concurrency:
+                subset = todo.pop(0)
+                pending[task.remote(cfg, ctx.run_dir, subset, ctx.fingerprint)] = subset.name
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            name = pending.pop(ref)
+            try:  # every expert finishes or fails before the stage reports
+                results[name] = ray.get(ref)
+                ctx.log(f"experts: {name} done, best val acc {100 * results[name]['val_accuracy']:.1f}% at epoch {results[name]['best_epoch']}")
+            except Exception as err:
+                errors[name] = err
+                ctx.log(f"experts: {name} failed: {ray_compat.one_line(err)}")
     if errors:
-        name, err = next(iter(errors.items()))
-        raise RuntimeError(f"experts: expert '{name}' failed: {err}") from err
+        # The first failure as the worker raised it (Ray's wrapper around it:
+        # the CLI prints its cause on one line); the others were logged above.
+        raise next(iter(errors.values()))
     return {f"{s.name}_val_acc": results[s.name]["val_accuracy"] for s in subsets}

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from lfme import storage
 from lfme.data import check_images, class_counts, make_long_tailed
 from lfme.data.sources import SourceSplits
 from lfme.metrics import subset_metrics
 from lfme.subsets import Subset, split_balanced, split_by_thresholds
-from pipeline.config import Config, DataConfig, SplitConfig
-from pipeline.context import StageContext
-from stages.data import SAMPLES_PARQUET, SPLIT_JSON, load_source, save_samples
+from rundir.config import Config, DataConfig, SplitConfig
+from rundir.context import StageContext
+from rundir.data import load_source
+from rundir.layout import save_split
 
 
 def long_tailed_indices(source: SourceSplits, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -79,9 +79,10 @@ def run(ctx: StageContext) -> dict:
     subsets = make_subsets(counts, cfg.split)
     metrics = subset_metrics(counts, subsets)
 
-    save_samples(ctx.path(SAMPLES_PARQUET), train, val)
-    storage.write_json_atomic(
-        ctx.path(SPLIT_JSON),
+    save_split(
+        ctx.run_dir,
+        train,
+        val,
         {
             "class_names": source.class_names,
             "class_counts": counts.tolist(),

@@ -1,4 +1,4 @@
-"""benchmarks/table3.py on the small default config: two seeds, each with one set of experts and one cache."""
+"""`python -m benchmarks.table3` on the small default config: two seeds, each with one set of experts and one cache."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_table3_seeds_share_experts_and_cache_within_a_seed_and_match_their_repo
     # its shared stages up to date, as when the command is run again. Seed 1 trains its own experts and cache.
     copy_run(finished_run, out / "seed-0" / "base")
     command = [
-        sys.executable, "benchmarks/table3.py", "ray_config.yaml", "--scale", "paper", "--out", str(out),
+        sys.executable, "-m", "benchmarks.table3", "ray_config.yaml", "--scale", "paper", "--out", str(out),
         "--variants", ",".join(VARIANTS), "--seeds", "0,1", "--set", "experts.epochs=2", "--set", "distill.epochs=2",
     ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)

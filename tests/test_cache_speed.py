@@ -1,4 +1,4 @@
-"""The helpers of benchmarks/cache_speed.py whose values can be checked (no timings here)."""
+"""The helpers of benchmarks.cache_speed whose values can be checked (no timings here)."""
 
 import pytest
 

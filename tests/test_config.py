@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import Config, ConfigError, config_from_dict, load_config
+from rundir.config import Config, ConfigError, config_from_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -38,6 +38,7 @@ def test_the_expected_presets_exist():
         "tiny-imagenet-100-lt.yaml",
         "imagenet-lt.yaml",
         "places-lt.yaml",
+        "inat2018.yaml",
     } <= names
 
 
@@ -81,6 +82,16 @@ def test_presets_carry_the_documented_recipes():
 
     places = load_config(ROOT / "configs/places-lt.yaml")
     assert places.model.arch == "tv_resnet152" and places.model.pretrained
+
+    inat = load_config(ROOT / "configs/inat2018.yaml")
+    assert (inat.data.source, inat.data.transform, inat.data.imbalance_factor) == ("inat", "imagenet", None)
+    assert (inat.data.train, inat.data.test, inat.data.val, inat.data.val_per_class) == ("train2018.json", "val2018.json", None, 1)
+    assert inat.model.arch == "tv_resnet50" and inat.model.pretrained is None
+    assert inat.split.thresholds == [20.0, 100.0] and inat.split.convention == "inclusive"
+    for t in (inat.experts, inat.distill):  # RIDE / SADE's iNat 2018 ResNet-50 recipe
+        assert (t.epochs, t.batch_size, t.lr, t.weight_decay, t.lr_schedule, t.milestones) == (100, 512, 0.2, 2e-4, "step", [60, 80])
+        assert t.resources.gpus_per_worker == 1
+    assert inat.evaluate.resources.gpus_per_worker == 1
 
 
 # --------------------------------------------------------------------------- unknown keys
@@ -195,7 +206,7 @@ def test_unknown_data_source_lists_the_valid_ones():
     data = _base()
     data["data"]["source"] = "mnist"
     message = _error(data)
-    for source in ("digits", "imagefolder", "oltr", "parquet", "cifar10", "cifar100"):
+    for source in ("digits", "imagefolder", "oltr", "parquet", "inat", "cifar10", "cifar100"):
         assert source in message
 
 

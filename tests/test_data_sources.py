@@ -1,6 +1,7 @@
 """Sources: the real data at ../shared/data (when present) and tmp_path fixtures for every error."""
 
 import io
+import json
 import pickle
 import re
 from pathlib import Path
@@ -22,6 +23,7 @@ from lfme.data import (
     check_images,
     digits,
     imagefolder,
+    inat,
     oltr_lists,
     parquet,
     torchvision_cifar,
@@ -135,6 +137,26 @@ def test_imagefolder_class_mismatch(tmp_path):
         imagefolder(tmp_path)
 
 
+def test_imagefolder_train_class_folder_without_images(tmp_path):
+    make_imagefolder(tmp_path, {"train": {"a": ["0.jpg"], "b": []}, "test": {"a": ["0.jpg"], "b": ["0.jpg"]}})
+    (tmp_path / "train" / "b" / "notes.txt").write_text("not an image")
+    message = f"class folder {tmp_path / 'train' / 'b'} has no images; every training class needs at least one"
+    with pytest.raises(ValueError, match=re.escape(message) + r" \(image files end in \.jpg, \.jpeg, \.png"):
+        imagefolder(tmp_path)
+    (tmp_path / "train" / "c").mkdir()
+    (tmp_path / "test" / "c").mkdir()
+    with pytest.raises(ValueError, match=re.escape(f"class folder {tmp_path / 'train' / 'b'} (and 1 other) has no images;")):
+        imagefolder(tmp_path)
+
+
+def test_imagefolder_test_class_may_be_empty_but_not_the_whole_split(tmp_path):
+    make_imagefolder(tmp_path, {"train": {"a": ["0.jpg"], "b": ["0.jpg"]}, "test": {"a": ["0.jpg"], "b": []}})
+    np.testing.assert_array_equal(imagefolder(tmp_path).test.labels, [0])  # class b scores null, no error
+    (tmp_path / "test" / "a" / "0.jpg").unlink()
+    with pytest.raises(ValueError, match=re.escape(f"image folder {tmp_path / 'test'} has no images in its 2 class folders")):
+        imagefolder(tmp_path)
+
+
 def test_grayscale_jpeg_in_colour_source_comes_out_rgb(tmp_path):
     make_imagefolder(tmp_path, {"train": {"a": ["0.jpg"]}, "test": {"a": ["0.jpg"]}})
     (tmp_path / "train" / "a" / "0.jpg").write_bytes(jpeg_bytes(128, mode="L"))
@@ -208,12 +230,42 @@ def test_oltr_malformed_line(tmp_path):
         oltr_lists(tmp_path, train, val, test)
 
 
+def test_oltr_line_without_a_label_is_shown(tmp_path):
+    train, val, test = write_lists(tmp_path, train="a.jpg 0\nlonely\n")
+    with pytest.raises(ValueError, match=re.escape(f"{train} line 2: expected 'relative/path label', got 'lonely'")):
+        oltr_lists(tmp_path, train, val, test)
+
+
+@pytest.mark.parametrize("label", ["one", "1.0", "--1", "-", "+1", "1_0", "\u00b2"])
+def test_oltr_label_not_an_integer(tmp_path, label):
+    train, val, test = write_lists(tmp_path, val=f"e.jpg 0\n\nb c.jpg {label}\n")
+    with pytest.raises(ValueError, match=re.escape(f"{val} line 3: label {label!r} is not an integer, in 'b c.jpg {label}'")):
+        oltr_lists(tmp_path, train, val, test)
+
+
 def test_oltr_label_out_of_range(tmp_path):
     train, val, test = write_lists(tmp_path, test="f.jpg 1\ng.jpg 7\n")
-    with pytest.raises(ValueError, match=rf"{re.escape(str(test))} line 2: label 7 is out of range"):
+    message = f"{test} line 2: label 7 is out of range (0..1, up to the largest label in {train})"
+    with pytest.raises(ValueError, match=re.escape(message)):
         oltr_lists(tmp_path, train, val, test)
     train, val, test = write_lists(tmp_path, train="a.jpg 0\nb.jpg -1\n")
-    with pytest.raises(ValueError, match=rf"{re.escape(str(train))} line 2: label -1"):
+    with pytest.raises(ValueError, match=re.escape(f"{train} line 2: label -1 is out of range (class indices start at 0)")):
+        oltr_lists(tmp_path, train, val, test)
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_oltr_empty_list(tmp_path, which):
+    texts = ["a.jpg 0\n", "e.jpg 0\n", "f.jpg 0\n"]
+    texts[which] = "\n  \n"
+    lists = write_lists(tmp_path, *texts)
+    with pytest.raises(ValueError, match=re.escape(f"split list {lists[which]} has no entries")):
+        oltr_lists(tmp_path, *lists)
+
+
+def test_oltr_list_not_utf8_names_the_line(tmp_path):
+    train, val, test = write_lists(tmp_path)
+    test.write_bytes("f.jpg 1\n".encode() + "caf\u00e9.jpg 0\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=re.escape(f"{test} line 2: not UTF-8 text (invalid continuation byte): b'caf\\xe9.jpg 0'")):
         oltr_lists(tmp_path, train, val, test)
 
 
@@ -263,8 +315,73 @@ def test_parquet_shards_metadata_and_classes_file(tmp_path):
 def test_parquet_label_out_of_range(tmp_path):
     train = write_parquet(tmp_path / "train.parquet", [jpeg_bytes((1, 1, 1))] * 2, [0, 1])
     test = write_parquet(tmp_path / "test.parquet", [jpeg_bytes((1, 1, 1))] * 2, [1, 5])
-    with pytest.raises(ValueError, match=rf"{re.escape(str(test))} row 1: label 5 is out of range"):
+    message = f"{test} row 1: label 5 is out of range (0..1, up to the largest label in {train})"
+    with pytest.raises(ValueError, match=re.escape(message)):
         parquet(train, test)
+    negative = write_parquet(tmp_path / "negative.parquet", [jpeg_bytes((1, 1, 1))] * 2, [0, -3])
+    with pytest.raises(ValueError, match=re.escape(f"{negative} row 1: label -3 is out of range (class indices start at 0)")):
+        parquet(negative, train)
+
+
+def test_parquet_label_beyond_the_classes_file_or_metadata(tmp_path):
+    train = write_parquet(tmp_path / "train.parquet", [jpeg_bytes((1, 1, 1))] * 3, [0, 1, 2], classes="n01\nn02")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("0\tn01\tone\n1\tn02\ttwo\n")
+    message = f"{train} row 2: label 2 is out of range (0..1, the classes of {classes})"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parquet(train, train, classes_file=classes)
+    message = f"{train} row 2: label 2 is out of range (0..1, the classes in the schema metadata of {train})"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parquet(train, train)
+    classes.write_text("\n")
+    with pytest.raises(ValueError, match=re.escape(f"classes file {classes} has no entries")):
+        parquet(train, train, classes_file=classes)
+
+
+def image_column(n: int) -> pa.Array:
+    return pa.array([{"bytes": jpeg_bytes((1, 1, 1)), "path": f"{i}.jpg"} for i in range(n)])
+
+
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        ({"image": image_column(2)}, " has no column 'label' (it has: image)"),
+        ({"label": pa.array([0, 1])}, " has no column 'image' (it has: label)"),
+        ({"pixels": pa.array([b"x", b"y"])}, " has no column 'image' or 'label' (it has: pixels)"),
+        (
+            {"image": pa.array([b"x", b"y"]), "label": pa.array([0, 1])},
+            ": column 'image' has type binary, expected struct<bytes, path> (the Hugging Face datasets Image feature)",
+        ),
+        (
+            {"image": image_column(2), "label": pa.array(["cat", "dog"])},
+            ": column 'label' has type string (row 0: 'cat'), expected integer class indices",
+        ),
+        (
+            {"image": image_column(2), "label": pa.array([0.0, 1.5])},
+            ": column 'label' has type double (row 0: 0.0), expected integer class indices",
+        ),
+        ({"image": image_column(2), "label": pa.array([0, None], type=pa.int64())}, " row 1: label is missing (null)"),
+    ],
+)
+def test_parquet_bad_columns_name_file_and_column(tmp_path, columns, message):
+    good = write_parquet(tmp_path / "good.parquet", [jpeg_bytes((1, 1, 1))], [0])
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table(columns), bad)
+    with pytest.raises(ValueError, match=re.escape(f"{bad}{message}")):
+        parquet(good, bad)
+
+
+def test_parquet_not_a_parquet_file_or_no_rows(tmp_path):
+    good = write_parquet(tmp_path / "good.parquet", [jpeg_bytes((1, 1, 1))], [0])
+    text = tmp_path / "notes.parquet"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match=re.escape(f"{text} is not a readable Parquet file: ")):
+        parquet(good, text)
+    no_rows = pa.table({"image": pa.array([], type=image_column(1).type), "label": pa.array([], type=pa.int64())})
+    for shard in ("empty-0.parquet", "empty-1.parquet"):
+        pq.write_table(no_rows, tmp_path / shard)
+    with pytest.raises(ValueError, match=re.escape(f"Parquet split {tmp_path / 'empty-*.parquet'} has no rows")):
+        parquet(good, tmp_path / "empty-*.parquet")
 
 
 def test_parquet_corrupt_bytes(tmp_path):
@@ -284,6 +401,225 @@ def test_parquet_missing_files(tmp_path):
         parquet(tmp_path / "shard-*.parquet", train)
     with pytest.raises(FileNotFoundError, match="classes.txt"):
         parquet(train, train, classes_file=tmp_path / "classes.txt")
+
+
+# --------------------------------------------------------------------------- iNaturalist JSON
+
+# Category ids deliberately out of order and with gaps: labels are the ranks by id
+# (2 -> 0 Ant, 5 -> 1 Zebra, 9 -> 2 Bee), never the ids themselves.
+INAT_CATEGORIES = [
+    {"id": 5, "name": "Zebra", "supercategory": "Animalia", "kingdom": "Animalia"},
+    {"id": 2, "name": "Ant", "supercategory": "Insecta", "kingdom": "Animalia"},
+    {"id": 9, "name": "Bee", "supercategory": "Insecta", "kingdom": "Animalia"},
+]
+INAT_TRAIN = [(10, 5), (11, 2), (12, 9), (13, 5), (14, 5), (15, 2)]  # (image id, category id), file order
+INAT_VAL = [(20, 2), (21, 9)]
+INAT_TEST = [(30, 9), (31, 5), (32, 2)]
+
+
+def inat_doc(images, categories=INAT_CATEGORIES) -> dict:
+    """The official train2018.json layout; annotations listed in reverse image order, ids 1000 + image id."""
+    entries = [
+        {"id": i, "file_name": f"train_val2018/Animalia/{c}/{i:04x}.png", "width": 4, "height": 3, "license": 1}
+        for i, c in images
+    ]
+    annotations = [{"id": 1000 + i, "image_id": i, "category_id": c} for i, c in reversed(images)]
+    return {
+        "info": {"year": 2018},
+        "images": entries,
+        "annotations": annotations,
+        "categories": [dict(c) for c in categories],
+        "licenses": [],
+    }
+
+
+def write_json(path: Path, doc) -> Path:
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def write_inat(root: Path, val: bool = True) -> tuple[Path, Path | None, Path]:
+    """train2018.json, val.json (optional) and val2018.json (the test set) under root, with tiny PNGs."""
+    splits = [("train2018.json", INAT_TRAIN), ("val2018.json", INAT_TEST)] + ([("val.json", INAT_VAL)] if val else [])
+    for name, images in splits:
+        doc = write_json(root / name, inat_doc(images))
+        for entry in json.loads(doc.read_text())["images"]:
+            (root / entry["file_name"]).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (4, 3), (entry["id"], 40, 80)).save(root / entry["file_name"])
+    return root / "train2018.json", (root / "val.json" if val else None), root / "val2018.json"
+
+
+def test_inat_ids_labels_names_and_images(tmp_path):
+    train, val, test = write_inat(tmp_path)
+    s = inat(tmp_path, train, test, val=val)
+    assert s.class_names == ["Ant", "Zebra", "Bee"] and (s.num_classes, s.channels) == (3, 3)
+    np.testing.assert_array_equal(s.train.labels, [1, 0, 2, 1, 1, 0])
+    np.testing.assert_array_equal(s.train.sample_ids, [0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(s.val.labels, [0, 2])
+    np.testing.assert_array_equal(s.val.sample_ids, [VAL_ID_OFFSET, VAL_ID_OFFSET + 1])
+    np.testing.assert_array_equal(s.test.labels, [2, 1, 0])
+    np.testing.assert_array_equal(s.test.sample_ids, TEST_ID_OFFSET + np.arange(3))
+    assert s.train.store.paths[2] == "train_val2018/Animalia/9/000c.png"
+    assert s.train.where(2) == str(tmp_path / "train_val2018/Animalia/9/000c.png")
+    image = s.train.load(2)
+    assert (image.mode, image.size, image.getpixel((0, 0))) == ("RGB", (4, 3), (12, 40, 80))
+    check_images(s.test)
+    assert s.train.labels.dtype == np.int64 and inat(tmp_path, train, test).val is None
+    # A category without a name is named by its id.
+    doc = inat_doc(INAT_TRAIN, [{"id": 5}, *INAT_CATEGORIES[1:]])
+    assert inat(tmp_path, write_json(tmp_path / "unnamed.json", doc), test).class_names == ["Ant", "5", "Bee"]
+
+
+def test_inat_through_the_preset_and_load_source(tmp_path):
+    from rundir.config import load_config
+    from rundir.data import load_source
+
+    _, val, _ = write_inat(tmp_path)
+    preset = Path(__file__).parents[1] / "configs" / "inat2018.yaml"
+    cfg = load_config(preset, [f"data.root={tmp_path}"]).data
+    assert (cfg.source, cfg.transform, cfg.train, cfg.test) == ("inat", "imagenet", "train2018.json", "val2018.json")
+    s = load_source(cfg)
+    assert s.class_names == ["Ant", "Zebra", "Bee"] and s.val is None
+    np.testing.assert_array_equal(s.train.labels, [1, 0, 2, 1, 1, 0])
+    np.testing.assert_array_equal(s.test.sample_ids, TEST_ID_OFFSET + np.arange(3))
+    assert s.test.where(0) == str(tmp_path / "train_val2018/Animalia/9/001e.png")
+    # data.val: relative to data.root, or absolute.
+    for given in ("val.json", str(val)):
+        s = load_source(load_config(preset, [f"data.root={tmp_path}", f"data.val={given}"]).data)
+        np.testing.assert_array_equal(s.val.sample_ids, [VAL_ID_OFFSET, VAL_ID_OFFSET + 1])
+        np.testing.assert_array_equal(s.val.labels, [0, 2])
+
+
+def test_inat_config_needs_root_and_json_files():
+    from rundir.config import ConfigError, DataConfig
+
+    with pytest.raises(ConfigError, match=re.escape("data.root: required for source 'inat'")):
+        DataConfig(source="inat", train="t.json", test="v.json").check("data")
+    with pytest.raises(ConfigError, match=re.escape("data.train and data.test: required JSON annotation files for source 'inat'")):
+        DataConfig(source="inat", root="r", train="t.json").check("data")
+
+
+def test_inat_missing_files(tmp_path):
+    train, val, test = write_inat(tmp_path)
+    missing = tmp_path / "absent2018.json"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"iNaturalist annotation file not found: {missing}")):
+        inat(tmp_path, train, missing)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"iNaturalist annotation file not found: {missing}")):
+        inat(tmp_path, train, test, val=missing)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"image root not found: {tmp_path / 'images'}")):
+        inat(tmp_path / "images", train, test)
+
+
+def test_inat_not_valid_json_names_file_and_position(tmp_path):
+    train, val, test = write_inat(tmp_path)
+    test.write_text('{"images": [\n  {"id": 1,}\n]}')
+    message = f"{test} line 2 column 12 (char 24): not valid JSON: Expecting property name enclosed in double quotes"
+    inat_refuses(tmp_path, train, test, message)
+    test.write_bytes(b'{"images": ["caf\xe9"]}')
+    inat_refuses(tmp_path, train, test, f"{test} byte 16: not UTF-8 text (invalid continuation byte)")
+    write_json(test, [1, 2])
+    message = f"{test}: the top level is a JSON array, expected an object with 'images', 'annotations', 'categories'"
+    inat_refuses(tmp_path, train, test, message)
+
+
+def inat_refuses(tmp_path, train, test, message: str, write: tuple[Path, object] | None = None) -> None:
+    """The source refuses the files (after writing `write` = (file, document)) with a ValueError holding `message`."""
+    if write is not None:
+        write_json(*write)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        inat(tmp_path, train, test)
+
+
+@pytest.mark.parametrize("key", ["images", "annotations", "categories"])
+def test_inat_missing_top_level_key(tmp_path, key):
+    train, _, test = write_inat(tmp_path, val=False)
+    doc = inat_doc(INAT_TRAIN)
+    del doc[key]
+    write_json(train, doc)
+    have = ", ".join(k for k in ("info", "images", "annotations", "categories", "licenses") if k != key)
+    inat_refuses(tmp_path, train, test, f"{train} has no key '{key}' (it has: {have}); the iNaturalist/COCO")
+
+
+def test_inat_sections_and_fields_are_checked(tmp_path):
+    train, _, test = write_inat(tmp_path, val=False)
+    cases = [
+        (lambda d: d.update(images={}), f"{train}: 'images' is a JSON object, expected an array"),
+        (lambda d: d.update(images=[]), f"{train} has no images"),
+        (lambda d: d["images"][1].pop("file_name"), f"{train} images[1] has no 'file_name' (it has: id, width, height, license)"),
+        (lambda d: d["images"][2].update(id="12"), f"{train} images[2]: 'id' is '12' (a JSON string), expected an integer"),
+        (lambda d: d["annotations"][0].update(category_id=5.0), f"{train} annotations[0]: 'category_id' is 5.0 (a JSON number), expected an integer"),
+        (lambda d: d["categories"].__setitem__(1, "Ant"), f"{train} categories[1]: is a JSON string, expected an object"),
+        (lambda d: d["images"][4].update(id=11), f"{train}: image id 11 appears twice (images[1] and images[4])"),
+        (lambda d: d["categories"][2].update(id=5), f"{train}: category id 5 appears twice (categories[0] and categories[2])"),
+    ]
+    for change, message in cases:
+        doc = inat_doc(INAT_TRAIN)
+        change(doc)
+        write_json(train, doc)
+        inat_refuses(tmp_path, train, test, message)
+
+
+def test_inat_image_needs_exactly_one_annotation(tmp_path):
+    train, _, test = write_inat(tmp_path, val=False)
+    doc = inat_doc(INAT_TRAIN)
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] != 13]
+    message = (
+        f"{train} image id 13 (train_val2018/Animalia/5/000d.png, images[3]) has no annotation; "
+        "every image needs exactly one (its category)"
+    )
+    inat_refuses(tmp_path, train, test, message, write=(train, doc))
+    doc = inat_doc(INAT_TRAIN)
+    doc["annotations"].append({"id": 2000, "image_id": 13, "category_id": 2})
+    message = (
+        f"{train} image id 13 (train_val2018/Animalia/5/000d.png, images[3]) has 2 annotations "
+        "(annotation id 1013 (annotations[2]), annotation id 2000 (annotations[6])); every image needs exactly one"
+    )
+    inat_refuses(tmp_path, train, test, message, write=(train, doc))
+
+
+def test_inat_annotation_naming_an_unknown_image_or_category(tmp_path):
+    train, _, test = write_inat(tmp_path, val=False)
+    doc = inat_doc(INAT_TEST)
+    doc["annotations"][1]["image_id"] = 77  # annotation id 1031
+    message = f"{test} annotation id 1031 (annotations[1]): image id 77 is not among the file's 3 images"
+    inat_refuses(tmp_path, train, test, message, write=(test, doc))
+    write_json(test, inat_doc(INAT_TEST))
+    doc = inat_doc(INAT_TRAIN)
+    doc["annotations"][3]["category_id"] = 8142  # annotation id 1012
+    message = f"{train} annotation id 1012 (annotations[3]): category id out of range: 8142 is not among the file's 3 categories (ids 2..9)"
+    inat_refuses(tmp_path, train, test, message, write=(train, doc))
+    del doc["annotations"][3]["id"]
+    inat_refuses(tmp_path, train, test, f"{train} annotations[3]: category id out of range: 8142", write=(train, doc))
+
+
+@pytest.mark.parametrize("which", ["val", "test"])
+def test_inat_val_and_test_categories_must_be_training_ones(tmp_path, which):
+    train, val, test = write_inat(tmp_path)
+    path = val if which == "val" else test
+    moth = {"id": 11, "name": "Moth", "supercategory": "Insecta"}
+    write_json(path, inat_doc([(40, 2), (41, 11)], [*INAT_CATEGORIES, moth]))
+    message = (
+        f"{path} annotation id 1041 (annotations[0]): category id 11 is not among the training categories "
+        f"of {train} (3 categories, ids 2..9)"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        inat(tmp_path, train, test, val=val)
+    # Listing a category that train lacks is harmless while no image uses it.
+    write_json(path, inat_doc([(40, 2)], [*INAT_CATEGORIES, moth]))
+    s = inat(tmp_path, train, test, val=val)
+    np.testing.assert_array_equal((s.val if which == "val" else s.test).labels, [0])
+
+
+def test_inat_training_categories_need_images_and_the_same_names(tmp_path):
+    train, _, test = write_inat(tmp_path, val=False)
+    write_json(train, inat_doc([(10, 5), (11, 2)]))
+    message = f"{train}: category id 9 (Bee) has no image; every training class needs at least one"
+    inat_refuses(tmp_path, train, test, message)
+    write_json(train, inat_doc(INAT_TRAIN))
+    renamed = [dict(INAT_CATEGORIES[0], name="Horse"), *INAT_CATEGORIES[1:]]
+    write_json(test, inat_doc(INAT_TEST, renamed))
+    message = f"{test}: category id 5 is named 'Horse', but 'Zebra' in {train}; are the files from the same iNaturalist release?"
+    inat_refuses(tmp_path, train, test, message)
 
 
 # --------------------------------------------------------------------------- torchvision CIFAR
@@ -323,6 +659,35 @@ def test_torchvision_cifar100_layout(tmp_path):
     s = torchvision_cifar("cifar100", tmp_path)
     assert len(s.class_names) == 100
     np.testing.assert_array_equal(s.train.labels, [0, 99, 5])
+
+
+@pytest.mark.parametrize(
+    "file, content, message",
+    [
+        ("data_batch_3", b"garbage", " is not a CIFAR python pickle (UnpicklingError: "),
+        ("data_batch_3", pickle.dumps([1, 2]), " has no 'data' or 'labels' entry (it holds a list, not a dict)"),
+        ("test_batch", pickle.dumps({"data": np.zeros((2, 3072), np.uint8)}), " has no 'labels' entry (it holds ['data'])"),
+        (
+            "data_batch_1",
+            pickle.dumps({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}),
+            ": 'data' has shape (2, 100), expected (2, 3072) for its labels",
+        ),
+        ("batches.meta", pickle.dumps({"names": []}), " has no 'label_names' entry (it holds ['names'])"),
+    ],
+)
+def test_torchvision_cifar_damaged_file_is_named(tmp_path, file, content, message):
+    folder = write_fake_cifar10(tmp_path)
+    (folder / file).write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(f"{folder / file}{message}")):
+        torchvision_cifar("cifar10", tmp_path)
+
+
+def test_torchvision_cifar_label_beyond_the_meta_classes(tmp_path):
+    folder = write_fake_cifar10(tmp_path)
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [3, 10]}))
+    message = f"{folder / 'test_batch'} image 1: label 10 is out of range (0..9, the classes of {folder / 'batches.meta'})"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        torchvision_cifar("cifar10", tmp_path)
 
 
 def test_torchvision_cifar_missing_says_download(tmp_path):
@@ -368,8 +733,9 @@ def _random_pngs(folder: Path, sizes: list[tuple[int, int]]) -> Path:
     for i, (w, h) in enumerate(sizes):
         (folder / "train" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / "train" / f"c{i % 2}" / f"{i}.png")
-    (folder / "test" / "c0").mkdir(parents=True)
-    (folder / "test" / "c1").mkdir(parents=True)
+    for c in ("c0", "c1"):  # a test split needs images too
+        (folder / "test" / c).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / "test" / c / "0.png")
     return folder
 
 
@@ -402,7 +768,7 @@ def test_decoded_needs_one_size_and_keeps_arrays_as_they_are(tmp_path):
 
 
 def _loader_config(root: Path, decode_once: bool, loader_workers: int = 0):
-    from pipeline.config import DataConfig
+    from rundir.config import DataConfig
 
     return DataConfig(
         source="imagefolder", root=str(root), transform="cifar", image_size=32, decode_once=decode_once, loader_workers=loader_workers
@@ -420,7 +786,7 @@ def _cifar_crop(image: Image.Image, top: int, left: int, flip: bool) -> torch.Te
 
 
 def test_decode_once_evaluation_batches_equal_the_pil_path(tmp_path):
-    from stages.data import make_loader
+    from rundir.data import make_loader
 
     images = imagefolder(_random_pngs(tmp_path, [(40, 36)] * 6), test="test").train
     batches = {}
@@ -435,8 +801,8 @@ def test_decode_once_evaluation_batches_equal_the_pil_path(tmp_path):
 
 
 def test_decode_once_digits_batches_are_one_channel_and_equal_the_pil_path_in_evaluation():
-    from pipeline.config import DataConfig
-    from stages.data import make_loader
+    from rundir.config import DataConfig
+    from rundir.data import make_loader
 
     images = digits().test.subset(np.arange(50))
     batches = {}
@@ -455,7 +821,7 @@ def test_decode_once_training_batches_are_the_drawn_crops_of_the_pil_path_images
     from torch.utils.data import DistributedSampler
 
     from lfme.data import fixed_size_step
-    from stages.data import make_loader
+    from rundir.data import make_loader
 
     images = imagefolder(_random_pngs(tmp_path, [(40, 36)] * 7), test="test").train
     sampler = DistributedSampler(range(len(images)), num_replicas=1, rank=0, shuffle=True, seed=0)
@@ -487,7 +853,7 @@ def test_decode_once_training_batches_follow_the_seed_and_resume_from_rng_state(
     from torch.utils.data import DistributedSampler
 
     from lfme.engine import rng_state, seed_everything, set_rng_state
-    from stages.data import make_loader
+    from rundir.data import make_loader
 
     images = imagefolder(_random_pngs(tmp_path, [(40, 36)] * 7), test="test").train
     sampler = DistributedSampler(range(len(images)), num_replicas=1, rank=0, shuffle=True, seed=0)

@@ -197,7 +197,7 @@ def test_node_hosting_distill_workers_removed_mid_stage(base_run, tmp_path, monk
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
 
-    from pipeline.config import load_config
+    from rundir.config import load_config
     from pipeline.runner import run_pipeline
 
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")

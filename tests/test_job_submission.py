@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import load_config
+from rundir.config import load_config
 from tests.pipeline_helpers import REPO, manifest
 
 STAGES = ["split", "experts", "cache", "distill", "evaluate"]

@@ -52,7 +52,8 @@ def test_lfme_loss_ce_only():
     logits, labels = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
     loss, stats = lfme_loss(logits, labels, None, [], None, None)
     torch.testing.assert_close(loss, F.cross_entropy(logits, labels))
-    assert stats == {"ce": pytest.approx(loss.item()), "kd": 0.0, "kd_per_expert": []}
+    assert stats["ce"].item() == pytest.approx(loss.item()) and stats["kd"].item() == 0.0
+    assert stats["kd_per_expert"].numel() == 0
 
 
 def test_lfme_loss_instance_weights_are_batch_mean():
@@ -75,10 +76,11 @@ def test_lfme_loss_with_experts():
     ce = (v * F.cross_entropy(logits, labels, reduction="none")).mean()
     expected = ce + 1.0 * kd[0] + 0.5 * kd[1]
     torch.testing.assert_close(loss, expected)
-    assert stats["ce"] == pytest.approx(ce.item())
-    assert stats["kd"] == pytest.approx((kd[0] + 0.5 * kd[1]).item())
-    assert stats["kd_per_expert"] == pytest.approx([k.item() for k in kd])
-    assert all(type(x) is float for x in [stats["ce"], stats["kd"], *stats["kd_per_expert"]])
+    assert stats["ce"].item() == pytest.approx(ce.item())
+    assert stats["kd"].item() == pytest.approx((kd[0] + 0.5 * kd[1]).item())
+    assert stats["kd_per_expert"].tolist() == pytest.approx([k.item() for k in kd])
+    # detached: logging them keeps no graph alive
+    assert not any(t.requires_grad for t in (stats["ce"], stats["kd"], stats["kd_per_expert"]))
     loss.backward()
     assert logits.grad is not None
 
@@ -104,7 +106,7 @@ def test_spis_on_logits_scales_the_logits_of_both_terms():
         wl * -(F.softmax(teacher[:, c] / 2, 1) * F.log_softmax(scaled[:, c] / 2, 1)).sum(1).mean() for wl, c in zip(w, classes)
     )
     assert loss.item() == pytest.approx((ce + kd).item(), rel=1e-6)
-    assert parts["ce"] == pytest.approx(ce.item(), rel=1e-6)
+    assert parts["ce"].item() == pytest.approx(ce.item(), rel=1e-6)
     # The paper's form on the same inputs weights the CE instead: another value.
     paper, _ = lfme_loss(z, labels, teacher, classes, w, v, temperature=2.0)
     assert paper.item() != pytest.approx(loss.item(), rel=1e-3)

@@ -7,6 +7,7 @@ pipeline's own code (plain torch, plain pyarrow/pandas).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -129,9 +130,9 @@ def test_live_teachers_on_unaugmented_images_reproduce_the_cache(default_run):
     """The two sources of KD targets agree where their inputs agree: the validation images, test transform."""
     from lfme.teacher_cache import read_cache
     from lfme.teachers import LiveTeachers
-    from pipeline.config import load_config
-    from stages.cache import load_expert
-    from stages.data import load_split, make_loader
+    from rundir.config import load_config
+    from rundir.data import make_loader
+    from rundir.layout import load_expert, load_split
 
     config = load_config("ray_config.yaml")
     split = load_split(str(default_run), config.data)
@@ -209,10 +210,16 @@ def test_a_killed_distill_stage_resumes_from_its_last_checkpoint(default_run, tm
     finally:
         kill_group(driver)  # SIGKILL: no clean-up code of ours runs
     assert manifest(run_dir)["stages"]["distill"]["status"] == "running"
+    killed_pid = json.loads((run_dir / "lease.json").read_text())["pid"]  # a SIGKILLed driver leaves its lease
+    status = run_lfme("status", str(run_dir))
+    assert f"driver: gone (its process {killed_pid} no longer exists" in status.stdout
+    assert re.search(r"distill\s+interrupted", status.stdout), status.stdout
     last_logged = max(epochs_logged())
 
     result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=sets)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"lease: took over {run_dir} from pid {killed_pid}" in result.stdout
+    assert "== distill: interrupted (its driver is gone)" in result.stdout
     assert "== distill: resuming" in result.stdout
     resumed_after = int(re.search(r"\[student\] resuming after epoch (\d+)", result.stdout).group(1))
     # Each epoch logs, then checkpoints: the kill may land between the two, so

@@ -88,9 +88,9 @@ def test_bf16_training_runs_convolutions_in_bf16_and_keeps_weights_and_loss_in_f
     model.conv1.register_forward_hook(record)
     losses = []
 
-    def loss_fn(logits, labels, ids):
+    def loss_fn(logits, batch):
         losses.append(logits.dtype)
-        return cross_entropy_loss(logits, labels, ids)
+        return cross_entropy_loss(logits, batch)
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     stats = train_epoch(model, _tiny_data(), optimizer, loss_fn, torch.device("cpu"), precision=bf16)

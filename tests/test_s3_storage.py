@@ -77,3 +77,22 @@ def test_second_run_reads_the_manifest_from_s3_and_skips(s3_run):
 
     status = run_lfme("status", s3_run["run_dir"])
     assert status.returncode == 0 and status.stdout.count(" done ") == len(STAGES), status.stdout
+
+
+def test_a_local_run_reuses_the_buckets_experts_and_cache(s3_run, tmp_path):
+    """`lfme run --reuse s3://...`: another student (temperature 3) on the bucket's split, experts and cache."""
+    local = tmp_path / "t3"
+    run = run_lfme("run", "ray_config.yaml", "--run-dir", str(local), "--reuse", s3_run["run_dir"],
+                   sets=FAST + ["distill.temperature=3"])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for stage in ("split", "experts", "cache"):
+        assert f"== {stage}: reused from {s3_run['run_dir']}" in run.stdout
+        assert f"== {stage}: up to date" in run.stdout
+    assert "== distill: running" in run.stdout and "== evaluate: running" in run.stdout
+    theirs, ours = get_json(s3_run, "manifest.json"), json.loads((local / "manifest.json").read_text())
+    for stage in ("split", "experts", "cache"):
+        assert ours["stages"][stage] == theirs["stages"][stage]
+    assert ours["stages"]["distill"]["fingerprint"] != theirs["stages"]["distill"]["fingerprint"]
+    # the copied cache is the bucket's, byte for byte (the student's check against the experts' hashes passed)
+    cache = get_json(s3_run, "cache/manifest.json")
+    assert json.loads((local / "cache" / "manifest.json").read_text()) == cache

@@ -1,8 +1,8 @@
-"""Plain PyTorch and Ray Train runs of the distill loop do the same work (benchmarks/speed.py, part (c)).
+"""Plain PyTorch and Ray Train runs of the distill loop do the same work (`python -m benchmarks.speed`, part (c)).
 
 A copy of the session's finished digits run (split, experts and cache by the
 pipeline, `finished_run`), then the distill stage's worker loop, `stages.distill.distill_loop`, through
-`stages.ray_train.fit` twice: in Ray Train's local mode (`num_workers=0`, the
+`stages.workers.fit` twice: in Ray Train's local mode (`num_workers=0`, the
 loop in this process, no actors) and on one Ray Train worker. With the same
 seed and thread count both must produce the same history and weights, bit for
 bit; otherwise the benchmark's per-epoch comparison would not be like for
@@ -28,7 +28,7 @@ def digits_run(finished_run, tmp_path_factory):
     """A digits run directory with split, experts and cache done, and Ray started for the module."""
     import ray
 
-    from pipeline.config import load_config, with_absolute_paths
+    from rundir.config import load_config, with_absolute_paths
     from pipeline.manifest import Manifest
     from pipeline.graph import fingerprints
     from pipeline.runner import init_ray
@@ -46,22 +46,22 @@ def digits_run(finished_run, tmp_path_factory):
 
 def test_local_mode_and_one_ray_worker_train_the_same_student(digits_run):
     from pipeline.graph import fingerprints
-    from pipeline.tune import verified_cache
-    from stages import ray_train
+    from rundir.layout import load_split, verified_cache
+    from stages import workers as ray_workers
     from stages.distill import distill_loop
 
     config = digits_run
-    loop_config = {"config": config, "run_dir": config.run_dir, "expected": verified_cache(config, config.run_dir, fingerprints(config))}
+    expected = verified_cache(config.run_dir, fingerprints(config)["cache"], load_split(config.run_dir, config.data).subsets)
+    loop_config = {"config": config, "run_dir": config.run_dir, "expected": expected}
     threads = torch.get_num_threads()
     states = {}
     for workers in (0, 1):
         resources = dataclasses.replace(config.distill.resources, num_workers=workers)
-        states[workers] = ray_train.fit(
+        states[workers] = ray_workers.fit(
             distill_loop, loop_config, resources, name=f"same-{workers}", storage_path=f"{config.run_dir}/ray", max_failures=0
         )
         if workers == 0:
-            # local mode ran the loop here: its checkpoint directory is gone and the threads are ours again
-            assert ray_train._local_checkpoint_dir is None
+            # local mode ran the loop here: the threads are ours again
             assert torch.get_num_threads() == threads
 
     plain, on_ray = states[0], states[1]

@@ -1,5 +1,6 @@
 """Tests of lfme.teacher_cache: format on disk, round trip, sharding, atomic rewrite, errors."""
 
+import hashlib
 import json
 import os
 
@@ -10,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lfme import teacher_cache as tc
-from lfme.teacher_cache import CacheMismatchError, TeacherRows, file_sha256, read_cache, read_manifest, write_cache
+from lfme.storage import file_sha256
+from lfme.teacher_cache import CacheDamagedError, CacheMismatchError, TeacherRows, read_cache, read_manifest, write_cache
 
 C = 6
 SUBSETS = [{"name": "many", "classes": [0, 1, 2]}, {"name": "medium", "classes": [3, 4]}, {"name": "few", "classes": [5]}]
@@ -123,7 +125,7 @@ def test_failed_rewrite_leaves_old_cache_intact(tmp_path, monkeypatch):
         if calls["n"] == 2:
             real(table, path)  # half-write the shard, then die
             raise OSError("disk full (simulated)")
-        real(table, path)
+        return real(table, path)
 
     monkeypatch.setattr(tc, "_write_shard", flaky)
     with pytest.raises(OSError, match="simulated"):
@@ -249,3 +251,24 @@ def test_file_sha256(tmp_path):
     p.write_bytes(data)
     assert file_sha256(p) == hashlib.sha256(data).hexdigest()
     assert file_sha256(p, chunk_size=1000) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_damaged_shard_is_named_not_a_pyarrow_traceback(tmp_path):
+    manifest = write(tmp_path, {"train": make_rows(20)}, shard_rows=8)
+    shard = tmp_path / manifest["data_dir"] / manifest["parts"]["train"]["shards"][1]
+    assert manifest["parts"]["train"]["shard_bytes"][1] == shard.stat().st_size
+    assert manifest["parts"]["train"]["shard_sha256"][1] == hashlib.sha256(shard.read_bytes()).hexdigest()
+    shard.write_bytes(shard.read_bytes()[:100])  # truncated, as a full disk or a killed copy leaves it
+    with pytest.raises(CacheDamagedError, match=rf"shard {shard} is damaged: 100 bytes"):
+        read_cache(tmp_path, "train")
+
+
+def test_a_shard_with_one_byte_changed_is_found(tmp_path):
+    """Same size, other bytes (a bit flipped in storage): the checksum catches what a size check cannot."""
+    manifest = write(tmp_path, {"train": make_rows(8)})
+    shard = tmp_path / manifest["data_dir"] / "train-00000.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CacheDamagedError, match="is damaged"):
+        read_cache(tmp_path, "train")

@@ -1,4 +1,4 @@
-"""Tests of lfme.teachers.LiveTeachers and train_epoch's images-to-loss option."""
+"""Tests of lfme.teachers (live and cached teacher signals, cache rows) and lfme.losses.DistillationLoss."""
 
 import math
 
@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from lfme.engine import train_epoch
-from lfme.losses import lfme_loss
+from lfme.engine import Batch, train_epoch
+from lfme.losses import DistillationLoss, lfme_loss
 from lfme.subsets import Subset
 from lfme.teacher_cache import TeacherRows, read_cache, write_cache
-from lfme.teachers import LiveTeachers
+from lfme.teachers import CachedTeachers, LiveTeachers, teacher_rows
 
 C = 5
 # Non-contiguous subsets, so a wrong column scatter cannot pass by accident.
@@ -154,24 +154,75 @@ def test_rejects_bad_inputs():
         LiveTeachers(wrong_width, SUBSETS, C)(torch.zeros(2, 2))
 
 
-def test_train_epoch_passes_images_to_the_loss():
+def _shuffled_rows(experts, images: np.ndarray, labels: np.ndarray) -> TeacherRows:
+    """Cache rows of `images` stored in another order than the batches come (sample id k = image k)."""
+    order = np.random.default_rng(5).permutation(len(images))
+    return teacher_rows(order, labels[order], cache_style_assembly(experts, images[order]), SUBSETS)
+
+
+def test_train_epoch_with_live_and_cached_teachers_takes_one_path():
     torch.manual_seed(0)
-    teachers = LiveTeachers(random_experts(4), SUBSETS, C)
-    before = [p.clone() for p in teachers.parameters()]
-    batches = [(torch.randn(6, 4), torch.randint(0, C, (6,)), torch.arange(6) + 6 * k) for k in range(3)]
-    student = nn.Linear(4, C)
+    experts = random_experts(4)
+    images = torch.randn(18, 4)
+    labels = torch.randint(0, C, (18,))
+    batches = [(images[6 * k : 6 * k + 6], labels[6 * k : 6 * k + 6], torch.arange(6) + 6 * k) for k in range(3)]
+    rows = _shuffled_rows(experts, images.numpy(), labels.numpy())
     classes = [torch.tensor(s.classes) for s in SUBSETS]
-    seen = []
+    live = LiveTeachers(experts, SUBSETS, C)
+    before = [p.clone() for p in live.parameters()]
+    results = {}
+    for name, teachers in (("live", live), ("cache", CachedTeachers(rows))):
+        student = nn.Linear(4, C)
+        student.load_state_dict({"weight": torch.zeros(C, 4), "bias": torch.zeros(C)})
+        loss_fn = DistillationLoss(teachers, rows, classes)
+        loss_fn.expert_weights = torch.ones(3)
+        stats = train_epoch(student, batches, torch.optim.SGD(student.parameters(), lr=0.1), loss_fn, torch.device("cpu"))
+        results[name] = (stats, student.weight.detach().clone())
+    assert results["live"][0].samples == 18 and results["live"][0].parts["kd"] > 0
+    # the same training up to the cache's float16 rounding of the teacher logits
+    assert results["live"][0].parts["kd"] == pytest.approx(results["cache"][0].parts["kd"], rel=1e-3)
+    torch.testing.assert_close(results["live"][1], results["cache"][1], rtol=1e-3, atol=1e-4)
+    assert all(torch.equal(a, b) for a, b in zip(before, live.parameters()))
 
-    def loss_fn(logits, labels, sample_ids, images):
-        seen.append(images)
-        return lfme_loss(logits, labels, teachers(images), classes, torch.ones(3), None)
 
-    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
-    stats = train_epoch(student, batches, optimizer, loss_fn, torch.device("cpu"), loss_needs_images=True)
-    assert stats.samples == 18 and stats.parts["kd"] > 0
-    assert len(seen) == 3 and all(torch.equal(got, batch[0]) for got, batch in zip(seen, batches))
-    assert all(torch.equal(a, b) for a, b in zip(before, teachers.parameters()))
+def test_cached_teachers_find_each_image_by_sample_id():
+    experts = random_experts(4, seed=2)
+    images = np.random.default_rng(2).standard_normal((8, 4)).astype(np.float32)
+    labels = np.arange(8) % C
+    rows = _shuffled_rows(experts, images, labels)
+    batch = Batch(torch.zeros(3, 4), torch.zeros(3, dtype=torch.long), torch.tensor([7, 0, 3]))
+    got = CachedTeachers(rows).targets(batch)
+    want = cache_style_assembly(experts, images[[7, 0, 3]]).astype(np.float16).astype(np.float32)
+    assert got.dtype == torch.float32
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_distillation_loss_weights_each_instance_by_its_own_row():
+    experts = random_experts(4, seed=3)
+    images = np.random.default_rng(3).standard_normal((6, 4)).astype(np.float32)
+    labels = np.arange(6) % C
+    rows = _shuffled_rows(experts, images, labels)
+    v_per_row = np.linspace(0.1, 0.6, 6).astype(np.float32)  # row k's weight, rows stored shuffled
+    classes = [torch.tensor(s.classes) for s in SUBSETS]
+    loss_fn = DistillationLoss(None, rows, classes)  # no KD: the CE term alone shows the weights
+    loss_fn.instance_weights = v_per_row
+    ids = torch.tensor([4, 1, 5])
+    logits = torch.randn(3, C)
+    batch = Batch(torch.zeros(3, 4), torch.tensor(labels[[4, 1, 5]]), ids)
+    loss, _ = loss_fn(logits, batch)
+    v = np.array([v_per_row[int(np.flatnonzero(rows.sample_ids == i)[0])] for i in (4, 1, 5)])
+    ce = torch.nn.functional.cross_entropy(logits, batch.labels, reduction="none").numpy()
+    assert loss.item() == pytest.approx(float((v * ce).mean()), rel=1e-6)
+
+
+def test_teacher_rows_hold_the_cache_columns():
+    logits = np.array([[2.0, 0.0, 0.0, 1.0, 5.0], [0.0, 3.0, 1.0, 0.0, 0.0]], dtype=np.float32)
+    rows = teacher_rows(np.array([10, 11]), np.array([3, 1]), logits, SUBSETS)
+    # SUBSETS: a = (0, 3), b = (1, 4), c = (2,); label 3 is in a, label 1 in b
+    np.testing.assert_array_equal(rows.subsets, [0, 1])
+    assert rows.logits.dtype == np.float16 and rows.sample_ids.dtype == np.int64
+    # p_i: softmax of the label within its subset's columns: e^1 / (e^2 + e^1); e^3 / (e^3 + e^0)
+    np.testing.assert_allclose(rows.confidence, [math.e / (math.e**2 + math.e), math.e**3 / (math.e**3 + 1)], rtol=1e-6)
 
 
 def test_expert_confidence_is_the_label_probability_within_its_subset():

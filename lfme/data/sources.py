@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import glob
 import io
+import json
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -216,18 +218,34 @@ def _existing(path, what: str) -> Path:
     return path
 
 
-def _check_labels(labels: np.ndarray, num_classes: int | None, describe) -> None:
+def _check_labels(labels: np.ndarray, num_classes: int | None, describe, counted_by: str = "") -> None:
     """Raise ValueError naming the origin and value of the first label outside 0..C-1.
 
     `describe(j)` names entry j ("file line N", "file row N"); `num_classes` None
-    checks only for negatives (the train list, which defines C).
+    checks only for negatives (the train list, which defines C). `counted_by` says
+    where C comes from (a classes file, the largest train label), so the message
+    tells whether the label or the class list is the one to fix.
     """
     too_big = labels >= num_classes if num_classes is not None else np.zeros(len(labels), dtype=bool)
     bad = np.flatnonzero((labels < 0) | too_big)
     if len(bad):
         j = int(bad[0])
-        valid = f"0..{num_classes - 1}" if num_classes is not None else "non-negative"
+        valid = f"0..{num_classes - 1}{counted_by}" if labels[j] >= 0 else "class indices start at 0"
         raise ValueError(f"{describe(j)}: label {int(labels[j])} is out of range ({valid})")
+
+
+def _numbered_lines(path: Path):
+    """(line number, line without its line break) of a UTF-8 text file.
+
+    Decoding line by line names the line that is not UTF-8 (a list saved in
+    another encoding) instead of a bare UnicodeDecodeError with a byte offset.
+    """
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path} line {number}: not UTF-8 text ({err.reason}): {raw.rstrip()!r}") from err
 
 
 # --------------------------------------------------------------------------- ImageFolder
@@ -251,11 +269,32 @@ def _scan_imagefolder(folder: Path) -> tuple[list[str], list[str], np.ndarray]:
     return classes, paths, np.asarray(labels, dtype=np.int64)
 
 
+def _check_found_images(folder: Path, classes: list[str], labels: np.ndarray, every_class: bool) -> None:
+    """Raise ValueError naming an image-less class folder (`every_class`: the train split) or split folder.
+
+    Every training class needs images: an empty one would otherwise surface only
+    after the long-tailed construction, blamed on its settings. A val/test class
+    may lack images (its accuracy is reported as null), but a split with none at
+    all is a wrong folder.
+    """
+    accepted = f"image files end in {', '.join(IMAGE_EXTENSIONS)}"
+    empty = np.flatnonzero(np.bincount(labels, minlength=len(classes)) == 0)
+    if every_class and len(empty):
+        others = f" (and {len(empty) - 1} other)" if len(empty) > 1 else ""
+        raise ValueError(
+            f"class folder {folder / classes[empty[0]]}{others} has no images; "
+            f"every training class needs at least one ({accepted})"
+        )
+    if not len(labels):
+        raise ValueError(f"image folder {folder} has no images in its {len(classes)} class folders ({accepted})")
+
+
 def imagefolder(root, train: str = "train", val: str | None = None, test: str = "test") -> SourceSplits:
     """A torchvision-ImageFolder tree `root/<split>/<class>/<file>`.
 
     Classes are the sorted subfolders of the train folder; val and test must have
     exactly the same class folders, because a label is only an index into that list.
+    Every train class folder must hold images; a val/test one may be empty.
     """
     root = _existing(root, "data root")
 
@@ -269,6 +308,7 @@ def imagefolder(root, train: str = "train", val: str | None = None, test: str = 
                 f"class folders of {folder} differ from the train folder's: "
                 f"missing {missing}, unexpected {extra}"
             )
+        _check_found_images(folder, classes, labels, every_class=class_names is None)
         images = ImageList(_ids(len(paths), offset), labels, FileStore(str(folder), paths), "RGB")
         return images, classes
 
@@ -282,21 +322,25 @@ def imagefolder(root, train: str = "train", val: str | None = None, test: str = 
 
 
 def _read_oltr_list(path) -> tuple[list[str], np.ndarray, list[int]]:
-    """(relative paths, labels, line numbers) of a `relative/path label` list file."""
+    """(relative paths, labels, line numbers) of a `relative/path label` list file with at least one entry."""
     path = _existing(path, "split list")
     paths, labels, lines = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            # rsplit keeps a path containing spaces intact: the label is the last field.
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise ValueError(f"{path} line {number}: expected 'relative/path label', got {line!r}")
-            paths.append(parts[0])
-            labels.append(int(parts[1]))
-            lines.append(number)
+    for number, line in _numbered_lines(path):
+        line = line.strip()
+        if not line:
+            continue
+        # rsplit keeps a path containing spaces intact: the label is the last field.
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2:
+            raise ValueError(f"{path} line {number}: expected 'relative/path label', got {line!r}")
+        # Plain ASCII digits only: int() would also take '+1', '1_0' or other scripts' digits.
+        if not re.fullmatch(r"-?[0-9]+", parts[1]):
+            raise ValueError(f"{path} line {number}: label {parts[1]!r} is not an integer, in {line!r}")
+        paths.append(parts[0])
+        labels.append(int(parts[1]))
+        lines.append(number)
+    if not paths:
+        raise ValueError(f"split list {path} has no entries")
     return paths, np.asarray(labels, dtype=np.int64), lines
 
 
@@ -310,14 +354,13 @@ def oltr_lists(image_root, train_list, val_list, test_list) -> SourceSplits:
     root = str(_existing(image_root, "image root"))
 
     train_paths, train_labels, train_lines = _read_oltr_list(train_list)
-    if not train_paths:
-        raise ValueError(f"split list {train_list} has no entries")
     _check_labels(train_labels, None, lambda j: f"{train_list} line {train_lines[j]}")
     num_classes = int(train_labels.max()) + 1
+    counted_by = f", up to the largest label in {train_list}"
 
     def split(list_path, offset):
         paths, labels, lines = _read_oltr_list(list_path)
-        _check_labels(labels, num_classes, lambda j: f"{list_path} line {lines[j]}")
+        _check_labels(labels, num_classes, lambda j: f"{list_path} line {lines[j]}", counted_by)
         return ImageList(_ids(len(paths), offset), labels, FileStore(root, paths), "RGB")
 
     train = ImageList(_ids(len(train_paths), 0), train_labels, FileStore(root, train_paths), "RGB")
@@ -340,12 +383,51 @@ def _parquet_files(pattern) -> list[str]:
     return [str(_existing(pattern, "Parquet file"))]
 
 
+def _check_parquet_schema(file: str, schema: pa.Schema) -> None:
+    """Raise ValueError naming the file and column that is missing or not the `datasets` image struct.
+
+    Checked on the schema, before reading, because pyarrow reports a missing column
+    as a FieldRef error followed by a dump of the schema.
+    """
+    missing = [name for name in ("image", "label") if name not in schema.names]
+    if missing:
+        have = ", ".join(schema.names) or "no columns"
+        raise ValueError(f"{file} has no column {' or '.join(map(repr, missing))} (it has: {have})")
+    image_type = schema.field("image").type
+    if not pa.types.is_struct(image_type) or image_type.get_field_index("bytes") < 0:
+        raise ValueError(
+            f"{file}: column 'image' has type {image_type}, expected struct<bytes, path> "
+            "(the Hugging Face datasets Image feature)"
+        )
+
+
+def _read_parquet_file(file: str) -> pa.Table:
+    """The `image` and `label` columns of one file; a file Parquet cannot read is named in a ValueError."""
+    try:
+        with pq.ParquetFile(file) as reader:
+            _check_parquet_schema(file, reader.schema_arrow)
+            return reader.read(columns=["image", "label"])
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"{file} is not a readable Parquet file: {err}") from err
+
+
+def _parquet_labels(file: str, column: pa.ChunkedArray) -> np.ndarray:
+    """The `label` column as int64; a float, string or null label is no class index and raises ValueError."""
+    if not pa.types.is_integer(column.type):
+        first = f" (row 0: {column[0].as_py()!r})" if len(column) else ""
+        raise ValueError(f"{file}: column 'label' has type {column.type}{first}, expected integer class indices")
+    if column.null_count:
+        row = int(np.flatnonzero(column.is_null().to_numpy())[0])
+        raise ValueError(f"{file} row {row}: label is missing (null)")
+    return column.to_numpy().astype(np.int64)
+
+
 def _read_parquet_split(pattern) -> tuple[pa.Array, np.ndarray, list[str], np.ndarray, np.ndarray]:
-    """(encoded image bytes, labels, files, file index, row within file) of one split."""
+    """(encoded image bytes, labels, files, file index, row within file) of one split with at least one row."""
     files = _parquet_files(pattern)
     blobs, labels, file_index, rows = [], [], [], []
     for k, file in enumerate(files):
-        table = pq.read_table(file, columns=["image", "label"])
+        table = _read_parquet_file(file)
         image = table.column("image").combine_chunks()
         # flatten() folds a null `image` struct into its fields, so both kinds of gap show as null bytes.
         images = image.flatten()[image.type.get_field_index("bytes")]
@@ -356,9 +438,11 @@ def _read_parquet_split(pattern) -> tuple[pa.Array, np.ndarray, list[str], np.nd
                 "(images stored by path only are not supported; embed them in the Parquet file)"
             )
         blobs.append(images)
-        labels.append(table.column("label").to_numpy().astype(np.int64))
+        labels.append(_parquet_labels(file, table.column("label")))
         file_index.append(np.full(len(table), k, dtype=np.int32))
         rows.append(np.arange(len(table), dtype=np.int64))
+    if not sum(len(part) for part in labels):
+        raise ValueError(f"Parquet split {pattern} has no rows")
     return (
         pa.concat_arrays(blobs),
         np.concatenate(labels),
@@ -372,17 +456,15 @@ def _read_classes_file(path) -> list[str]:
     """Class names from `label<TAB>wnid<TAB>name` lines, labels 0..C-1 in order."""
     path = _existing(path, "classes file")
     names = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) != 3 or parts[0] != str(len(names)):
-                raise ValueError(
-                    f"{path} line {number}: expected '{len(names)}<TAB>wnid<TAB>name', got {line!r}"
-                )
-            names.append(parts[2])
+    for number, line in _numbered_lines(path):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3 or parts[0] != str(len(names)):
+            raise ValueError(f"{path} line {number}: expected '{len(names)}<TAB>wnid<TAB>name', got {line!r}")
+        names.append(parts[2])
+    if not names:
+        raise ValueError(f"classes file {path} has no entries")
     return names
 
 
@@ -406,15 +488,18 @@ def parquet(train, test, val=None, classes_file=None) -> SourceSplits:
     train_files = train_data[2]
     if classes_file is not None:
         class_names = _read_classes_file(classes_file)
+        counted_by = f", the classes of {classes_file}"
     else:
         class_names = _metadata_class_names(train_files[0])
+        counted_by = f", the classes in the schema metadata of {train_files[0]}"
     if class_names is None:
         class_names = [str(c) for c in range(int(train_data[1].max()) + 1)]
+        counted_by = f", up to the largest label in {train}"
     num_classes = len(class_names)
 
     def image_list(data, offset):
         blobs, labels, files, file_index, rows = data
-        _check_labels(labels, num_classes, lambda j: f"{files[file_index[j]]} row {int(rows[j])}")
+        _check_labels(labels, num_classes, lambda j: f"{files[file_index[j]]} row {int(rows[j])}", counted_by)
         return ImageList(_ids(len(labels), offset), labels, BytesStore(blobs, files, file_index, rows), "RGB")
 
     train_list = image_list(train_data, 0)
@@ -423,15 +508,276 @@ def parquet(train, test, val=None, classes_file=None) -> SourceSplits:
     return SourceSplits(train_list, val_list, test_list, class_names, channels=3)
 
 
+# --------------------------------------------------------------------------- iNaturalist JSON
+
+INAT_SECTIONS = ("images", "annotations", "categories")
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def _json_type(value) -> str:
+    return "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _read_json(path, what: str) -> tuple[Path, object]:
+    """(path, parsed content) of a UTF-8 JSON file; bad bytes or syntax raise ValueError naming file and position."""
+    path = _existing(path, what)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} byte {err.start}: not UTF-8 text ({err.reason})") from err
+    del raw
+    try:
+        return path, json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path} line {err.lineno} column {err.colno} (char {err.pos}): not valid JSON: {err.msg}"
+        ) from err
+
+
+def _json_field(path: Path, entries: list, section: str, key: str, kind: type):
+    """Field `key` of every entry of `section`: an int64 array (`kind` int) or a list of str.
+
+    One list comprehension, then one type pass: no per-entry object is kept. A
+    missing field or a value of another type raises ValueError naming the file,
+    the entry (`images[3]`) and the value.
+    """
+    try:
+        values = [entry[key] for entry in entries]
+    except (KeyError, TypeError):
+        for j, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise ValueError(f"{path} {section}[{j}]: is a JSON {_json_type(entry)}, expected an object") from None
+            if key not in entry:
+                have = ", ".join(map(str, entry)) or "no keys"
+                raise ValueError(f"{path} {section}[{j}] has no {key!r} (it has: {have})") from None
+        raise
+    if not all(type(v) is kind for v in values):  # type(): a JSON true is no id, 1.0 no integer id
+        j = next(j for j, v in enumerate(values) if type(v) is not kind)
+        expected = "an integer" if kind is int else "a string"
+        raise ValueError(
+            f"{path} {section}[{j}]: {key!r} is {values[j]!r} (a JSON {_json_type(values[j])}), expected {expected}"
+        )
+    if kind is not int:
+        return values
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError:
+        j = next(j for j, v in enumerate(values) if not -(2**63) <= v < 2**63)
+        raise ValueError(f"{path} {section}[{j}]: {key!r} is {values[j]}, beyond 64-bit integers") from None
+
+
+def _unique_ids(path: Path, ids: np.ndarray, section: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(order, ids[order]): the ids sorted ascending; a repeated id raises ValueError naming both entries."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    repeated = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+    if len(repeated):
+        k = int(repeated[0])
+        first, second = int(order[k]), int(order[k + 1])
+        raise ValueError(
+            f"{path}: {what} id {int(sorted_ids[k])} appears twice ({section}[{first}] and {section}[{second}])"
+        )
+    return order, sorted_ids
+
+
+def _lookup(sorted_ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in sorted_ids, found mask) of `wanted`; positions of the unfound are meaningless."""
+    pos = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
+    return pos, sorted_ids[pos] == wanted
+
+
+def _id_range(sorted_ids: np.ndarray) -> str:
+    return f"ids {int(sorted_ids[0])}..{int(sorted_ids[-1])}"
+
+
+@dataclass
+class _InatFile:
+    """One iNaturalist JSON file, reduced to arrays: images in file order, categories by ascending id."""
+
+    path: Path
+    file_names: list[str]
+    image_categories: np.ndarray  # the category id of each image
+    category_ids: np.ndarray  # ascending
+    category_names: list[str | None]  # same order; None where a category has no "name"
+
+
+def _read_inat_file(path, train: _InatFile | None = None) -> _InatFile:
+    """Parse and check one file; with `train`, every annotated category must also be one of train's.
+
+    Checks: the three sections exist and are lists, images and categories are not
+    empty, ids are integers and unique, every annotation names one of the file's
+    images and categories, every image has exactly one annotation.
+    """
+    path, data = _read_json(path, "iNaturalist annotation file")
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path}: the top level is a JSON {_json_type(data)}, expected an object with "
+            f"{', '.join(map(repr, INAT_SECTIONS))} (the iNaturalist/COCO layout)"
+        )
+    missing = [key for key in INAT_SECTIONS if key not in data]
+    if missing:
+        have = ", ".join(map(str, data)) or "no keys"
+        raise ValueError(
+            f"{path} has no key {' or '.join(map(repr, missing))} (it has: {have}); "
+            f"the iNaturalist/COCO layout has {', '.join(map(repr, INAT_SECTIONS))}"
+        )
+    for key in INAT_SECTIONS:
+        if not isinstance(data[key], list):
+            raise ValueError(f"{path}: {key!r} is a JSON {_json_type(data[key])}, expected an array")
+    images, annotations, categories = (data[key] for key in INAT_SECTIONS)
+    if not images:
+        raise ValueError(f"{path} has no images")
+    if not categories:
+        raise ValueError(f"{path} has no categories")
+
+    image_ids = _json_field(path, images, "images", "id", int)
+    file_names = _json_field(path, images, "images", "file_name", str)
+    image_order, sorted_image_ids = _unique_ids(path, image_ids, "images", "image")
+    category_ids = _json_field(path, categories, "categories", "id", int)
+    category_order, sorted_category_ids = _unique_ids(path, category_ids, "categories", "category")
+    names = [categories[j].get("name") for j in category_order]
+    category_names = [None if name is None else str(name) for name in names]
+
+    def annotation(j: int, in_file: bool = True) -> str:
+        entry = annotations[j]
+        name = f"annotation id {entry['id']} (annotations[{j}])" if "id" in entry else f"annotations[{j}]"
+        return f"{path} {name}" if in_file else name
+
+    def image(k: int) -> str:
+        return f"{path} image id {int(image_ids[k])} ({file_names[k]}, images[{k}])"
+
+    if annotations:
+        annotated = _json_field(path, annotations, "annotations", "image_id", int)
+        annotated_categories = _json_field(path, annotations, "annotations", "category_id", int)
+    else:
+        annotated = annotated_categories = np.zeros(0, dtype=np.int64)
+    pos, found = _lookup(sorted_image_ids, annotated)
+    if not found.all():
+        j = int(np.flatnonzero(~found)[0])
+        raise ValueError(f"{annotation(j)}: image id {int(annotated[j])} is not among the file's {len(images)} images")
+    _, found = _lookup(sorted_category_ids, annotated_categories)
+    if not found.all():
+        j = int(np.flatnonzero(~found)[0])
+        raise ValueError(
+            f"{annotation(j)}: category id out of range: {int(annotated_categories[j])} is not among the file's "
+            f"{len(categories)} categories ({_id_range(sorted_category_ids)})"
+        )
+    if train is not None:
+        _, found = _lookup(train.category_ids, annotated_categories)
+        if not found.all():
+            j = int(np.flatnonzero(~found)[0])
+            raise ValueError(
+                f"{annotation(j)}: category id {int(annotated_categories[j])} is not among the training categories "
+                f"of {train.path} ({len(train.category_ids)} categories, {_id_range(train.category_ids)})"
+            )
+        _check_same_category_names(path, sorted_category_ids, category_names, train)
+
+    image_positions = image_order[pos]
+    per_image = np.bincount(image_positions, minlength=len(images))
+    if (per_image != 1).any():
+        k = int(np.flatnonzero(per_image != 1)[0])
+        if per_image[k] == 0:
+            raise ValueError(f"{image(k)} has no annotation; every image needs exactly one (its category)")
+        mine = np.flatnonzero(image_positions == k)
+        which = ", ".join(annotation(int(j), in_file=False) for j in mine)
+        raise ValueError(
+            f"{image(k)} has {int(per_image[k])} annotations ({which}); every image needs exactly one (its category)"
+        )
+    image_categories = np.empty(len(images), dtype=np.int64)
+    image_categories[image_positions] = annotated_categories
+    return _InatFile(path, file_names, image_categories, sorted_category_ids, category_names)
+
+
+def _check_same_category_names(path: Path, category_ids: np.ndarray, names: list, train: _InatFile) -> None:
+    """A category id both files list under two different names: the files are from different releases."""
+    pos, found = _lookup(train.category_ids, category_ids)
+    for k in np.flatnonzero(found):
+        mine, theirs = names[k], train.category_names[pos[k]]
+        if mine is not None and theirs is not None and mine != theirs:
+            raise ValueError(
+                f"{path}: category id {int(category_ids[k])} is named {mine!r}, but {theirs!r} in {train.path}; "
+                "are the files from the same iNaturalist release?"
+            )
+
+
+def inat(image_root, train, test, val=None) -> SourceSplits:
+    """iNaturalist (2017/2018/2019) JSON annotation files: COCO-like `images`, `annotations`, `categories`.
+
+    `train`, `test` and optionally `val` are the JSON files (e.g. the official
+    train2018.json, and val2018.json as the test set as in the long-tail
+    literature; test2018.json carries no annotations and cannot be used). Each
+    image's `file_name` is relative to `image_root` (the official ones look like
+    train_val2018/Plantae/7477/3b60c9486db1d2ee875f11a669fbde4a.jpg). Images are
+    not opened here (the split stage's check_images decodes them).
+
+    Classes are the train file's categories in ascending category id, labels
+    0..C-1 their ranks, names their `name` (the id as text where a category has
+    none). iNat 2018's ids happen to be 0..8141, so there a label equals the
+    category id; nothing relies on it. Each list keeps the file's image order;
+    every image needs exactly one annotation; val/test images may use only the
+    training categories, and every training category needs an image.
+
+    Memory: the JSON is parsed once and reduced to int64 arrays plus the list of
+    file names (437,513 images for iNat 2018); no per-image object is kept.
+    """
+    root = str(_existing(image_root, "image root"))
+    train_file = _read_inat_file(train)
+    num_classes = len(train_file.category_ids)
+    labels = np.searchsorted(train_file.category_ids, train_file.image_categories)
+    empty = np.flatnonzero(np.bincount(labels, minlength=num_classes) == 0)
+    if len(empty):
+        k = int(empty[0])
+        others = f" (and {len(empty) - 1} other)" if len(empty) > 1 else ""
+        name = train_file.category_names[k]
+        raise ValueError(
+            f"{train_file.path}: category id {int(train_file.category_ids[k])}"
+            f"{f' ({name})' if name is not None else ''}{others} has no image; every training class needs at least one"
+        )
+    class_names = [
+        name if name is not None else str(int(c)) for c, name in zip(train_file.category_ids, train_file.category_names)
+    ]
+
+    def image_list(parsed: _InatFile, offset: int) -> ImageList:
+        labels = np.searchsorted(train_file.category_ids, parsed.image_categories).astype(np.int64)
+        return ImageList(_ids(len(labels), offset), labels, FileStore(root, parsed.file_names), "RGB")
+
+    train_list = image_list(train_file, 0)
+    val_list = image_list(_read_inat_file(val, train_file), VAL_ID_OFFSET) if val is not None else None
+    test_list = image_list(_read_inat_file(test, train_file), TEST_ID_OFFSET)
+    return SourceSplits(train_list, val_list, test_list, class_names, channels=3)
+
+
 # --------------------------------------------------------------------------- torchvision CIFAR
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(N x 32 x 32 x 3 uint8 images, labels) of one CIFAR python pickle batch."""
+def _unpickle(path: Path, *keys: str) -> list:
+    """The entries `keys` of one CIFAR python pickle (a dict), or one ValueError naming the file.
+
+    Unpickling a damaged or foreign file fails in many ways (UnpicklingError,
+    EOFError, a stray KeyError from inside the data), so every failure of
+    pickle.load is reported as this file's.
+    """
     with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
-    images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    labels = entry["labels"] if "labels" in entry else entry["fine_labels"]
+        try:
+            entry = pickle.load(f, encoding="latin1")
+        except Exception as err:
+            raise ValueError(f"{path} is not a CIFAR python pickle ({type(err).__name__}: {err})") from err
+    missing = [key for key in keys if not isinstance(entry, dict) or key not in entry]
+    if missing:
+        have = sorted(entry) if isinstance(entry, dict) else f"a {type(entry).__name__}, not a dict"
+        raise ValueError(f"{path} has no {' or '.join(map(repr, missing))} entry (it holds {have})")
+    return [entry[key] for key in keys]
+
+
+def _read_cifar_batch(path: Path, labels_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N x 32 x 32 x 3 uint8 images, labels) of one CIFAR python pickle batch."""
+    data, labels = _unpickle(path, "data", labels_key)
+    data = np.asarray(data, dtype=np.uint8)
+    if data.shape != (len(labels), 3 * 32 * 32):
+        raise ValueError(f"{path}: 'data' has shape {data.shape}, expected ({len(labels)}, 3072) for its labels")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)
 
 
@@ -444,10 +790,10 @@ def torchvision_cifar(name: str, root, download: bool = False) -> SourceSplits:
     """
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    datasets = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+    datasets = {"cifar10": (CIFAR10, "labels"), "cifar100": (CIFAR100, "fine_labels")}
     if name not in datasets:
         raise ValueError(f"unknown torchvision CIFAR data set {name!r}; expected one of {sorted(datasets)}")
-    dataset = datasets[name]
+    dataset, labels_key = datasets[name]
     root = Path(root).expanduser()
     if download:
         dataset(str(root), train=True, download=True)
@@ -462,15 +808,16 @@ def torchvision_cifar(name: str, root, download: bool = False) -> SourceSplits:
         )
 
     def split(files, offset):
-        batches = [_read_cifar_batch(folder / f) for f, _ in files]
+        batches = [_read_cifar_batch(folder / f, labels_key) for f, _ in files]
         for (file, _), (_, labels) in zip(files, batches):
-            _check_labels(labels, len(class_names), lambda j: f"{folder / file} image {j}")
+            _check_labels(labels, len(class_names), lambda j: f"{folder / file} image {j}", counted_by)
         images = np.concatenate([b[0] for b in batches])
         labels = np.concatenate([b[1] for b in batches])
         return ImageList(_ids(len(labels), offset), labels, ArrayStore(images, str(folder)), "RGB")
 
-    with open(folder / dataset.meta["filename"], "rb") as f:
-        class_names = list(pickle.load(f, encoding="latin1")[dataset.meta["key"]])
+    meta = folder / dataset.meta["filename"]
+    class_names = list(_unpickle(meta, dataset.meta["key"])[0])
+    counted_by = f", the classes of {meta}"
     train = split(dataset.train_list, 0)
     test = split(dataset.test_list, TEST_ID_OFFSET)
     return SourceSplits(train, None, test, class_names, channels=3)

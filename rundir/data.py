@@ -1,31 +1,21 @@
-"""The data every stage shares: the source named by the config, cut by the split stage.
+"""The data a config names: its source, an expert's view of it, and the loaders every stage uses.
 
-The split stage decides once which images form the long-tailed training set and
-the validation set and saves their sample ids; every later stage (and every Ray
-worker in it) rebuilds the same lists from the source and those ids, so all of
-them agree on what "the training set" is without shipping images around.
+Which images form the long-tailed training and validation sets is decided once
+by the split stage and read back through `rundir.layout.load_split`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch.utils.data
 
 from lfme import data as lfme_data
 from lfme.data import BatchTransform, DeviceBatches, ImageDataset, ImageList, PixelDataset, SourceSplits, build_transform
-from lfme.subsets import Subset
-from pipeline.config import DataConfig
-from lfme import storage
-
-SPLIT_JSON = "split.json"
-SAMPLES_PARQUET = "samples.parquet"
+from rundir.config import DataConfig
 
 
 def _resolve(root: Optional[str], path: Optional[str]) -> Optional[str]:
@@ -51,76 +41,13 @@ def load_source(cfg: DataConfig) -> SourceSplits:
             val=_resolve(cfg.root, cfg.val),
             classes_file=_resolve(cfg.root, cfg.classes_file),
         )
+    if cfg.source == "inat":
+        return lfme_data.inat(
+            cfg.root, _resolve(cfg.root, cfg.train), _resolve(cfg.root, cfg.test), val=_resolve(cfg.root, cfg.val)
+        )
     if cfg.source in ("cifar10", "cifar100"):
         return lfme_data.torchvision_cifar(cfg.source, cfg.root or "data", download=cfg.download)
     raise ValueError(f"data.source: unknown source '{cfg.source}'")
-
-
-@dataclass
-class SplitData:
-    """The long-tailed training set, the validation and test sets, and the subsets."""
-
-    train: ImageList
-    val: ImageList
-    test: ImageList
-    class_names: list[str]
-    class_counts: np.ndarray  # training images per class
-    subsets: list[Subset]
-    channels: int
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-def save_samples(location: str, train: ImageList, val: ImageList) -> None:
-    table = pa.table(
-        {
-            "sample_id": np.concatenate([train.sample_ids, val.sample_ids]).astype(np.int64),
-            "label": np.concatenate([train.labels, val.labels]).astype(np.int64),
-            "part": ["train"] * len(train) + ["val"] * len(val),
-        }
-    )
-    with storage.atomic_file(location) as f:
-        pq.write_table(table, f)
-
-
-def _select(pool: ImageList, sample_ids: np.ndarray, what: str) -> ImageList:
-    order = np.argsort(pool.sample_ids, kind="stable")
-    sorted_ids = pool.sample_ids[order]
-    pos = np.searchsorted(sorted_ids, sample_ids)
-    pos = np.clip(pos, 0, max(len(sorted_ids) - 1, 0))
-    missing = sample_ids[sorted_ids[pos] != sample_ids] if len(sorted_ids) else sample_ids
-    if len(missing):
-        raise ValueError(
-            f"split/{SAMPLES_PARQUET} names {what} sample {int(missing[0])} that the data source no longer has: "
-            "the data changed since the split stage; rerun it"
-        )
-    return pool.subset(order[pos])
-
-
-def load_split(run_dir: str, cfg: DataConfig) -> SplitData:
-    meta_path, samples_path = (storage.join(run_dir, "split", name) for name in (SPLIT_JSON, SAMPLES_PARQUET))
-    for path in (meta_path, samples_path):
-        if not storage.exists(path):
-            raise FileNotFoundError(f"{path} is missing: run the split stage first (lfme run --stage split)")
-    meta = storage.read_json(meta_path)
-    samples = pq.read_table(pa.BufferReader(storage.read_bytes(samples_path))).to_pydict()
-    ids = np.asarray(samples["sample_id"], dtype=np.int64)
-    parts = np.asarray(samples["part"])
-    source = load_source(cfg)
-    # Validation images come from the source's own list when it has one, else
-    # from the training images the long-tailed construction left unused.
-    val_pool = source.train if source.val is None else source.val
-    return SplitData(
-        train=_select(source.train, ids[parts == "train"], "training"),
-        val=_select(val_pool, ids[parts == "val"], "validation"),
-        test=source.test,
-        class_names=meta["class_names"],
-        class_counts=np.asarray(meta["class_counts"], dtype=np.int64),
-        subsets=[Subset(s["name"], tuple(s["classes"])) for s in meta["subsets"]],
-        channels=source.channels,
-    )
 
 
 def restrict_to_subset(images: ImageList, classes: tuple[int, ...]) -> ImageList:

@@ -25,7 +25,10 @@ import yaml
 
 from lfme import data as lfme_data
 from lfme import storage
+from lfme.data.transforms import FAMILIES
 from lfme.models import ARCHITECTURES
+from lfme.precision import PRECISIONS
+from lfme.selfpaced import HORIZONS, SCHEDULES
 
 
 class ConfigError(ValueError):
@@ -39,10 +42,16 @@ class RayConfig:
     address: Optional[str] = None
     # Only for the local in-process Ray: CPUs it may use (None = all).
     num_cpus: Optional[int] = None
+    # Only for the local in-process Ray: GPUs it declares (None = those Ray
+    # detects). A logical count: Ray schedules by it, and a task runs on CUDA
+    # only where torch finds a device (stages.workers.task_device).
+    num_gpus: Optional[float] = None
 
     def check(self, path: str) -> None:
         if self.num_cpus is not None and self.num_cpus < 1:
             raise ConfigError(f"{path}.num_cpus: must be >= 1, got {self.num_cpus}")
+        if self.num_gpus is not None and self.num_gpus < 0:
+            raise ConfigError(f"{path}.num_gpus: must be >= 0, got {self.num_gpus}")
 
 
 @dataclass
@@ -66,17 +75,16 @@ class Resources:
         return self.gpus_per_worker > 0
 
 
-SOURCES = ("digits", "imagefolder", "oltr", "parquet", "cifar10", "cifar100")
-
-
 @dataclass
 class DataConfig:
-    source: Literal["digits", "imagefolder", "oltr", "parquet", "cifar10", "cifar100"] = "digits"
+    source: Literal["digits", "imagefolder", "oltr", "parquet", "inat", "cifar10", "cifar100"] = "digits"
     # imagefolder: the tree's root; oltr: the image root the list paths are
-    # relative to; parquet: the folder of the files; cifar10/100: torchvision root.
+    # relative to; parquet: the folder of the files; inat: the folder the JSON
+    # files' image file_names are relative to; cifar10/100: torchvision root.
     root: Optional[str] = None
     # imagefolder: subfolder names; oltr: list files; parquet: file names or
-    # globs. Relative paths are taken relative to `root`.
+    # globs; inat: the JSON annotation files (train2018.json, val2018.json).
+    # Relative paths are taken relative to `root`.
     train: Optional[str] = None
     val: Optional[str] = None
     test: Optional[str] = None
@@ -91,7 +99,7 @@ class DataConfig:
     # source brings its own validation list.
     val_per_class: int = 10
     lt_seed: int = 0
-    transform: Literal["digits", "cifar", "imagenet"] = "digits"
+    transform: Literal[FAMILIES] = "digits"
     image_size: int = 8
     loader_workers: int = 0  # DataLoader worker processes per Ray worker
     # Decode (and for the cifar family resize) the training and validation
@@ -107,12 +115,14 @@ class DataConfig:
     check_images: bool = True  # decode every image in the split stage
 
     def check(self, path: str) -> None:
-        if self.source in ("imagefolder", "oltr", "parquet") and not self.root:
+        if self.source in ("imagefolder", "oltr", "parquet", "inat") and not self.root:
             raise ConfigError(f"{path}.root: required for source '{self.source}'")
         if self.source == "oltr" and not (self.train and self.test):
             raise ConfigError(f"{path}.train and {path}.test: required list files for source 'oltr'")
         if self.source == "parquet" and not (self.train and self.test):
             raise ConfigError(f"{path}.train and {path}.test: required file names for source 'parquet'")
+        if self.source == "inat" and not (self.train and self.test):
+            raise ConfigError(f"{path}.train and {path}.test: required JSON annotation files for source 'inat'")
         if self.imbalance_factor is not None and self.imbalance_factor < 1:
             raise ConfigError(f"{path}.imbalance_factor: must be >= 1, got {self.imbalance_factor}")
         for name in ("val_per_class", "loader_workers"):
@@ -234,11 +244,12 @@ class DistillConfig(TrainingConfig):
     # official: max class count x C draws, the official code's epoch.
     epoch_length: Literal["dataset", "official"] = "dataset"
     kd: bool = True
-    # Where the KD targets come from. cache: the teacher cache (the experts on
-    # the un-augmented image, computed once). live: the experts run on each
-    # augmented training batch, as the official code does; only for measuring
-    # what the cache costs (benchmarks/table3.py). SpES's Acc_E and SpIS's p_i
-    # come from the cache either way.
+    # Where the KD targets come from (lfme.teachers). cache: the teacher cache
+    # (the experts on the un-augmented image, computed once, as the official
+    # code computes its teacher signals). live: the experts run on each
+    # augmented training batch, the student's own view; for measuring what the
+    # cache costs (benchmarks.table3). SpES's Acc_E and SpIS's p_i come from
+    # the cache either way.
     teachers: Literal["cache", "live"] = "cache"
     temperature: float = 2.0
     t_squared: bool = False
@@ -251,12 +262,12 @@ class DistillConfig(TrainingConfig):
     # (spis_clip: false, to 2 - v1); v_i multiplying the student's logits
     # rather than weighting its CE (spis_on: logits).
     spis_init: Literal["paper", "official"] = "paper"
-    spis_horizon: Literal["full", "half"] = "full"
+    spis_horizon: Literal[HORIZONS] = "full"
     spis_clip: bool = True
     spis_on: Literal["loss", "logits"] = "loss"
     # SpIS schedule of v_i; concave_printed is the paper's printed formula
     # (see lfme.selfpaced.scheduled_instance_weights).
-    schedule: Literal["linear", "convex", "concave", "concave_printed"] = "linear"
+    schedule: Literal[SCHEDULES] = "linear"
 
     def check(self, path: str) -> None:
         super().check(path)
@@ -276,16 +287,21 @@ class DistillConfig(TrainingConfig):
 class EvaluateConfig:
     shot_thresholds: list[float] = field(default_factory=lambda: [20.0, 100.0])
     batch_size: int = 256
+    resources: Resources = field(default_factory=Resources)  # the one test task (student and experts)
 
     def check(self, path: str) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"{path}.batch_size: must be >= 1, got {self.batch_size}")
         if len(self.shot_thresholds) != 2 or self.shot_thresholds[0] >= self.shot_thresholds[1]:
             raise ConfigError(f"{path}.shot_thresholds: need two ascending numbers, got {self.shot_thresholds}")
+        if self.resources.num_workers != 1:
+            raise ConfigError(
+                f"{path}.resources.num_workers: the test set is scored by one task, got {self.resources.num_workers}; "
+                f"give it more CPUs or a GPU instead"
+            )
 
 
 SEARCH_SPECS = ("choice", "uniform", "loguniform", "randint")
-TUNE_LOGGERS = ("tensorboard", "mlflow", "wandb")
 
 
 @dataclass
@@ -371,7 +387,7 @@ class Config:
     # evaluate, tune): fp32; bf16 autocast (CPUs with AVX512-BF16 or AMX, and
     # CUDA); fp16 autocast with loss scaling (CUDA only). Where the hardware
     # cannot, the stage says so in one line and runs fp32 (lfme.precision).
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal[PRECISIONS] = "fp32"
     run_dir: str = "runs/default"
     ray: RayConfig = field(default_factory=RayConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -1,12 +1,13 @@
-"""What the runner hands a stage: the config, where to write, and how to report."""
+"""What the runner hands a stage: the config, the run directory, the fingerprints, and how to report."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
+from rundir.config import Config
+from rundir.layout import stage_dir
 from lfme import storage
-from pipeline.config import Config
 
 
 @dataclass
@@ -21,14 +22,9 @@ class StageContext:
     def fingerprint(self) -> str:
         return self.fingerprints[self.stage]
 
-    def path(self, *parts: str, stage: str | None = None) -> str:
-        """A location inside this stage's folder of the run (or another stage's)."""
-        return storage.join(self.run_dir, stage or self.stage, *parts)
-
-    @property
-    def ray_storage(self) -> str:
-        """Ray Train's storage: checkpoints live inside the run directory, wherever that is."""
-        return storage.join(self.run_dir, "ray")
+    def path(self, *parts: str) -> str:
+        """A location inside this stage's folder of the run (other stages' files: `rundir.layout`)."""
+        return storage.join(stage_dir(self.run_dir, self.stage), *parts)
 
     def train_run_name(self, name: str) -> str:
         """A Ray Train run name tied to the fingerprint: same settings resume, new settings start fresh."""

@@ -1,0 +1,256 @@
+"""Every artifact of a run directory: where it lives, and how it is read and written.
+
+A run directory (a local path or an object-storage URL, `lfme.storage`)::
+
+    config.yaml  manifest.json           the resolved config; what each stage did (pipeline.manifest)
+    lease.json                           the driver holding the run, while one does (pipeline.lease)
+    logs/lfme-<command>-<time>-<pid>.log each command's log: tracebacks, Ray's own output (pipeline.cli)
+    <stage>/settings.json                the config fields that define the stage's result
+    split/split.json                     class names and counts, the subsets, Table 1's metrics
+    split/samples.parquet                sample_id, label, part (train | val) of every chosen image
+    experts/<subset>/model.pt            the expert's best weights (arch, subset, classes, model)
+    experts/<subset>/result.json         its validation accuracy and history; marks it trained
+    experts/<subset>/checkpoint.pt       its per-epoch training state, while it trains
+    cache/                               the teacher cache (lfme.teacher_cache documents it)
+    distill/student.pt, history.json     the student (arch, num_classes, class_names, model); per-epoch log
+    evaluate/report.{json,md}, *.png     the test report (lfme.report)
+    ray/<stage>-<name>-<fingerprint>/    Ray Train's checkpoints of a training run
+    tune/<sweep>/                        a sweep (pipeline.tune)
+
+The stages find each other's outputs here and only here: the experts stage
+writes what the cache stage reads by these functions, never by importing the
+experts stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from lfme import storage
+from lfme.data import ImageList
+from lfme.models import build_model
+from lfme.subsets import Subset
+from lfme.teacher_cache import verify_cache
+from rundir.config import DataConfig
+from rundir.data import load_source
+
+SPLIT_JSON = "split.json"
+SAMPLES_PARQUET = "samples.parquet"
+EXPERT_MODEL = "model.pt"
+EXPERT_RESULT = "result.json"
+EXPERT_CHECKPOINT = "checkpoint.pt"
+STUDENT = "student.pt"
+HISTORY = "history.json"
+
+
+def stage_dir(run_dir: str, stage: str) -> str:
+    return storage.join(run_dir, stage)
+
+
+# --------------------------------------------------------------------------- split
+
+
+@dataclass
+class SplitData:
+    """The long-tailed training set, the validation and test sets, and the subsets."""
+
+    train: ImageList
+    val: ImageList
+    test: ImageList
+    class_names: list[str]
+    class_counts: np.ndarray  # training images per class
+    subsets: list[Subset]
+    channels: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def save_split(run_dir: str, train: ImageList, val: ImageList, meta: dict[str, Any]) -> None:
+    """The split stage's outputs: which images were chosen (by sample id), and `meta` (split.json)."""
+    table = pa.table(
+        {
+            "sample_id": np.concatenate([train.sample_ids, val.sample_ids]).astype(np.int64),
+            "label": np.concatenate([train.labels, val.labels]).astype(np.int64),
+            "part": ["train"] * len(train) + ["val"] * len(val),
+        }
+    )
+    with storage.atomic_file(storage.join(run_dir, "split", SAMPLES_PARQUET)) as f:
+        pq.write_table(table, f)
+    storage.write_json_atomic(storage.join(run_dir, "split", SPLIT_JSON), meta)
+
+
+def _select(pool: ImageList, sample_ids: np.ndarray, what: str) -> ImageList:
+    order = np.argsort(pool.sample_ids, kind="stable")
+    sorted_ids = pool.sample_ids[order]
+    pos = np.searchsorted(sorted_ids, sample_ids)
+    pos = np.clip(pos, 0, max(len(sorted_ids) - 1, 0))
+    missing = sample_ids[sorted_ids[pos] != sample_ids] if len(sorted_ids) else sample_ids
+    if len(missing):
+        raise ValueError(
+            f"split/{SAMPLES_PARQUET} names {what} sample {int(missing[0])} that the data source no longer has: "
+            "the data changed since the split stage; rerun it"
+        )
+    return pool.subset(order[pos])
+
+
+def load_split(run_dir: str, cfg: DataConfig) -> SplitData:
+    """The split stage's sets, rebuilt from the source and the saved sample ids.
+
+    Every later stage (and every Ray worker in it) rebuilds the same lists this
+    way, so all of them agree on what "the training set" is without shipping
+    images around.
+    """
+    meta_path, samples_path = (storage.join(run_dir, "split", name) for name in (SPLIT_JSON, SAMPLES_PARQUET))
+    for path in (meta_path, samples_path):
+        if not storage.exists(path):
+            raise FileNotFoundError(f"{path} is missing: run the split stage first (lfme run --stage split)")
+    meta = storage.read_json(meta_path)
+    samples = pq.read_table(pa.BufferReader(storage.read_bytes(samples_path))).to_pydict()
+    ids = np.asarray(samples["sample_id"], dtype=np.int64)
+    parts = np.asarray(samples["part"])
+    source = load_source(cfg)
+    # Validation images come from the source's own list when it has one, else
+    # from the training images the long-tailed construction left unused.
+    val_pool = source.train if source.val is None else source.val
+    return SplitData(
+        train=_select(source.train, ids[parts == "train"], "training"),
+        val=_select(val_pool, ids[parts == "val"], "validation"),
+        test=source.test,
+        class_names=meta["class_names"],
+        class_counts=np.asarray(meta["class_counts"], dtype=np.int64),
+        subsets=[Subset(s["name"], tuple(s["classes"])) for s in meta["subsets"]],
+        channels=source.channels,
+    )
+
+
+# ------------------------------------------------------------------------- experts
+
+
+def expert_dir(run_dir: str, name: str) -> str:
+    return storage.join(run_dir, "experts", name)
+
+
+def expert_checkpoint(run_dir: str, name: str) -> str:
+    return storage.join(expert_dir(run_dir, name), EXPERT_CHECKPOINT)
+
+
+def expert_result(run_dir: str, name: str, fingerprint: str) -> dict[str, Any] | None:
+    """The result of an expert trained with these settings (`fingerprint`) whose weights are intact, else None.
+
+    Intact: `model.pt` has the SHA-256 its result recorded. A missing or
+    damaged weights file thus makes just that expert train again.
+    """
+    path = storage.join(expert_dir(run_dir, name), EXPERT_RESULT)
+    if not storage.exists(path):
+        return None
+    result = storage.read_json(path)
+    if result.get("fingerprint") != fingerprint:
+        return None
+    model = storage.join(expert_dir(run_dir, name), EXPERT_MODEL)
+    if not storage.exists(model):
+        return None
+    recorded = result.get("model_sha256")  # absent in results written before it was recorded: trusted as they are
+    if recorded is not None and storage.file_sha256(model) != recorded:
+        return None
+    return result
+
+
+def save_expert(run_dir: str, subset: Subset, arch: str, model_state: dict, result: dict[str, Any]) -> dict[str, Any]:
+    """The expert's weights, then its result with their SHA-256 (the result marks it trained); returns the result.
+
+    Its per-epoch checkpoint is then of no further use and is removed.
+    """
+    out = expert_dir(run_dir, subset.name)
+    model = storage.join(out, EXPERT_MODEL)
+    storage.save_torch_atomic(model, {"arch": arch, "subset": subset.name, "classes": list(subset.classes), "model": model_state})
+    result = {**result, "model_sha256": storage.file_sha256(model)}
+    storage.write_json_atomic(storage.join(out, EXPERT_RESULT), result)
+    storage.remove(expert_checkpoint(run_dir, subset.name))
+    return result
+
+
+def load_expert(run_dir: str, subset: Subset, channels: int, device: torch.device) -> torch.nn.Module:
+    """The trained expert of `subset`, in eval mode on `device`."""
+    saved = storage.load_torch(storage.join(expert_dir(run_dir, subset.name), EXPERT_MODEL))
+    model = build_model(saved["arch"], len(subset.classes), in_channels=channels)
+    model.load_state_dict(saved["model"])
+    return model.to(device).eval()
+
+
+def expert_hashes(run_dir: str, subsets: list[Subset]) -> dict[str, str]:
+    """SHA-256 of each expert's weights file: what the teacher cache is fingerprinted by."""
+    hashes = {}
+    for s in subsets:
+        path = storage.join(expert_dir(run_dir, s.name), EXPERT_MODEL)
+        if not storage.exists(path):
+            raise FileNotFoundError(f"{path} is missing: run the experts stage first (lfme run --stage experts)")
+        hashes[s.name] = storage.file_sha256(path)
+    return hashes
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_dir(run_dir: str) -> str:
+    return storage.join(run_dir, "cache")
+
+
+def verified_cache(run_dir: str, cache_fingerprint: str, subsets: list[Subset]) -> dict[str, Any]:
+    """What a reader of the cache checks it against: the cache stage's fingerprint and the experts' hashes.
+
+    Checked here once (raises `CacheMismatchError` naming the expert when the
+    cache on disk was not built from the experts on disk), and passed on to
+    the student's workers, which check again as they read.
+    """
+    expected = {"expected_fingerprint": cache_fingerprint, "expected_experts": expert_hashes(run_dir, subsets)}
+    verify_cache(cache_dir(run_dir), **expected)
+    return expected
+
+
+# ------------------------------------------------------------------------- student
+
+
+def student_file(run_dir: str) -> str:
+    return storage.join(run_dir, "distill", STUDENT)
+
+
+def history_file(run_dir: str) -> str:
+    return storage.join(run_dir, "distill", HISTORY)
+
+
+def save_student(location: str, arch: str, split: SplitData, model_state: dict) -> None:
+    """A student checkpoint (`distill/student.pt`, or a sweep's best trial: the same format)."""
+    storage.save_torch_atomic(
+        location, {"arch": arch, "num_classes": split.num_classes, "class_names": split.class_names, "model": model_state}
+    )
+
+
+def load_student(location: str, channels: int, device: torch.device) -> torch.nn.Module:
+    saved = storage.load_torch(location)
+    model = build_model(saved["arch"], saved["num_classes"], in_channels=channels)
+    model.load_state_dict(saved["model"])
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------- reports, Ray, sweeps
+
+
+def report_dir(run_dir: str) -> str:
+    return storage.join(run_dir, "evaluate")
+
+
+def ray_storage(run_dir: str) -> str:
+    """Ray Train's storage: checkpoints live inside the run directory, wherever that is."""
+    return storage.join(run_dir, "ray")
+
+
+def sweep_dir(run_dir: str, name: str) -> str:
+    return storage.join(run_dir, "tune", name)

@@ -1,0 +1,301 @@
+"""How stage code runs on Ray: plain tasks, and Ray Train runs with per-epoch checkpoints.
+
+Plain tasks (experts, cache, evaluate): `task_setup` gives a task its torch
+threads (its CPU share), its device (the GPU Ray assigned it, else the CPU)
+and its precision.
+
+Ray Train (the student, and each sweep trial): `fit` builds a TorchTrainer
+whose run name is tied to the stage fingerprint, so calling it again after a
+killed driver resumes from the last checkpoint (Ray Train's snapshot under
+`run_dir/ray/<name>`, on whatever storage the run directory is:
+`lfme.storage.arrow_filesystem`), and returns the state saved in the final
+checkpoint. In the workers: rank/world/device (`worker_setup`), a sum over
+workers, and the per-epoch checkpoint (`EpochCheckpoints`, which `fit` hands
+the loop in its config): rank 0 writes the whole training state, every rank
+reports (the report is a barrier).
+
+Around the tasks, in the driver: `cancelled_on_interrupt` cancels a stage's
+running tasks on Ctrl-C (`fit` aborts its Ray Train run the same way), and in
+the tasks `reading` names a file of the run that exists but cannot be read
+(`UnreadableFileError`), so the one line the CLI prints says which.
+
+`fit` with `num_workers=0` is Ray Train's local mode: the loop runs in the
+calling process, without Ray actors (no `ray.init()` needed), through the same
+`ray.train` calls. It is the plain-PyTorch reference of
+benchmarks/speed.py; nothing is persisted to storage and nothing resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import tempfile
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import torch
+
+import ray
+import ray.train
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from lfme import storage
+from lfme.engine import rng_state, set_rng_state
+from lfme.precision import Precision, resolve
+from rundir.config import Resources
+from stages import ray_compat
+
+STATE_FILE = "state.pt"
+
+CHECKPOINTS_KEY = "checkpoints"  # where `fit` puts the loop's EpochCheckpoints in its config
+
+# On Ctrl-C: how long `fit` waits for Ray Train to stop its workers before the
+# driver goes on stopping (the CLI promises an exit within 10 s of Ctrl-C).
+ABORT_WAIT_S = 3.0
+
+
+REBUILD_HINT = "`lfme verify` lists damaged outputs, `lfme run` rebuilds them"
+
+
+class UnreadableFileError(ValueError):
+    """A file of the run that exists but cannot be read: the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class EpochCheckpoints:
+    """A training loop's per-epoch checkpoint: restore at the start, report after each epoch.
+
+    `local_dir` is set in Ray Train's local mode only. There a reported
+    checkpoint stays a reference to the caller's directory (distributed mode
+    copies it to storage during the report), so it must outlive the report for
+    `fit` to read the final state: `fit` owns that directory and every epoch
+    overwrites it.
+    """
+
+    local_dir: Optional[str] = None
+
+    def restore(self, model, optimizer, scheduler) -> Optional[dict[str, Any]]:
+        """Load the last checkpoint into model, optimiser and scheduler, and this rank's RNG state.
+
+        Returns the checkpoint's state (epoch, history, ...) when the run is
+        resuming (after a killed driver or a failed worker), None on a fresh start.
+        """
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        rank = ray.train.get_context().get_world_rank()
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+            rng = Path(directory) / rng_file(rank)
+            if rng.exists():  # absent when the worker group grew since the checkpoint
+                set_rng_state(torch.load(rng, weights_only=False))
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        return state
+
+    def report(self, metrics: dict[str, Any], model, optimizer, scheduler, rank: int, **extra: Any) -> None:
+        """Checkpoint the epoch and report it (a barrier over all ranks).
+
+        Rank 0 writes the training state; every rank writes its own RNG state
+        (augmentation and sampling streams differ per rank), and Ray Train merges
+        the ranks' files into one checkpoint directory.
+        """
+        if self.local_dir is not None:
+            write_and_report(self.local_dir, metrics, model, optimizer, scheduler, rank, **extra)
+        else:  # Ray Train copies the directory into the run's storage during the report
+            with tempfile.TemporaryDirectory() as directory:
+                write_and_report(directory, metrics, model, optimizer, scheduler, rank, **extra)
+
+
+def fit(
+    loop: Callable[[dict], None],
+    loop_config: dict,
+    resources: Resources,
+    name: str,
+    storage_path: str,
+    max_failures: int,
+    callbacks: Optional[list] = None,
+) -> dict[str, Any]:
+    """Run `loop` on `resources.num_workers` Ray Train workers; return the last checkpoint's state.
+
+    `callbacks`: Ray Train user callbacks, e.g. the one a Tune trial needs to
+    pass each epoch's report on to Tune (`pipeline/tune.py`).
+
+    `resources.num_workers == 0` (not a config value: the config asks for at
+    least one worker) runs `loop` here, in Ray Train's local mode: one process,
+    no actors, no checkpoint in `storage_path`, no restart on failure.
+    """
+    storage_filesystem, storage_path = storage.arrow_filesystem(storage_path)
+    worker_resources = {"CPU": resources.cpus_per_worker}
+    if resources.use_gpu:
+        worker_resources["GPU"] = resources.gpus_per_worker
+
+    def trainer(local_dir: Optional[str]) -> TorchTrainer:
+        return TorchTrainer(
+            loop,
+            train_loop_config={**loop_config, CHECKPOINTS_KEY: EpochCheckpoints(local_dir)},
+            # gloo on CPU, NCCL when the workers hold GPUs.
+            torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
+            scaling_config=ScalingConfig(
+                num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker=worker_resources
+            ),
+            run_config=RunConfig(
+                name=name,
+                storage_path=storage_path,
+                storage_filesystem=storage_filesystem,
+                failure_config=FailureConfig(max_failures=max_failures),
+                # The newest two: the last is what we resume from, the one before it
+                # survives a kill in the middle of writing the last.
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                # Our workers print one progress line per epoch; Ray Train's own
+                # per-report INFO lines would drown them.
+                logging_config=LoggingConfig(log_level="WARNING"),
+                callbacks=callbacks,
+            ),
+        )
+
+    if resources.num_workers > 0:
+        with ray_compat.fast_train_polling(), ray_compat.driver_keeps_sigint() as controllers:
+            try:
+                result = trainer(None).fit()
+            except KeyboardInterrupt:
+                # Ctrl-C in the driver: stop the workers now. The last committed
+                # checkpoint stays in storage, and the same run name resumes from it.
+                ray_compat.abort_train_runs(controllers, timeout_s=ABORT_WAIT_S)
+                raise
+        return final_state(result, name)
+    threads = torch.get_num_threads()  # `worker_setup` sizes them for the loop, in this process
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            return final_state(trainer(directory).fit(), name)
+        finally:
+            torch.set_num_threads(threads)
+
+
+def final_state(result, name: str) -> dict[str, Any]:
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run '{name}' finished without a checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def worker_setup(cpus_per_worker: float) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this worker; torch threads sized to its CPU share."""
+    torch.set_num_threads(max(1, int(cpus_per_worker)))
+    ray_compat.quiet_train_reports()
+    context = ray.train.get_context()
+    return context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
+
+
+def task_device() -> torch.device:
+    """The device of a plain Ray task or actor: its GPU when Ray assigned it one, else the CPU."""
+    return torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+
+
+def task_setup(cpus: float, requested_precision: str, tag: str) -> tuple[torch.device, Precision]:
+    """A plain Ray task's torch threads (its CPU share), device and precision; says so where the precision fell back."""
+    torch.set_num_threads(max(1, int(cpus)))
+    device = task_device()
+    precision, fallback = resolve(requested_precision, device)
+    if fallback:
+        say(f"[{tag}] {fallback}")
+    return device, precision
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Each rank its own random stream (augmentation must not repeat across ranks).
+
+    Model initialisation may differ across ranks: DistributedDataParallel
+    broadcasts rank 0's parameters when it wraps the model.
+    """
+    return seed * 1000 + rank
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor (on the worker's device: NCCL reduces only CUDA tensors) over the workers."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(tensor)
+    return tensor
+
+
+def rng_file(rank: int) -> str:
+    return f"rng-rank{rank}.pt"
+
+
+def write_and_report(directory: str, metrics: dict[str, Any], model, optimizer, scheduler, rank: int, **extra: Any) -> None:
+    torch.save(rng_state(), Path(directory) / rng_file(rank))
+    if rank == 0:
+        state = {
+            "epoch": metrics["epoch"],
+            "model": unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            **extra,
+        }
+        torch.save(state, Path(directory) / STATE_FILE)
+    ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+
+
+@contextlib.contextmanager
+def reading(location: str, what: str, hint: str = REBUILD_HINT) -> Iterator[None]:
+    """Around reading one file of the run: a failure names the file (`UnreadableFileError`).
+
+    In a worker, torch's "PytorchStreamReader failed reading zip archive" on a
+    truncated checkpoint says neither which file nor which run; this says both,
+    on the one line the CLI prints. A missing file is left as it is (its
+    FileNotFoundError names it already).
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        message = f"{location}: cannot read the {what} ({type(err).__name__}: {first_line(err)})"
+        raise UnreadableFileError(f"{message}; {hint}" if hint else message) from err
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message; of a long one, its first sentence (torch's run on for 400 characters)."""
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else ""
+    end = line.find(". ", 40)
+    return line[: end + 1] if len(line) > 120 and end > 0 else line
+
+
+@contextlib.contextmanager
+def cancelled_on_interrupt(refs: Iterable[ray.ObjectRef]) -> Iterator[None]:
+    """Around waiting for tasks: on KeyboardInterrupt, cancel those of `refs` still running, then re-raise.
+
+    `refs` is read when the interrupt comes (a dict of pending tasks may
+    change meanwhile). Force: the worker process is killed mid-epoch, which
+    loses nothing a task wrote (every write is atomic, and a training task
+    resumes from its last checkpoint). Without it the tasks would run on after
+    Ctrl-C (on a cluster, until the driver's job ends).
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        for ref in list(refs):
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - finished, or Ray is going away: nothing to cancel
+                pass
+        raise
+
+
+def say(line: str) -> None:
+    """Print a progress line once.
+
+    Ray Train patches `print` in its workers to log *and* echo, which the
+    driver shows twice; writing to the stream directly shows it once.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model under a DistributedDataParallel wrapper, whose state_dict keys have no `module.`."""
+    return model.module if hasattr(model, "module") else model

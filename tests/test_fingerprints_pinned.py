@@ -1,0 +1,75 @@
+"""Fingerprints of the shipped configs, pinned.
+
+A fingerprint decides whether a finished stage is reused, so a refactor that
+changes one makes every existing run directory retrain from scratch. The
+values below were computed before the package was layered (issue 11) and must
+not move unless a change is meant to invalidate old runs (say so in the
+commit and in docs/RESULTS.md where results depend on it).
+"""
+
+import pytest
+
+from pipeline.graph import fingerprints
+from rundir.config import Config, load_config
+
+PINNED = {
+    "configs/cifar10-lt.yaml": {
+        "split": "7a1e85226611b54a",
+        "experts": "3f4f02099cf70158",
+        "cache": "ef6aa23e6b4c0345",
+        "distill": "181747688a1d70c1",
+        "evaluate": "b5fa6181d3e915a5",
+    },
+    "configs/imagenet-lt.yaml": {
+        "split": "0c1c36c3544a3a52",
+        "experts": "bc8e9be777d9883c",
+        "cache": "aea3eb1de5f29da1",
+        "distill": "1e79b36e749005e7",
+        "evaluate": "212d0f8cb48af6e8",
+    },
+    "configs/tiny-imagenet-100-lt.yaml": {
+        "split": "ce7a0a53829001bf",
+        "experts": "64119e6f9eb2b310",
+        "cache": "332c62b65b83257a",
+        "distill": "2fcb283f4fe3ff65",
+        "evaluate": "b0ab4e27cfebd558",
+    },
+}
+
+
+@pytest.mark.parametrize("path", sorted(PINNED))
+def test_preset_fingerprints_are_pinned(path):
+    assert fingerprints(load_config(path)) == PINNED[path]
+
+
+def test_default_config_fingerprints_are_pinned():
+    assert fingerprints(Config()) == {
+        "split": "79e978f8523aa05e",
+        "experts": "5b613578e92d73d9",
+        "cache": "31df5e20fd752eee",
+        "distill": "678606cc3caab6fd",
+        "evaluate": "071f21b3b2ad241e",
+    }
+
+
+def test_fingerprints_with_the_newer_switches_are_pinned():
+    config = load_config(
+        "configs/cifar10-lt.yaml",
+        [
+            "model.arch=resnet8",
+            "experts.min_steps=600",
+            "distill.spis_init=official",
+            "distill.spis_horizon=half",
+            "distill.spis_clip=false",
+            "distill.spis_on=logits",
+            "distill.teachers=live",
+            "precision=bf16",
+        ],
+    )
+    assert fingerprints(config) == {
+        "split": "7a1e85226611b54a",
+        "experts": "90ec0a6fe62c4604",
+        "cache": "70cdb71cf718cc4f",
+        "distill": "f5a54aa97e16cec1",
+        "evaluate": "75ce975c81a0b7b4",
+    }

@@ -1,0 +1,376 @@
+"""Ctrl-C and errors a person can act on.
+
+Ctrl-C (SIGINT) stops `lfme run` within 10 s in every stage, keeps what was
+checkpointed, records the stage `interrupted`, says so on one line and exits
+130; the same command resumes. A second Ctrl-C (or a stop that hangs) exits at
+once. An error raised in a Ray worker reaches the console as one line, the
+worker's own exception naming the file, with the full traceback in the run's
+log file (`<run_dir>/logs/`). Ray's own chatter (its warnings, the C++ core
+worker's ERROR lines, the raylet's "N PYTHON worker processes have been
+started") goes to that log file, not to the console, unless `--verbose`.
+
+The unit tests exercise the pieces without Ray; the integration tests run the
+CLI in its own process group (as a terminal runs it) on a copy of the session's
+finished run, and send SIGINT to the driver alone or, as a terminal's Ctrl-C
+does, to the whole group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline_helpers import FAST, REPO, copy_run, kill_group, lfme_command, manifest, run_lfme, wait_for
+
+INTERRUPTED = "lfme: interrupted; run the same command again to resume"
+EXIT_WITHIN_S = 10.0
+# Lines of Ray's own that the console must not show (the log file keeps them).
+RAY_CHATTER = ("core_worker.cc", "PYTHON worker processes have been started", "Traceback (most recent call last)")
+
+
+# ----------------------------------------------------------------- unit tier
+
+
+def test_a_worker_error_is_named_by_the_exception_the_worker_raised():
+    from ray.exceptions import RayTaskError
+
+    from stages.ray_compat import one_line, user_error
+
+    cause = ValueError("experts/few/model.pt: truncated")
+    trace = 'Traceback (most recent call last):\n  File "x.py", line 1, in f\nValueError: experts/few/model.pt: truncated'
+    wrapped = RayTaskError("expert_logits", trace, cause).as_instanceof_cause()
+    assert isinstance(wrapped, ValueError) and user_error(wrapped) is cause
+    assert one_line(wrapped) == "ValueError: experts/few/model.pt: truncated"
+    # Ray's own exceptions are followed through `__cause__` to the worker's.
+    from ray.exceptions import RaySystemError
+
+    chained = RaySystemError("lost")
+    chained.__cause__ = wrapped
+    assert user_error(chained) is cause
+    # Ray's wrapper with no cause left: the last line of its traceback text.
+    assert one_line(RayTaskError("f", trace, None)) == "ValueError: experts/few/model.pt: truncated"
+
+
+def test_ray_train_errors_are_unwrapped_to_the_failing_rank():
+    from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
+
+    from stages.ray_compat import one_line
+
+    failures = {1: KeyError("sample 7"), 0: FileNotFoundError("cache/manifest.json not found")}
+    assert one_line(WorkerGroupError("rank 0: ...\nrank 1: ...", failures)) == "FileNotFoundError: cache/manifest.json not found"
+    assert one_line(ControllerError(RuntimeError("placement group removed"))) == "RuntimeError: placement group removed"
+
+
+def test_our_error_that_names_its_cause_is_kept():
+    from stages.ray_compat import one_line
+    from stages.workers import UnreadableFileError
+
+    try:
+        try:
+            raise RuntimeError("PytorchStreamReader failed reading zip archive")
+        except RuntimeError as err:
+            raise UnreadableFileError("run/experts/few/model.pt: cannot read the weights") from err
+    except UnreadableFileError as err:
+        assert one_line(err) == "UnreadableFileError: run/experts/few/model.pt: cannot read the weights"
+    assert one_line(ValueError("two\nlines")) == "ValueError: two lines"
+
+
+def test_a_damaged_file_is_named_when_it_cannot_be_read(tmp_path):
+    from lfme import storage
+    from stages import workers
+
+    damaged = tmp_path / "model.pt"
+    damaged.write_bytes(b"not a zip archive")
+    with pytest.raises(workers.UnreadableFileError) as raised:
+        with workers.reading(str(damaged), "weights of expert 'few'"):
+            storage.load_torch(str(damaged))
+    message = str(raised.value)
+    assert message.startswith(f"{damaged}: cannot read the weights of expert 'few' (")
+    assert "lfme verify" in message and "\n" not in message and len(message) < 300
+    with pytest.raises(FileNotFoundError):  # a missing file names itself already
+        with workers.reading(str(tmp_path / "gone.pt"), "student"):
+            storage.load_torch(str(tmp_path / "gone.pt"))
+
+
+def test_worker_output_split_between_console_and_log(tmp_path, monkeypatch):
+    import ray._private.worker as ray_worker
+
+    from stages import ray_compat
+
+    printed = []
+    monkeypatch.setattr(ray_worker, "print_worker_logs", lambda data, print_file, ignore_prefix=False: printed.append(data))
+    monkeypatch.setattr(ray_compat, "_ray_output", None)
+    ray_compat.route_worker_output()  # nothing asked: nothing routed
+    assert not hasattr(ray_worker.print_worker_logs, "__wrapped__")
+
+    batches = [
+        {"lines": ["[expert few] epoch 1/2  loss 1.0"], "pid": 11, "task_name": "train_expert", "is_err": False},
+        {"lines": ["[2026-12-02 06:07:53,323 E 8617 8695] core_worker.cc:2465: Actor with class name: 'PreemptionWatcher'"],
+         "pid": 12, "actor_name": "TrainController", "is_err": True},
+        {"lines": ["2 PYTHON worker processes have been started on node ..."], "pid": "raylet", "is_err": False},
+    ]
+    for verbose, shown in ((False, batches[:1]), (True, batches)):
+        printed.clear()
+        log = tmp_path / f"verbose-{verbose}.log"
+        with open(log, "w") as stream:
+            monkeypatch.setattr(ray_compat, "_ray_output", None)
+            ray_compat.send_ray_output(stream, verbose)
+            ray_compat.route_worker_output()
+            ray_compat.route_worker_output()  # again (a second ray.init): one wrapper, not two
+            for data in batches:
+                ray_worker.print_worker_logs(data, sys.stdout)
+        assert printed == shown
+        text = log.read_text()
+        assert "(train_expert pid=11 stdout) [expert few] epoch 1/2" in text
+        assert "(TrainController pid=12 stderr) [" in text and "core_worker.cc" in text
+        assert "(raylet stdout) 2 PYTHON worker processes" in text
+
+
+def test_console_keeps_our_lines_and_sends_the_rest_to_the_log(tmp_path, capfd):
+    from pipeline.console import Console
+
+    console = Console()
+    console.open(str(tmp_path / "run"), "run")
+    try:
+        console.say("== experts: running")
+        os.write(2, b"[E core_worker.cc:2465] from C++\n")  # what Ray's C++ writes to fd 2
+        print("WARNING ray: from Python", file=sys.__stderr__, flush=True)  # Python writing to fd 2 (capfd swaps sys.stderr)
+        warnings.warn_explicit("subset 'few' is empty: dropped", UserWarning, str(REPO / "lfme" / "subsets.py"), 1)
+        console.error("lfme: error: ValueError: bad")
+    finally:
+        where = console.close()
+    os.write(2, b"after close\n")
+    out, err = capfd.readouterr()
+    assert out == "== experts: running\n"
+    assert err == "lfme: warning: subset 'few' is empty: dropped\nlfme: error: ValueError: bad\nafter close\n"
+    logs = list((tmp_path / "run" / "logs").glob("lfme-run-*.log"))
+    assert [str(p) for p in logs] == [where]
+    text = logs[0].read_text()
+    for line in ("== experts: running", "core_worker.cc:2465] from C++", "WARNING ray: from Python", "subset 'few' is empty"):
+        assert line in text
+    assert warnings.showwarning is not console.show_warning
+
+
+def test_a_remote_run_directory_gets_its_log_when_the_command_ends(tmp_path, capfd):
+    from lfme import storage
+    from pipeline.console import Console
+
+    console = Console(verbose=True)  # fd 2 stays the console
+    console.open("memory://bucket/run", "tune")
+    console.say("tune: 2 trial(s)")
+    local = Path(console.local)
+    assert local.is_file() and not str(local).startswith("memory:")
+    where = console.close()
+    assert where.startswith("memory://bucket/run/logs/lfme-tune-") and where.endswith(".log")
+    assert "tune: 2 trial(s)" in storage.read_text(where)
+    assert not local.exists()  # copied: the run directory holds it
+    assert capfd.readouterr().out == "tune: 2 trial(s)\n"
+
+
+def test_ray_train_leaves_sigint_to_the_driver():
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    from stages import ray_compat
+
+    original = DataParallelTrainer.__dict__["_register_sigint_handler"]
+    handler = signal.getsignal(signal.SIGINT)
+    with ray_compat.driver_keeps_sigint() as controllers:
+        DataParallelTrainer._register_sigint_handler(object(), "controller-handle")
+        assert controllers == ["controller-handle"]
+        assert signal.getsignal(signal.SIGINT) is handler
+    assert DataParallelTrainer.__dict__["_register_sigint_handler"] is original
+
+
+# --------------------------------------------- CLI processes without Ray (fast)
+
+SIGNALS_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from pipeline.console import Console, interrupts
+    with interrupts(Console(), grace_s=float(sys.argv[2])):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            print("stopping", flush=True)
+        if sys.argv[1] == "twice":
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(30)  # a stop that hangs
+    print("not reached", flush=True)
+    """
+)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how, grace, message", [("twice", 60.0, "interrupted again"), ("once", 1.0, "still stopping 1 s after Ctrl-C")])
+def test_a_second_ctrl_c_or_a_hanging_stop_exits_at_once(how, grace, message):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", SIGNALS_SCRIPT, how, str(grace)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - started < 20
+    assert result.returncode == 130, result.stderr
+    assert result.stdout == "stopping\n"
+    assert f"lfme: {message}; exiting now" in result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_error_is_one_line_naming_the_log_with_its_traceback(tmp_path, debug):
+    run_dir = tmp_path / "empty"
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), "--stage", "distill", *(["--debug"] if debug else []), timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    (log,) = (run_dir / "logs").glob("lfme-run-*.log")
+    assert lines[-1].startswith("lfme: error: MissingInputsError: stage 'distill' reads the outputs of 'split'")
+    assert lines[-1].endswith(f" (full traceback: {log})")
+    assert "Traceback (most recent call last)" in log.read_text() and "MissingInputsError" in log.read_text()
+    if debug:
+        assert "Traceback (most recent call last)" in result.stderr and 'pipeline/runner.py", line' in result.stderr
+    else:
+        assert len(lines) == 1, result.stderr
+
+
+# ------------------------------------------------------- the pipeline, with Ray
+
+
+def start(run_dir: Path, sets: list[str], out: Path, *extra: str) -> subprocess.Popen:
+    """`lfme run` in its own process group, stdout and stderr to separate files."""
+    with open(out.with_suffix(".out"), "w") as stdout, open(out.with_suffix(".err"), "w") as stderr:
+        return subprocess.Popen(
+            lfme_command("run", "ray_config.yaml", "--run-dir", str(run_dir), *extra, sets=sets),
+            cwd=REPO, stdout=stdout, stderr=stderr, text=True, start_new_session=True,
+        )
+
+
+def start_until(run_dir: Path, sets: list[str], out: Path, ready, what: str, *extra: str) -> subprocess.Popen:
+    """`start`, then wait until `ready(stdout)` holds; the driver is killed if it never does."""
+    driver = start(run_dir, sets, out, *extra)
+    try:
+        wait_for(lambda: ready(console(out)[0]), timeout=400, what=what)
+    except BaseException:
+        kill_group(driver)
+        raise
+    return driver
+
+
+def console(out: Path) -> tuple[str, str]:
+    return out.with_suffix(".out").read_text(), out.with_suffix(".err").read_text()
+
+
+def interrupt(driver: subprocess.Popen, group: bool = False) -> float:
+    """SIGINT to the driver (or, like a terminal's Ctrl-C, to its whole process group); seconds until it exited."""
+    sent = time.monotonic()
+    if group:
+        os.killpg(driver.pid, signal.SIGINT)
+    else:
+        os.kill(driver.pid, signal.SIGINT)
+    try:
+        driver.wait(timeout=60)
+    finally:
+        kill_group(driver)  # anything left of its Ray
+    return time.monotonic() - sent
+
+
+def latest_log(run_dir: Path) -> str:
+    return max((run_dir / "logs").glob("lfme-run-*.log"), key=lambda p: p.stat().st_mtime).read_text()
+
+
+def checkpoint_epochs(run_dir: Path) -> dict[str, int]:
+    import torch
+
+    return {
+        path.parent.name: torch.load(path, map_location="cpu", weights_only=False)["epoch"]
+        for path in (run_dir / "experts").glob("*/checkpoint.pt")
+    }
+
+
+@pytest.mark.integration
+def test_ctrl_c_in_the_experts_stage_stops_every_expert_and_the_same_command_resumes(finished_run, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    sets = FAST + ["experts.epochs=200"]  # new expert settings: all three train again, for longer than the test waits
+    names = [s["name"] for s in json.loads((run_dir / "split" / "split.json").read_text())["subsets"]]
+    # The most populous expert has the slowest epochs: once it has checkpointed, all of them are training.
+    driver = start_until(run_dir, sets, tmp_path / "first", lambda _: (run_dir / "experts" / names[0] / "checkpoint.pt").exists(),
+                         "a checkpoint of the first expert")
+    took = interrupt(driver)
+    out, err = console(tmp_path / "first")
+    assert driver.returncode == 130 and took < EXIT_WITHIN_S, (driver.returncode, took, err[-2000:])
+    assert err == INTERRUPTED + "\n"
+    assert not [line for line in out.splitlines() if any(c in line for c in RAY_CHATTER)]
+    record = manifest(run_dir)["stages"]["experts"]
+    assert record["status"] == "interrupted"
+    saved = checkpoint_epochs(run_dir)
+    assert names[0] in saved and saved[names[0]] >= 1
+
+    # The same command resumes each expert after its checkpointed epoch. Stopped
+    # again by a terminal's Ctrl-C, which reaches every process of the group.
+    driver = start_until(run_dir, sets, tmp_path / "second", lambda out: all(f"[expert {n}] resuming after epoch" in out for n in saved),
+                         "every checkpointed expert resuming")
+    took = interrupt(driver, group=True)
+    out, err = console(tmp_path / "second")
+    assert driver.returncode == 130 and took < EXIT_WITHIN_S, (driver.returncode, took, err[-2000:])
+    assert "== experts: resuming" in out
+    for name, epoch in saved.items():
+        assert f"[expert {name}] resuming after epoch {epoch}" in out
+    assert manifest(run_dir)["stages"]["experts"]["status"] == "interrupted"
+    assert manifest(run_dir)["stages"]["experts"]["attempts"] == 2
+
+
+@pytest.mark.integration
+def test_ctrl_c_in_the_distill_stage_under_ray_train_and_a_quiet_console(finished_run, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    sets = FAST + ["distill.epochs=200"]
+    driver = start_until(run_dir, sets, tmp_path / "first", lambda out: "[student] epoch 2/200" in out, "the student's second epoch")
+    took = interrupt(driver)
+    out, err = console(tmp_path / "first")
+    assert driver.returncode == 130 and took < EXIT_WITHIN_S, (driver.returncode, took, err[-2000:])
+    assert manifest(run_dir)["stages"]["distill"]["status"] == "interrupted"
+    assert list((run_dir / "ray").glob("distill-student-*/checkpoint_*"))  # Ray Train's checkpoints are kept
+
+    # The console: our lines only, the interrupt on stderr; Ray's lines are in the log file.
+    assert err == INTERRUPTED + "\n"
+    assert "[student] epoch 1/200" in out
+    assert not [line for line in out.splitlines() if any(c in line for c in RAY_CHATTER)]
+    log = latest_log(run_dir)
+    assert "[student] epoch 1/200" in log and log.rstrip().endswith(INTERRUPTED)
+    assert "core_worker.cc" in log  # Ray Train's controller logs one at start (Ray 2.60): it went here
+
+    # With --verbose, Ray prints as it does by default; a group-wide Ctrl-C after the resume.
+    driver = start_until(run_dir, sets, tmp_path / "second", lambda out: "[student] resuming after epoch" in out, "the student resuming",
+                         "--verbose")
+    took = interrupt(driver, group=True)
+    out, err = console(tmp_path / "second")
+    assert driver.returncode == 130 and took < EXIT_WITHIN_S, (driver.returncode, took, err[-2000:])
+    assert "== distill: resuming" in out and err.rstrip().endswith(INTERRUPTED)
+    assert re.search(r"\b(WARNING|ERROR)\b|core_worker\.cc", out + err), "no Ray line on the verbose console"
+
+
+@pytest.mark.integration
+def test_a_damaged_expert_read_in_a_ray_task_is_one_line_naming_the_file(finished_run, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    name = json.loads((run_dir / "split" / "split.json").read_text())["subsets"][-1]["name"]
+    weights = run_dir / "experts" / name / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:100])
+    data = manifest(run_dir)
+    data["stages"]["cache"]["status"] = "failed"  # the cache stage runs again, reading every expert in a task
+    (run_dir / "manifest.json").write_text(json.dumps(data))
+
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), "--stage", "cache", sets=FAST, timeout=400)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(f"lfme: error: UnreadableFileError: {weights}: cannot read the weights of expert '{name}' (RuntimeError: ")
+    log = Path(re.fullmatch(r".* \(full traceback: (\S+)\)", lines[0]).group(1))
+    assert log.parent == run_dir / "logs" and log.name.startswith("lfme-run-")
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "PytorchStreamReader" in text and "ray::expert_logits" in text
+    assert manifest(run_dir)["stages"]["cache"]["status"] == "failed"

@@ -1,0 +1,85 @@
+"""A run directory defends itself: one driver at a time, outputs verified before a stage is skipped.
+
+Each case starts from a copy of the session's finished default run, as a user
+would meet it: a second `lfme run` on a busy directory, a truncated cache
+shard, a deleted expert.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from tests.pipeline_helpers import FAST, copy_run, kill_group, manifest, run_lfme, start_lfme, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def stage_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("== ")]
+
+
+def test_a_second_driver_refuses_at_once_naming_the_first(finished_run, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    sets = FAST + ["distill.epochs=40"]  # a new student: the first driver is busy for a while
+    log = tmp_path / "first.log"
+    first = start_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=sets, log=log)
+    try:
+        wait_for(lambda: (run_dir / "lease.json").exists(), timeout=120, what="the first driver's lease")
+        holder = json.loads((run_dir / "lease.json").read_text())
+        started = time.monotonic()
+        second = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=sets, timeout=120)
+        took = time.monotonic() - started
+        assert second.returncode == 1
+        message = second.stderr.strip().splitlines()[-1]
+        assert message.startswith("lfme: error: LeaseHeldError: ") and f"pid {holder['pid']} on {holder['host']}" in message
+        assert "since " in message and "==" not in second.stdout  # no stage started, nothing resumed
+        assert took < 30, f"the refusal took {took:.0f} s"
+        status = run_lfme("status", str(run_dir))
+        assert f"driver: pid {holder['pid']} on {holder['host']}" in status.stdout
+        assert first.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        kill_group(first)
+    record = manifest(run_dir)["stages"]["distill"]
+    assert record["status"] == "done" and record["attempts"] == 1 and not record["resumes"]
+    assert not (run_dir / "lease.json").exists()  # given back at the end
+
+
+def test_a_truncated_cache_shard_is_found_before_the_skip_and_the_cache_rebuilt(finished_run, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    cache = json.loads((run_dir / "cache" / "manifest.json").read_text())
+    shard = f"{cache['data_dir']}/{cache['parts']['train']['shards'][0]}"
+    (run_dir / "cache" / shard).write_bytes((run_dir / "cache" / shard).read_bytes()[:100])
+
+    verify = run_lfme("verify", str(run_dir))
+    assert verify.returncode == 1 and f"cache: DAMAGED: cache/{shard} has 100 bytes" in verify.stdout
+
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = stage_lines(result.stdout)
+    assert f"== cache: cache/{shard} has 100 bytes" in "\n".join(lines)
+    assert any(line.startswith("== split: up to date") for line in lines)
+    assert any(line.startswith("== experts: up to date") for line in lines)
+    assert "== distill: its input cache ran again; running it again" in lines
+    assert run_lfme("verify", str(run_dir)).returncode == 0
+
+
+def test_a_deleted_expert_is_retrained_alone_and_everything_downstream_reruns(finished_run, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    kept = {p.parent.name: p.read_bytes() for p in (run_dir / "experts").glob("*/model.pt") if p.parent.name != "few"}
+    (run_dir / "experts" / "few" / "model.pt").unlink()
+
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "== experts: experts/few/model.pt is missing; running it again" in result.stdout
+    assert re.search(r"experts: training 1 experts", result.stdout)
+    assert "[expert few] epoch 1/" in result.stdout and "[expert many]" not in result.stdout
+    for name, weights in kept.items():  # the other experts were kept, byte for byte
+        assert (run_dir / "experts" / name / "model.pt").read_bytes() == weights
+    for stage in ("cache", "distill", "evaluate"):
+        assert f"== {stage}: running" in result.stdout or f"== {stage}: its input" in result.stdout
+    assert "== split: up to date" in result.stdout
+    assert run_lfme("verify", str(run_dir)).returncode == 0
