@@ -87,6 +87,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, _overrides(args))  # before the heavy imports: a bad config fails at once
 
     from lfme import storage
+    from pipeline.lease import Lease
+
+    with Lease(storage.absolute(config.run_dir)) as lease:  # a busy run directory refuses before anything else
+        return run_with_lease(args, config, lease)
+
+
+def run_with_lease(args: argparse.Namespace, config, lease) -> int:
+    from lfme import storage
     from lfme.report import summary_table
     from pipeline.reuse import reuse_stages
     from pipeline.runner import run_pipeline
@@ -96,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.open(config.run_dir, "run")
     if args.reuse is not None:
         reuse_stages(config, args.reuse, config.run_dir, log=console.say)
-    manifest = run_pipeline(config, only=args.stage, log=console.say)
+    manifest = run_pipeline(config, only=args.stage, log=console.say, lease=lease)
     console.say("")
     console.say(summary_table(_summary_rows(manifest.data), ["stage", "status", "seconds", "attempts", "resumed", "result"]))
     evaluate = manifest.data["stages"].get("evaluate", {}).get("summary")
@@ -113,13 +121,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
     config = load_config(args.config, sets)  # before the heavy imports: a bad config fails at once
 
     from lfme import storage
-    from pipeline.tune import run_tune
-    from rundir.layout import sweep_dir
+    from pipeline.lease import Lease
 
-    console: Console = args.console
-    console.open(config.run_dir, "tune")
-    args.sweep = sweep_dir(storage.absolute(config.run_dir), config.tune.name)
-    summary = run_tune(config, resume=args.resume, log=console.say)
+    with Lease(storage.absolute(config.run_dir)) as lease:  # a busy run directory refuses before anything else
+        from pipeline.tune import run_tune
+        from rundir.layout import sweep_dir
+
+        console: Console = args.console
+        console.open(config.run_dir, "tune")
+        args.sweep = sweep_dir(storage.absolute(config.run_dir), config.tune.name)
+        summary = run_tune(config, resume=args.resume, log=console.say, lease=lease)
     values = ", ".join(f"{k}={v}" for k, v in summary["best_values"].items())
     console.say(f"\nbest trial {summary['best_trial']}: {values}; test top-1 {100 * summary['test']['overall']:.1f}%")
     console.say(f"results: {summary['dir']}/trials.md, best config: {summary['dir']}/best_config.yaml")

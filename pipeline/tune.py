@@ -169,8 +169,13 @@ def run_tune(
     run_dir: Optional[str] = None,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    lease: Optional[Lease] = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the sweep `config.tune` describes; write its tables and best config; return a summary."""
+    """Run (or resume) the sweep `config.tune` describes; write its tables and best config; return a summary.
+
+    `lease`: the run directory's lease when the caller holds it already (the
+    CLI takes it first); otherwise this call takes it and gives it back.
+    """
     config = with_absolute_paths(config)
     run_dir = storage.absolute(run_dir or config.run_dir)
     config.run_dir = run_dir  # best_config.yaml then points `lfme run` at this run and its cache
@@ -191,8 +196,10 @@ def run_tune(
         raise ConfigError(f"tune.grace_period: {config.tune.grace_period} is more than the most epochs a trial runs ({epochs})")
     check_logger_packages(config.tune.loggers)
 
-    lease = Lease(run_dir, log=log)
-    lease.acquire()
+    own_lease = lease is None
+    if own_lease:
+        lease = Lease(run_dir, log=log)
+        lease.acquire()
     started_ray = init_ray(config.ray)
     try:
         fps = ensure_inputs(config, run_dir, lease, log)
@@ -210,7 +217,8 @@ def run_tune(
             import ray
 
             ray.shutdown()
-        lease.release()
+        if own_lease:
+            lease.release()
 
 
 def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs: int, log: Callable[[str], None]):
