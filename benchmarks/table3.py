@@ -32,6 +32,12 @@ their mean and standard error, and its verdict: holds where the mean is more
 than two standard errors above 0, fails where more than two below, not
 separated otherwise (always, with one seed).
 
+Seeds need not run in one go: `--include earlier/table.json` adds the seeds
+of an earlier table of the same preset, scale and overrides (say, committed
+by a session whose machine is gone) to the seeds run now, and
+`--report-only` runs nothing and builds the table from the finished run
+directories under `--out`.
+
 `--scale cpu` shortens the schedule so one preset finishes in about an hour on
 2 CPU cores (`benchmarks.scales.CPU_SCALE`, printed in the table); `--scale
 cpu-long` is 3x its epochs, in bf16, with an expert budget of 600 SGD steps
@@ -60,7 +66,7 @@ from pipeline.manifest import Manifest
 from pipeline.reuse import reuse_stages
 from pipeline.runner import init_ray, run_pipeline
 from rundir.config import dump_config, load_config
-from rundir.layout import report_dir
+from rundir.layout import history_file, report_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,6 +106,7 @@ def variant_row(name: str, run_dir: str) -> dict:
     report = read_json(storage.join(report_dir(run_dir), "report.json"))
     shots = report["student"]["shots"]["inclusive"]
     distill = Manifest.load(run_dir).record("distill")
+    history = read_json(history_file(run_dir))
     return {
         "variant": name,
         "label": label,
@@ -114,6 +121,8 @@ def variant_row(name: str, run_dir: str) -> dict:
         "shot_rule": shots["rule"],
         "paper_imagenet_lt_overall": paper,
         "distill_seconds": distill.duration_s,
+        # What the student ran in: a requested bf16 falls back to fp32 on a CPU without native bf16.
+        "precision": history[-1]["precision"],
         "experts": report["experts"],
     }
 
@@ -273,6 +282,8 @@ def render(runs: dict[int, dict[str, dict]], meta: dict) -> str:
         f"(n/a: no such class). Each seed trains its own experts, cache and students; the long-tailed split is the "
         f"protocol's, the same for every seed. The instance-sampling rows run with the first seed only.",
         f"Schedule overrides: {', '.join(f'`{s}`' for s in meta['overrides']) or 'none (the preset as is)'}.",
+        f"Precision the students ran in, per seed: "
+        f"{'; '.join(f'{seed}: ' + ', '.join(sorted({r.get('precision', 'not recorded') for r in rows.values()})) for seed, rows in runs.items())}.",
         f"Wall time of the whole benchmark: {meta['wall_seconds'] / 60:.1f} min; versions: {meta['versions']}.",
         "",
         *table,
@@ -300,17 +311,35 @@ def run_seed(preset: str, seed: int, names: list[str], overrides: list[str], roo
     base = str(root / "base")
     base_config = load_config(preset, seeded + [f"run_dir={base}"])
     run_pipeline(base_config, through=TEACHER_STAGES[-1])
-    rows = {}
-    for name in names:
-        if name in FIRST_SEED_ONLY and not first:
-            continue
+    for name in seed_variants(names, first):
         run_dir = str(root / name)
         config = load_config(preset, seeded + VARIANTS[name][1] + [f"run_dir={run_dir}"])
         print(f"\n######## seed {seed}, {name}: {VARIANTS[name][0]}", flush=True)
         reuse_stages(config, base, run_dir, TEACHER_STAGES)
         run_pipeline(config)
-        rows[name] = variant_row(name, run_dir)
-    return rows
+    return seed_rows(names, root, first)
+
+
+def seed_variants(names: list[str], first: bool) -> list[str]:
+    return [n for n in names if first or n not in FIRST_SEED_ONLY]
+
+
+def seed_rows(names: list[str], root: Path, first: bool) -> dict[str, dict]:
+    """Each variant's row, read from its finished run directory under `root`."""
+    return {name: variant_row(name, str(root / name)) for name in seed_variants(names, first)}
+
+
+def included_runs(paths: list[str], preset: str, scale: str, overrides: list[str]) -> dict[int, dict[str, dict]]:
+    """The seeds of earlier `table.json`s (e.g. committed from another session), checked to be the same protocol."""
+    runs: dict[int, dict[str, dict]] = {}
+    for path in paths:
+        table = read_json(path)
+        meta = table["meta"]
+        for key, want in (("preset", preset), ("scale", scale), ("overrides", overrides)):
+            if meta[key] != want:
+                raise SystemExit(f"--include {path}: its {key} is {meta[key]!r}, this run's is {want!r}")
+        runs.update({int(seed): rows for seed, rows in table["runs"].items()})
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,6 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides")
     parser.add_argument("--seeds", help="comma-separated seeds, each its own experts, cache and students (default: the config's)")
+    parser.add_argument(
+        "--include", action="append", default=[], metavar="TABLE_JSON",
+        help="an earlier table.json of the same protocol whose seeds join the table (those not run now)",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true",
+        help="run nothing: build the table from the finished run directories under --out (and --include)",
+    )
     args = parser.parse_args(argv)
 
     names = args.variants.split(",")
@@ -335,21 +372,29 @@ def main(argv: list[str] | None = None) -> int:
     # One Ray for every stage of every seed and variant (run_pipeline leaves a
     # Ray it did not start running), rather than one started per variant.
     roots = {seed: out / f"seed-{seed}" if args.seeds else out for seed in seeds}
-    started_ray = init_ray(load_config(args.preset, overrides).ray)
-    try:
-        runs = {seed: run_seed(args.preset, seed, names, overrides, roots[seed], first=seed == seeds[0]) for seed in seeds}
-    finally:
-        if started_ray:
-            import ray
+    runs = included_runs(args.include, args.preset, args.scale, overrides)
+    lowest = min([*seeds, *runs])  # the instance-sampling rows' seed (FIRST_SEED_ONLY)
+    if args.report_only:
+        runs.update({seed: seed_rows(names, roots[seed], first=seed == lowest) for seed in seeds})
+    else:
+        started_ray = init_ray(load_config(args.preset, overrides).ray)
+        try:
+            for seed in seeds:
+                runs[seed] = run_seed(args.preset, seed, names, overrides, roots[seed], first=seed == lowest)
+        finally:
+            if started_ray:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
+    runs = dict(sorted(runs.items()))
     first = roots[seeds[0]]
     base_config = load_config(args.preset, overrides + [f"seed={seeds[0]}", f"run_dir={first / 'base'}"])
 
     meta = {
         "preset": args.preset,
         "scale": args.scale,
-        "seeds": seeds,
+        "seeds": list(runs),
+        "included": args.include,
         "overrides": overrides,
         "command": " ".join(["python", "-m", "benchmarks.table3", *(argv if argv is not None else sys.argv[1:])]),
         "wall_seconds": time.monotonic() - start,

@@ -51,14 +51,16 @@ def subset_accuracy(logits, labels, classes, restrict: bool = False) -> float:
     """
     logits, labels = _numpy(logits), _numpy(labels)
     classes = np.asarray(list(classes), dtype=np.int64)
-    mask = np.isin(labels, classes)
-    if not mask.any():
+    rows = np.flatnonzero(np.isin(labels, classes))
+    if not rows.size:
         return float("nan")
+    # One gather of the rows (and columns) needed: `logits` may be a large
+    # float16 memory map (the teacher cache's validation part).
     if restrict:
-        preds = classes[logits[mask][:, classes].argmax(axis=1)]
+        preds = classes[logits[np.ix_(rows, classes)].argmax(axis=1)]
     else:
-        preds = logits[mask].argmax(axis=1)
-    return float(np.mean(preds == labels[mask]))
+        preds = logits[rows].argmax(axis=1)
+    return float(np.mean(preds == labels[rows]))
 
 
 def _shot_rule(thresholds, convention: str) -> str:

@@ -250,6 +250,39 @@ def sync_directory(location: Location) -> None:
         os.close(fd)
 
 
+# ------------------------------------------------------------------ node-local
+# For copies a node keeps for itself (`lfme.teacher_cache.map_cache`): plain
+# local paths, never a run directory's location.
+
+
+@contextmanager
+def local_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the local file `path` (created if absent) for the block; waits for other holders."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextmanager
+def atomic_local_directory(path: Path) -> Iterator[Path]:
+    """A staging folder the block fills; it becomes `path` only if the block succeeds (one rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield staging
+        os.replace(staging, path)
+        sync_directory(str(path.parent))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def remove(location: Location) -> None:
     """Delete a file or a whole directory (prefix); nothing to delete is not an error."""
     path = local_path(location)

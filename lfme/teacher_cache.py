@@ -20,11 +20,17 @@ Layout of a cache directory ``D``::
     D/manifest.json                 the only entry point for readers
     D/<data_dir>/<part>-NNNNN.parquet   shards of <= shard_rows rows, sorted by sample_id
 
-``write_cache`` never touches the files the current manifest points to: it
-writes a new, uniquely named data directory, then replaces ``manifest.json``
+A write never touches the files the current manifest points to: shards go
+into a new, uniquely named data directory (``new_data_dir``; ``write_shard``
+from any process, so the cache stage writes them where the logits are
+computed), then ``commit_cache`` checks them and replaces ``manifest.json``
 atomically, then deletes the data directories no manifest references. A
 reader therefore sees either the old complete cache or the new complete one.
 One writer at a time per directory is assumed (the pipeline's cache stage).
+
+Two readers: ``read_cache`` loads a part into the caller's memory;
+``map_cache`` copies it once per node into an uncompressed float16 file that
+every reader on the node memory-maps, so N workers hold the logits once.
 
 Framework-free on purpose (numpy + pyarrow + json): no Ray, no torch.
 """
@@ -36,8 +42,10 @@ import hashlib
 import io
 import json
 import re
+import tempfile
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -95,6 +103,26 @@ class TeacherRows:
     @property
     def num_classes(self) -> int:
         return int(np.shape(self.logits)[1])
+
+    def slice(self, start: int, stop: int) -> TeacherRows:
+        """Rows start..stop-1 (views, no copy)."""
+        return TeacherRows(
+            self.sample_ids[start:stop],
+            self.labels[start:stop],
+            self.subsets[start:stop],
+            self.logits[start:stop],
+            self.confidence[start:stop],
+        )
+
+    @staticmethod
+    def concat(pieces: list[TeacherRows], num_classes: int) -> TeacherRows:
+        """The pieces one after another (an empty list gives no rows, `num_classes` wide)."""
+        if not pieces:
+            return TeacherRows(
+                np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32),
+                np.zeros((0, num_classes), np.float16), np.zeros(0, np.float32),
+            )
+        return TeacherRows(*(np.concatenate([getattr(p, f) for p in pieces]) for f in ("sample_ids", "labels", "subsets", "logits", "confidence")))
 
     def rows_for(self, sample_ids) -> np.ndarray:
         """Row positions (int64) of `sample_ids`, in the order given.
@@ -304,6 +332,115 @@ def _remove_unreferenced(directory: str, keep: str) -> list[str]:
 
 
 # -------------------------------------------------------------------------- write
+#
+# A cache is written in three steps, so that shards can be written where the
+# logits are computed (the cache stage's tasks) and no process ever holds more
+# than a shard: `new_data_dir` names a fresh data directory, `write_shard`
+# writes one shard into it (anywhere, any process), `commit_cache` checks the
+# shards and replaces the manifest. `write_cache` is the three for rows at hand.
+
+
+def _shard_schema(num_classes: int, fingerprint: str) -> pa.Schema:
+    return arrow_schema(num_classes).with_metadata(
+        {SCHEMA_METADATA_KEY: json.dumps({"format": FORMAT, "num_classes": num_classes, "fingerprint": fingerprint})}
+    )
+
+
+def _check_fingerprint(fingerprint) -> None:
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise ValueError(f"fingerprint must be a non-empty string, got {fingerprint!r}")
+
+
+def new_data_dir(fingerprint: str) -> str:
+    """A data directory name no other write uses (`data-<fingerprint>-<random>`)."""
+    _check_fingerprint(fingerprint)
+    safe_fp = re.sub(r"[^A-Za-z0-9_.-]", "_", fingerprint[:12])
+    return f"{DATA_DIR_PREFIX}{safe_fp}-{uuid.uuid4().hex[:8]}"
+
+
+def write_shard(directory, data_dir: str, part: str, index: int, rows: TeacherRows, *, fingerprint: str, subsets) -> dict:
+    """Write shard `index` of `part` into `directory/data_dir`; returns what `commit_cache` needs about it.
+
+    The rows are validated against the subsets (see `write_cache`) and sorted
+    by sample_id. Shards of a part must cover increasing, disjoint ranges of
+    sample ids in index order; `commit_cache` checks that.
+    """
+    _check_fingerprint(fingerprint)
+    subset_list = _normalise_subsets(subsets)
+    num_classes = sum(len(s["classes"]) for s in subset_list)
+    clean = _validate_part(part, rows, _validate_subsets(subset_list, num_classes))
+    name = f"{part}-{int(index):05d}.parquet"
+    size, digest = _write_shard(_to_table(clean, _shard_schema(num_classes, fingerprint)), storage.join(directory, data_dir, name))
+    ids = clean.sample_ids
+    return {
+        "part": part,
+        "index": int(index),
+        "name": name,
+        "rows": len(clean),
+        "bytes": size,
+        "sha256": digest,
+        "first_id": int(ids[0]) if len(ids) else None,
+        "last_id": int(ids[-1]) if len(ids) else None,
+    }
+
+
+def commit_cache(directory, data_dir: str, shards: list[dict], *, fingerprint: str, subsets, experts: dict, extra: dict | None = None) -> dict:
+    """Make the shards written into `directory/data_dir` the cache: write the manifest, drop older data.
+
+    `shards`: `write_shard`'s results, in any order. Each part's indices must
+    run 0..k-1 and its shards' sample ids must increase from shard to shard
+    (so the part is sorted by unique sample_id as a whole).
+    """
+    _check_fingerprint(fingerprint)
+    if not shards:
+        raise ValueError("no shards: nothing to cache")
+    subset_list = _normalise_subsets(subsets)
+    expert_map = _normalise_experts(experts)
+    num_classes = sum(len(s["classes"]) for s in subset_list)
+    _validate_subsets(subset_list, num_classes)
+    manifest_parts = {}
+    for part in sorted({s["part"] for s in shards}):
+        ordered = sorted((s for s in shards if s["part"] == part), key=lambda s: s["index"])
+        if [s["index"] for s in ordered] != list(range(len(ordered))):
+            raise ValueError(f"part {part!r}: shard indices {[s['index'] for s in ordered]} are not 0..{len(ordered) - 1}")
+        last = None
+        for s in ordered:
+            if s["first_id"] is None:
+                continue
+            if last is not None and s["first_id"] <= last:
+                raise ValueError(
+                    f"part {part!r}: shard {s['name']} starts at sample_id {s['first_id']}, not after {last}, "
+                    "the last id of the shard before it"
+                )
+            last = s["last_id"]
+        manifest_parts[part] = {
+            "rows": sum(s["rows"] for s in ordered),
+            "shards": [s["name"] for s in ordered],
+            "shard_rows": [s["rows"] for s in ordered],
+            "shard_bytes": [s["bytes"] for s in ordered],
+            "shard_sha256": [s["sha256"] for s in ordered],
+        }
+    directory = str(directory)
+    storage.sync_directory(storage.join(directory, data_dir))
+    manifest = {
+        "format": FORMAT,
+        "fingerprint": fingerprint,
+        "num_classes": num_classes,
+        "subsets": subset_list,
+        "experts": expert_map,
+        "data_dir": data_dir,
+        "parts": manifest_parts,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "extra": dict(extra or {}),
+    }
+    _write_manifest(directory, manifest)
+    _remove_unreferenced(directory, keep=data_dir)
+    return manifest
+
+
+def discard_data_dir(directory, data_dir: str) -> None:
+    """Remove a data directory that was never committed (a failed write); the current cache is untouched."""
+    storage.remove(storage.join(directory, data_dir))
 
 
 def write_cache(
@@ -316,7 +453,7 @@ def write_cache(
     shard_rows: int = 100_000,
     extra: dict | None = None,
 ) -> dict:
-    """Write a complete teacher cache to `directory` and return its manifest.
+    """Write a complete teacher cache from rows in memory to `directory` and return its manifest.
 
     `subsets`: the experts' subsets in order (Subset objects, {"name", "classes"}
     dicts or (name, classes) pairs); they must partition 0..C-1 and row k's
@@ -325,76 +462,32 @@ def write_cache(
     Rows are sorted by sample_id; duplicate ids are rejected. The previous
     cache in `directory` stays readable until the new manifest replaces it.
     """
-    if not isinstance(fingerprint, str) or not fingerprint:
-        raise ValueError(f"fingerprint must be a non-empty string, got {fingerprint!r}")
+    _check_fingerprint(fingerprint)
     if int(shard_rows) < 1:
         raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
     shard_rows = int(shard_rows)
     if not parts:
         raise ValueError("parts is empty: nothing to cache")
-
     subset_list = _normalise_subsets(subsets)
-    expert_map = _normalise_experts(experts)
+    _normalise_experts(experts)
     # C is fixed by the subsets (they partition 0..C-1); every part's logits must be C wide.
-    num_classes = sum(len(s["classes"]) for s in subset_list)
-    owner = _validate_subsets(subset_list, num_classes)
+    owner = _validate_subsets(subset_list, sum(len(s["classes"]) for s in subset_list))
+    # Validated and sorted whole before anything is written, so a bad part fails fast.
     clean = {part: _validate_part(part, rows, owner) for part, rows in parts.items()}
 
     directory = str(directory)
-    safe_fp = re.sub(r"[^A-Za-z0-9_.-]", "_", fingerprint[:12])
-    data_dir_name = f"{DATA_DIR_PREFIX}{safe_fp}-{uuid.uuid4().hex[:8]}"
-    data_dir = storage.join(directory, data_dir_name)
-
-    schema = arrow_schema(num_classes).with_metadata(
-        {SCHEMA_METADATA_KEY: json.dumps({"format": FORMAT, "num_classes": num_classes, "fingerprint": fingerprint})}
-    )
-    manifest_parts = {}
+    data_dir = new_data_dir(fingerprint)
     try:
+        written = []
         for part, rows in clean.items():
-            n = len(rows)
-            shards, counts, sizes, digests = [], [], [], []
             # An empty part still gets one (empty) shard, so its schema is on disk.
-            for k, start in enumerate(range(0, max(n, 1), shard_rows)):
-                stop = min(start + shard_rows, n)
-                piece = TeacherRows(
-                    rows.sample_ids[start:stop],
-                    rows.labels[start:stop],
-                    rows.subsets[start:stop],
-                    rows.logits[start:stop],
-                    rows.confidence[start:stop],
-                )
-                name = f"{part}-{k:05d}.parquet"
-                size, digest = _write_shard(_to_table(piece, schema), storage.join(data_dir, name))
-                shards.append(name)
-                counts.append(stop - start)
-                sizes.append(size)
-                digests.append(digest)
-            manifest_parts[part] = {
-                "rows": n,
-                "shards": shards,
-                "shard_rows": counts,
-                "shard_bytes": sizes,
-                "shard_sha256": digests,
-            }
-        storage.sync_directory(data_dir)
-        manifest = {
-            "format": FORMAT,
-            "fingerprint": fingerprint,
-            "num_classes": num_classes,
-            "subsets": subset_list,
-            "experts": expert_map,
-            "data_dir": data_dir_name,
-            "parts": manifest_parts,
-            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "extra": dict(extra or {}),
-        }
-        _write_manifest(directory, manifest)
+            for k, start in enumerate(range(0, max(len(rows), 1), shard_rows)):
+                written.append(write_shard(directory, data_dir, part, k, rows.slice(start, start + shard_rows), fingerprint=fingerprint, subsets=subset_list))
+        return commit_cache(directory, data_dir, written, fingerprint=fingerprint, subsets=subset_list, experts=experts, extra=extra)
     except BaseException:
         # The old manifest (if any) was not touched: drop only our half-written data.
-        storage.remove(data_dir)
+        discard_data_dir(directory, data_dir)
         raise
-    _remove_unreferenced(directory, keep=data_dir_name)
-    return manifest
 
 
 # --------------------------------------------------------------------------- read
@@ -447,85 +540,90 @@ def verify_cache(directory, *, expected_fingerprint: str | None = None, expected
     return manifest
 
 
-def _read_part(directory: str, manifest: dict, part: str) -> TeacherRows:
+def _part_entry(directory: str, manifest: dict, part: str) -> dict:
     parts = manifest["parts"]
     if part not in parts:
         raise KeyError(f"teacher cache at {directory} has no part {part!r} (it has {sorted(parts)})")
-    entry = parts[part]
-    num_classes = int(manifest["num_classes"])
-    expected_schema = arrow_schema(num_classes)
-    data_dir = storage.join(directory, manifest["data_dir"])
-    counts = entry.get("shard_rows")
-    digests = entry.get("shard_sha256")  # absent in caches written before checksums were recorded
-    tables = []
-    for k, name in enumerate(entry["shards"]):
-        path = storage.join(data_dir, name)
-        data = storage.read_bytes(path)
-        if digests is not None and hashlib.sha256(data).hexdigest() != digests[k]:
-            raise CacheDamagedError(
-                f"teacher cache shard {path} is damaged: {len(data)} bytes whose SHA-256 is not the one its manifest "
-                f"recorded ({entry['shard_bytes'][k]} bytes); rerun the cache stage (lfme run rebuilds it)"
-            )
-        try:
-            table = pq.read_table(pa.BufferReader(data))
-        except (pa.ArrowInvalid, OSError) as err:
-            raise CacheDamagedError(f"teacher cache shard {path} is unreadable ({err}); rerun the cache stage") from None
-        got = [(f.name, f.type) for f in table.schema]
-        want = [(f.name, f.type) for f in expected_schema]
-        if got != want:
-            raise ValueError(f"shard {path} has columns {got}, expected {want}")
-        meta = json.loads((table.schema.metadata or {}).get(SCHEMA_METADATA_KEY, b"{}"))
-        if meta.get("fingerprint") != manifest["fingerprint"]:
-            raise ValueError(
-                f"shard {path} was written for fingerprint {meta.get('fingerprint')!r}, "
-                f"the manifest says {manifest['fingerprint']!r}"
-            )
-        if counts is not None and table.num_rows != counts[k]:
-            raise ValueError(f"shard {path} has {table.num_rows} rows, the manifest says {counts[k]}")
-        tables.append(table)
-    table = pa.concat_tables(tables) if tables else expected_schema.empty_table()
-    if table.num_rows != entry["rows"]:
-        last = storage.join(data_dir, entry["shards"][-1]) if entry["shards"] else data_dir
-        raise ValueError(
-            f"part {part!r} has {table.num_rows} rows in its shards, the manifest says {entry['rows']} "
-            f"(last shard {last})"
-        )
+    return parts[part]
 
+
+def _read_shard(directory: str, manifest: dict, part: str, k: int) -> pa.Table:
+    """Shard k of `part`, checked against the manifest (bytes, SHA-256, schema, fingerprint, rows)."""
+    entry = manifest["parts"][part]
+    path = storage.join(directory, manifest["data_dir"], entry["shards"][k])
+    data = storage.read_bytes(path)
+    digests = entry.get("shard_sha256")  # absent in caches written before checksums were recorded
+    if digests is not None and hashlib.sha256(data).hexdigest() != digests[k]:
+        raise CacheDamagedError(
+            f"teacher cache shard {path} is damaged: {len(data)} bytes whose SHA-256 is not the one its manifest "
+            f"recorded ({entry['shard_bytes'][k]} bytes); rerun the cache stage (lfme run rebuilds it)"
+        )
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise CacheDamagedError(f"teacher cache shard {path} is unreadable ({err}); rerun the cache stage") from None
+    got = [(f.name, f.type) for f in table.schema]
+    want = [(f.name, f.type) for f in arrow_schema(int(manifest["num_classes"]))]
+    if got != want:
+        raise ValueError(f"shard {path} has columns {got}, expected {want}")
+    meta = json.loads((table.schema.metadata or {}).get(SCHEMA_METADATA_KEY, b"{}"))
+    if meta.get("fingerprint") != manifest["fingerprint"]:
+        raise ValueError(
+            f"shard {path} was written for fingerprint {meta.get('fingerprint')!r}, "
+            f"the manifest says {manifest['fingerprint']!r}"
+        )
+    counts = entry.get("shard_rows")
+    if counts is not None and table.num_rows != counts[k]:
+        raise ValueError(f"shard {path} has {table.num_rows} rows, the manifest says {counts[k]}")
+    if table.column("logits").null_count:
+        raise ValueError(f"shard {path} has null logits rows")
+    return table
+
+
+def _logits_of(table: pa.Table, num_classes: int) -> np.ndarray:
     # float16 decode: measured on 100k x 1000 logits, the Parquet decode itself
     # dominates (~1 s); turning the column into numpy costs ~0.05 s with
     # combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape, vs
     # ~0.07 s filling a preallocated array chunk by chunk, ~0.07 s concatenating
     # per-chunk arrays and ~1.5 s via pandas + np.stack. We use the fastest.
     col = table.column("logits").combine_chunks()
-    if col.null_count:
-        raise ValueError(f"part {part!r} of the teacher cache at {directory} has null logits rows")
-    logits = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, num_classes)
-    rows = TeacherRows(
-        sample_ids=table.column("sample_id").to_numpy().astype(np.int64, copy=False),
-        labels=table.column("label").to_numpy().astype(np.int64, copy=False),
-        subsets=table.column("subset").to_numpy().astype(np.int32, copy=False),
-        logits=logits,
-        confidence=table.column("confidence").to_numpy().astype(np.float32, copy=False),
-    )
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, num_classes)
+
+
+def _small_columns(table: pa.Table) -> dict[str, np.ndarray]:
+    """Every column but the logits, as numpy, in TeacherRows' field names and dtypes."""
+    return {
+        "sample_ids": table.column("sample_id").to_numpy().astype(np.int64, copy=False),
+        "labels": table.column("label").to_numpy().astype(np.int64, copy=False),
+        "subsets": table.column("subset").to_numpy().astype(np.int32, copy=False),
+        "confidence": table.column("confidence").to_numpy().astype(np.float32, copy=False),
+    }
+
+
+def _check_rows(directory: str, part: str, entry: dict, rows: TeacherRows) -> TeacherRows:
+    if len(rows) != entry["rows"]:
+        raise ValueError(f"part {part!r} of the teacher cache at {directory} has {len(rows)} rows in its shards, the manifest says {entry['rows']}")
     ids = rows.sample_ids
     if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
         raise ValueError(f"part {part!r} of the teacher cache at {directory} is not sorted by unique sample_id")
     return rows
 
 
-def read_cache(directory, part: str, *, expected_fingerprint: str | None = None, expected_experts=None) -> TeacherRows:
-    """Read one part of the cache through its manifest.
+def _read_part(directory: str, manifest: dict, part: str) -> TeacherRows:
+    entry = _part_entry(directory, manifest, part)
+    num_classes = int(manifest["num_classes"])
+    tables = [_read_shard(directory, manifest, part, k) for k in range(len(entry["shards"]))]
+    table = pa.concat_tables(tables) if tables else arrow_schema(num_classes).empty_table()
+    return _check_rows(directory, part, entry, TeacherRows(logits=_logits_of(table, num_classes), **_small_columns(table)))
 
-    Raises CacheMismatchError when `expected_fingerprint` or `expected_experts`
-    (name -> sha256) disagree with the manifest, KeyError for an unknown part,
-    ValueError when the shards disagree with the manifest.
-    """
-    directory = str(directory)
+
+def _with_current_manifest(directory: str, expected_fingerprint, expected_experts, read):
+    """`read(manifest)` after checking the manifest, retried when a concurrent write replaced it mid-read."""
     manifest = read_manifest(directory)
     for attempt in range(3):
         _check_expected(directory, manifest, expected_fingerprint, expected_experts)
         try:
-            return _read_part(directory, manifest, part)
+            return read(manifest)
         except FileNotFoundError:
             # A concurrent write_cache may have replaced the manifest and removed
             # the data dir we were reading; retry with the new manifest if so.
@@ -534,3 +632,93 @@ def read_cache(directory, part: str, *, expected_fingerprint: str | None = None,
                 raise
             manifest = newer
     raise AssertionError("unreachable")
+
+
+def read_cache(directory, part: str, *, expected_fingerprint: str | None = None, expected_experts=None) -> TeacherRows:
+    """Read one part of the cache through its manifest, into this process's memory.
+
+    Raises CacheMismatchError when `expected_fingerprint` or `expected_experts`
+    (name -> sha256) disagree with the manifest, KeyError for an unknown part,
+    CacheDamagedError for a shard that is not the one written, ValueError when
+    the shards disagree with the manifest otherwise.
+    """
+    directory = str(directory)
+    return _with_current_manifest(directory, expected_fingerprint, expected_experts, lambda m: _read_part(directory, m, part))
+
+
+# ------------------------------------------------------------ node-local, mapped
+
+LOCAL_LOGITS = "logits.npy"
+LOCAL_COLUMNS = "columns.npz"
+
+
+def default_local_dir() -> str:
+    """Where `map_cache` keeps node-local copies unless told otherwise: the system's temp folder."""
+    return str(Path(tempfile.gettempdir()) / "lfme-teacher-cache")
+
+
+def map_cache(
+    directory, part: str, *, local_dir: str | None = None, expected_fingerprint: str | None = None, expected_experts=None
+) -> TeacherRows:
+    """Read one part as `read_cache` does, through a memory-mapped copy on this node.
+
+    The first reader on a node copies the part's shards, checked as
+    `read_cache` checks them and one at a time, into
+    `local_dir/<cache id>/<data_dir>/<part>/`: the logits as one uncompressed
+    float16 `.npy` file, the other columns beside it. Every reader on the node
+    then maps that file, so the logits are in memory once per node however
+    many workers or trials read them (the page cache is shared by every
+    mapping, and a process's proportional set size counts a shared page once
+    in all), and only the pages of the rows a worker touches are read.
+    The copy is named by the manifest's data directory, which every write of
+    the cache renews, so a rebuilt cache is never served from an old copy;
+    older copies of the same cache are removed when a new one is made (a
+    process still mapping one keeps its pages until it exits).
+
+    Returns rows whose `logits` is a read-only `np.memmap`.
+    """
+    directory = str(directory)
+    local_root = Path(local_dir or default_local_dir()) / hashlib.sha256(storage.absolute(directory).encode()).hexdigest()[:16]
+    return _with_current_manifest(
+        directory, expected_fingerprint, expected_experts, lambda m: _map_part(directory, m, part, local_root)
+    )
+
+
+def _map_part(directory: str, manifest: dict, part: str, local_root: Path) -> TeacherRows:
+    entry = _part_entry(directory, manifest, part)
+    copy = local_root / manifest["data_dir"] / part
+    if not copy.exists():
+        with storage.local_lock(local_root / f"{manifest['data_dir']}.lock"):
+            if not copy.exists():
+                with storage.atomic_local_directory(copy) as staging:
+                    _copy_part(directory, manifest, part, staging)
+                for name in storage.list_names(str(local_root)):
+                    if name.startswith(DATA_DIR_PREFIX) and name not in (manifest["data_dir"], f"{manifest['data_dir']}.lock"):
+                        storage.remove(str(local_root / name))
+    with np.load(copy / LOCAL_COLUMNS) as columns:
+        small = {name: columns[name] for name in columns.files}
+    logits = np.load(copy / LOCAL_LOGITS, mmap_mode="r") if entry["rows"] else np.zeros((0, int(manifest["num_classes"])), np.float16)
+    return _check_rows(directory, part, entry, TeacherRows(logits=logits, **small))
+
+
+def _copy_part(directory: str, manifest: dict, part: str, target: Path) -> None:
+    """The part's shards into `target` as one float16 .npy and the small columns, a shard at a time."""
+    entry = manifest["parts"][part]
+    num_classes = int(manifest["num_classes"])
+    rows = int(entry["rows"])
+    logits = np.lib.format.open_memmap(target / LOCAL_LOGITS, mode="w+", dtype=np.float16, shape=(rows, num_classes)) if rows else None
+    columns, at = [], 0
+    for k in range(len(entry["shards"])):
+        table = _read_shard(directory, manifest, part, k)
+        if table.num_rows:
+            if at + table.num_rows > rows:
+                raise ValueError(f"part {part!r} of the teacher cache at {directory} has more rows in its shards than the manifest's {rows}")
+            logits[at : at + table.num_rows] = _logits_of(table, num_classes)
+        columns.append(_small_columns(table))
+        at += table.num_rows
+    if logits is not None:
+        logits.flush()
+        del logits
+    np.savez(target / LOCAL_COLUMNS, **{name: np.concatenate([c[name] for c in columns]) for name in columns[0]})
+
+

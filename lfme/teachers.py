@@ -41,17 +41,18 @@ class TeacherSignal(Protocol):
 class CachedTeachers:
     """The teacher signal read from the teacher cache: each image's row, found by its sample id.
 
-    The rows' float16 logits stay on the CPU (a few bytes per class per
-    sample); a batch's rows are gathered and moved to its device as float32.
+    The float16 logits stay where the rows keep them (in memory, or mapped
+    from the node's copy by `lfme.teacher_cache.map_cache`, shared by every
+    worker on the node); only a batch's rows are gathered, copied, and moved
+    to its device as float32.
     """
 
     def __init__(self, rows: TeacherRows):
         self.rows = rows
-        self._logits = torch.from_numpy(rows.logits.copy())  # float16, writable for torch
 
     def targets(self, batch: Batch) -> torch.Tensor:
-        positions = torch.from_numpy(self.rows.rows_for(batch.sample_ids.numpy()))
-        return self._logits[positions].to(batch.images.device).float()
+        positions = self.rows.rows_for(batch.sample_ids.numpy())
+        return torch.from_numpy(np.asarray(self.rows.logits[positions])).to(batch.images.device).float()
 
 
 class LiveTeachers(nn.Module):

@@ -38,11 +38,16 @@ def _without_speed_fields(section: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in section.items() if k not in _SPEED_ONLY}
 
 
+def _data_settings(data: dict[str, Any]) -> dict[str, Any]:
+    # The generated set's spec defines the data of source 'synthetic' only.
+    return {k: v for k, v in _without_speed_fields(data).items() if k != "synthetic" or data["source"] == "synthetic"}
+
+
 def stage_settings(config: Config, stage: str) -> dict[str, Any]:
     """The config fields that define what `stage` produces."""
     c = config.to_dict()
     if stage == "split":
-        return {"data": _without_speed_fields(c["data"]), "split": c["split"]}
+        return {"data": _data_settings(c["data"]), "split": c["split"]}
     if stage in ("experts", "distill"):
         # Precision changes the numbers of every stage that runs a model. Images
         # kept decoded are augmented in batches (lfme.data.BatchTransform): the

@@ -76,8 +76,27 @@ class Resources:
 
 
 @dataclass
+class SyntheticData:
+    """`data.source: synthetic`: a generated long-tailed set (lfme.data.synthetic), for measuring at scale."""
+
+    images: int = 115_846  # training images; the default is ImageNet-LT's size
+    classes: int = 1_000
+    max_count: int = 1_280  # the head class's size; the tail's is 2
+    test_per_class: int = 1
+    seed: int = 0
+
+    def check(self, path: str) -> None:
+        if self.classes < 1 or self.test_per_class < 1:
+            raise ConfigError(f"{path}.classes and {path}.test_per_class: must be >= 1")
+        if not 2 * self.classes <= self.images <= self.max_count * self.classes:
+            raise ConfigError(
+                f"{path}.images: {self.images} cannot make {self.classes} classes of 2..{self.max_count} images each"
+            )
+
+
+@dataclass
 class DataConfig:
-    source: Literal["digits", "imagefolder", "oltr", "parquet", "inat", "cifar10", "cifar100"] = "digits"
+    source: Literal["digits", "imagefolder", "oltr", "parquet", "inat", "cifar10", "cifar100", "synthetic"] = "digits"
     # imagefolder: the tree's root; oltr: the image root the list paths are
     # relative to; parquet: the folder of the files; inat: the folder the JSON
     # files' image file_names are relative to; cifar10/100: torchvision root.
@@ -113,8 +132,11 @@ class DataConfig:
     # families only.
     decode_once: bool = False
     check_images: bool = True  # decode every image in the split stage
+    synthetic: SyntheticData = field(default_factory=SyntheticData)  # source 'synthetic' only
 
     def check(self, path: str) -> None:
+        if self.source == "synthetic":
+            self.synthetic.check(f"{path}.synthetic")
         if self.source in ("imagefolder", "oltr", "parquet", "inat") and not self.root:
             raise ConfigError(f"{path}.root: required for source '{self.source}'")
         if self.source == "oltr" and not (self.train and self.test):
@@ -227,12 +249,19 @@ class ExpertsConfig(TrainingConfig):
 @dataclass
 class CacheConfig:
     batch_size: int = 256
-    shard_rows: int = 100_000  # rows per Parquet shard
+    # Rows per Parquet shard, one cache task each; null: as many as make 128 MB
+    # of float16 logits (stages/cache.py), whatever the label space.
+    shard_rows: int | None = None
+    # The node-local folder where readers keep the memory-mapped copy of the
+    # cache (lfme.teacher_cache.map_cache); null: the system's temp folder.
+    local_dir: str | None = None
     resources: Resources = field(default_factory=Resources)  # one inference task
 
     def check(self, path: str) -> None:
-        if self.batch_size < 1 or self.shard_rows < 1:
-            raise ConfigError(f"{path}: batch_size and shard_rows must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"{path}.batch_size: must be >= 1, got {self.batch_size}")
+        if self.shard_rows is not None and self.shard_rows < 1:
+            raise ConfigError(f"{path}.shard_rows: must be >= 1 or null, got {self.shard_rows}")
 
 
 @dataclass

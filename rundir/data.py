@@ -45,6 +45,9 @@ def load_source(cfg: DataConfig) -> SourceSplits:
         return lfme_data.inat(
             cfg.root, _resolve(cfg.root, cfg.train), _resolve(cfg.root, cfg.test), val=_resolve(cfg.root, cfg.val)
         )
+    if cfg.source == "synthetic":
+        g = cfg.synthetic
+        return lfme_data.synthetic(g.images, g.classes, g.max_count, g.test_per_class, cfg.image_size, g.seed)
     if cfg.source in ("cifar10", "cifar100"):
         return lfme_data.torchvision_cifar(cfg.source, cfg.root or "data", download=cfg.download)
     raise ValueError(f"data.source: unknown source '{cfg.source}'")

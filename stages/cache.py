@@ -1,13 +1,24 @@
 """Stage 3, cache: every expert over the training and validation sets, once, to Parquet.
 
-One Ray task per expert runs it with the test transform (the un-augmented
-image, as the official code computes the teacher signals) over the training
-and validation sets, whole, not only its subset's samples: every expert's KD term applies to
-every instance (paper 4.5). The driver joins the outputs into one row per
-sample (`lfme.teacher_cache` documents the schema), computes the confidence p_i
-from the expert of the sample's own subset, and writes the shards and the
-manifest atomically. The manifest records the SHA-256 of every expert
-checkpoint, so the student refuses a cache built from other experts.
+Each part is cut into ranges of samples in sample-id order. One Ray task per
+range loads every expert, runs them with the test transform (the un-augmented
+image, as the official code computes the teacher signals) over its images,
+computes p_i from the expert of each sample's own subset, and writes its rows
+as one shard straight into the cache's new data directory
+(`lfme.teacher_cache.write_shard`). Every expert runs over every sample, not
+only its subset's: every expert's KD term applies to every instance (paper 4.5).
+
+The driver only names the data directory, hands out the ranges and, once
+every shard is written, commits the manifest (`commit_cache`) with the
+SHA-256 of every expert checkpoint, so the student refuses a cache built from
+other experts. It never holds logits: its memory does not grow with the data
+or the label space (iNaturalist 2018's 437,513 x 8,142 logits are 7.1 GB in
+float16), and a task holds one shard. A failed or interrupted stage discards
+the new data directory; the last good cache stays.
+
+Shard size: `cache.shard_rows` rows, or by default as many as make
+`SHARD_BYTES` of float16 logits; and at least as many shards as the cluster
+runs tasks at once, so a small data set still uses every worker.
 """
 
 from __future__ import annotations
@@ -15,34 +26,56 @@ from __future__ import annotations
 import numpy as np
 import ray
 
-from lfme import storage
-from lfme.engine import predict
-from lfme.subsets import Subset
-from lfme.teacher_cache import write_cache
-from lfme.teachers import teacher_rows
+from lfme.engine import Batch
+from lfme.teacher_cache import TeacherRows, commit_cache, discard_data_dir, new_data_dir, write_shard
+from lfme.teachers import LiveTeachers, teacher_rows
 from rundir.config import Config
 from rundir.context import StageContext
 from rundir.data import make_loader
 from rundir.layout import EXPERT_MODEL, cache_dir, expert_dir, expert_hashes, load_expert, load_split
+from lfme import storage
 from stages import workers
 
 PARTS = ("train", "val")
+# A shard's float16 logits: small enough that a task holds a shard, its Arrow
+# table and its Parquet bytes at once in well under a GB, large enough that
+# loading the experts is a small part of a task.
+SHARD_BYTES = 128 << 20
+
+
+def shard_ranges(num_rows: int, num_classes: int, shard_rows: int | None, slots: int) -> list[tuple[int, int]]:
+    """[start, stop) positions of each shard of a part (an empty part gets one empty shard)."""
+    rows = shard_rows or max(1, SHARD_BYTES // (2 * num_classes))
+    rows = min(rows, max(1, -(-num_rows // max(1, slots))))
+    return [(start, min(start + rows, num_rows)) for start in range(0, max(num_rows, 1), rows)]
+
+
+def task_slots(cfg: Config) -> int:
+    """How many cache tasks the cluster runs at once."""
+    resources = cfg.cache.resources
+    cluster = ray.cluster_resources()
+    if resources.gpus_per_worker:
+        return max(1, int(cluster.get("GPU", 0) // resources.gpus_per_worker))
+    return max(1, int(cluster.get("CPU", 1) // max(resources.cpus_per_worker, 1e-9)))
 
 
 @ray.remote
-def expert_logits(cfg: Config, run_dir: str, subset: Subset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per part: (sample_ids, logits over the subset's classes) of one expert."""
-    device, precision = workers.task_setup(cfg.cache.resources.cpus_per_worker, cfg.precision, f"cache {subset.name}")
+def cache_shard(cfg: Config, run_dir: str, data_dir: str, fingerprint: str, part: str, index: int, positions: np.ndarray) -> dict:
+    """Every expert over the images at `positions` of `part`, written as shard `index`; returns `write_shard`'s record."""
+    device, precision = workers.task_setup(cfg.cache.resources.cpus_per_worker, cfg.precision, f"cache {part} shard {index}")
     split = load_split(run_dir, cfg.data)
-    with workers.reading(storage.join(expert_dir(run_dir, subset.name), EXPERT_MODEL), f"weights of expert '{subset.name}'"):
-        expert = load_expert(run_dir, subset, split.channels, device)
-    model = precision.prepare(expert)
-    out = {}
-    for part in PARTS:
-        images = split.train if part == "train" else split.val
-        pred = predict(model, make_loader(images, cfg.data, False, cfg.cache.batch_size), device, precision)
-        out[part] = (pred.sample_ids, pred.logits)
-    return out
+    experts = []
+    for s in split.subsets:
+        with workers.reading(storage.join(expert_dir(run_dir, s.name), EXPERT_MODEL), f"weights of expert '{s.name}'"):
+            experts.append(precision.prepare(load_expert(run_dir, s, split.channels, device)))
+    teachers = LiveTeachers(experts, split.subsets, split.num_classes, precision).to(device)
+    images = (split.train if part == "train" else split.val).subset(positions)
+    pieces = []
+    for pixels, labels, sample_ids in make_loader(images, cfg.data, False, cfg.cache.batch_size):
+        logits = teachers.targets(Batch(precision.inputs(pixels.to(device, non_blocking=True)), labels, sample_ids))
+        pieces.append(teacher_rows(sample_ids.numpy(), labels.numpy(), logits.cpu().numpy(), split.subsets))
+    rows = TeacherRows.concat(pieces, split.num_classes)
+    return write_shard(cache_dir(run_dir), data_dir, part, index, rows, fingerprint=fingerprint, subsets=split.subsets)
 
 
 def run(ctx: StageContext) -> dict:
@@ -50,32 +83,34 @@ def run(ctx: StageContext) -> dict:
     split = load_split(ctx.run_dir, cfg.data)
     hashes = expert_hashes(ctx.run_dir, split.subsets)
     resources = cfg.cache.resources
-    futures = {
-        s.name: expert_logits.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker).remote(
-            cfg, ctx.run_dir, s
-        )
-        for s in split.subsets
-    }
-    ctx.log(f"cache: {len(futures)} inference tasks, one per expert, each over {' and '.join(PARTS)}")
-    with workers.cancelled_on_interrupt(futures.values()):
-        outputs = {name: ray.get(ref) for name, ref in futures.items()}
-    parts = {}
+    data_dir = new_data_dir(ctx.fingerprint)
+    slots = task_slots(cfg)
+    futures = []
     for part in PARTS:
         images = split.train if part == "train" else split.val
-        logits = np.zeros((len(images), split.num_classes), dtype=np.float32)
-        for s in split.subsets:
-            ids, expert_out = outputs[s.name][part]
-            if not np.array_equal(ids, images.sample_ids):
-                raise RuntimeError(f"cache: expert '{s.name}' returned {part} rows in another order")
-            logits[:, list(s.classes)] = expert_out
-        parts[part] = teacher_rows(images.sample_ids, images.labels, logits, split.subsets)
-    manifest = write_cache(
-        cache_dir(ctx.run_dir),
-        parts,
-        fingerprint=ctx.fingerprint,
-        subsets=[{"name": s.name, "classes": list(s.classes)} for s in split.subsets],
-        experts={name: {"sha256": digest} for name, digest in hashes.items()},
-        shard_rows=cfg.cache.shard_rows,
-    )
-    ctx.log(f"cache: wrote {len(parts['train'])} train and {len(parts['val'])} val rows")
-    return {part: manifest["parts"][part]["rows"] for part in PARTS}
+        order = np.argsort(images.sample_ids, kind="stable")  # shards cover increasing ranges of ids
+        ranges = shard_ranges(len(images), split.num_classes, cfg.cache.shard_rows, slots)
+        for index, (start, stop) in enumerate(ranges):
+            futures.append(
+                cache_shard.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker).remote(
+                    cfg, ctx.run_dir, data_dir, ctx.fingerprint, part, index, order[start:stop]
+                )
+            )
+    ctx.log(f"cache: {len(futures)} shard tasks over {' and '.join(PARTS)}, each running all {len(split.subsets)} experts, {slots} at a time")
+    try:
+        with workers.cancelled_on_interrupt(futures), workers.cancelled_on_failure(futures):
+            shards = ray.get(futures)
+        manifest = commit_cache(
+            cache_dir(ctx.run_dir),
+            data_dir,
+            shards,
+            fingerprint=ctx.fingerprint,
+            subsets=[{"name": s.name, "classes": list(s.classes)} for s in split.subsets],
+            experts={name: {"sha256": digest} for name, digest in hashes.items()},
+        )
+    except BaseException:
+        discard_data_dir(cache_dir(ctx.run_dir), data_dir)
+        raise
+    rows = {part: manifest["parts"][part]["rows"] for part in PARTS}
+    ctx.log(f"cache: wrote {rows['train']} train and {rows['val']} val rows in {len(shards)} shards")
+    return rows

@@ -286,6 +286,24 @@ def cancelled_on_interrupt(refs: Iterable[ray.ObjectRef]) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def cancelled_on_failure(refs: Iterable[ray.ObjectRef]) -> Iterator[None]:
+    """Around waiting for tasks that write into a shared folder: when one fails, cancel the others, then re-raise.
+
+    Without it the rest would go on writing into a folder the stage is about
+    to discard (the cache stage's new data directory).
+    """
+    try:
+        yield
+    except Exception:
+        for ref in list(refs):
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - finished already: nothing to cancel
+                pass
+        raise
+
+
 def say(line: str) -> None:
     """Print a progress line once.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,22 @@ def test_table3_seeds_share_experts_and_cache_within_a_seed_and_match_their_repo
     assert "| SpIS + KD + SpES (LFME) |" in markdown and "| LFME (official SpIS) |" in markdown and "| LFME, live teachers |" in markdown
     assert "two standard errors" in markdown
     assert (out / "config.yaml").is_file()
+
+    # Seeds need not run in one go: seed 0 from an earlier table (--include), seed 1 from its finished run
+    # directories (--report-only, nothing runs): the same rows, means and claims.
+    earlier = tmp_path / "seed0-table.json"
+    earlier.write_text(json.dumps(dict(table, runs={"0": table["runs"]["0"]})))
+    shutil.rmtree(out / "seed-0")
+    (out / "table.json").unlink()
+    again = subprocess.run(
+        command[:-6] + ["--seeds", "1", "--include", str(earlier), "--report-only"] + command[-4:],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    rebuilt = json.loads((out / "table.json").read_text())
+    assert rebuilt["runs"] == table["runs"] and rebuilt["claims"] == table["claims"] and rebuilt["meta"]["seeds"] == [0, 1]
+    other = subprocess.run(
+        command[:-6] + ["--seeds", "1", "--include", str(earlier), "--report-only", "--set", "distill.epochs=3"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert other.returncode != 0 and f"--include {earlier}: its overrides are" in other.stderr

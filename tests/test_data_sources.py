@@ -873,3 +873,49 @@ def test_decode_once_training_batches_follow_the_seed_and_resume_from_rng_state(
     assert torch.equal(epoch(2), second)
     seed_everything(1)
     assert not torch.equal(epoch(1), first)  # the same images in the same order, other crops
+
+
+# ------------------------------------------------------------------ synthetic
+
+
+def test_long_tailed_profile_has_the_imitated_ends_and_total():
+    from lfme.data.sources import long_tailed_profile
+
+    counts = long_tailed_profile(437_513, 8_142, 1_000)  # iNaturalist 2018
+    assert counts.sum() == 437_513 and len(counts) == 8_142
+    assert counts.max() == 1_000 and counts.min() == 2
+    assert np.all(np.diff(counts) <= 0)  # class 0 is the head
+    with pytest.raises(ValueError, match="cannot make 10 classes of 2..5 images"):
+        long_tailed_profile(100, 10, 5)
+
+
+def test_synthetic_images_are_made_from_their_id_and_class():
+    from lfme.data.sources import synthetic
+
+    source = synthetic(600, 20, 100, test_per_class=2, image_size=8, seed=3)
+    assert len(source.train) == 600 and len(source.test) == 40 and source.num_classes == 20
+    assert source.train.sample_ids.tolist() == list(range(600))
+    assert (source.test.sample_ids >= TEST_ID_OFFSET).all()
+    first = np.asarray(source.train.load(5))
+    assert first.shape == (8, 8, 3) and first.dtype == np.uint8
+    # Same id, same pixels, also through a subset; another id of the same class differs but shares its colour.
+    np.testing.assert_array_equal(np.asarray(source.train.subset([7, 5]).load(1)), first)
+    same_class = np.flatnonzero(source.train.labels == source.train.labels[5])
+    other = np.asarray(source.train.load(int(same_class[same_class != 5][0])))
+    assert not np.array_equal(other, first)
+    assert np.abs(other.reshape(-1, 3).mean(0) - first.reshape(-1, 3).mean(0)).max() < 40
+    again = synthetic(600, 20, 100, test_per_class=2, image_size=8, seed=3)
+    np.testing.assert_array_equal(np.asarray(again.train.load(5)), first)
+
+
+def test_synthetic_source_from_the_config_and_its_errors():
+    from rundir.config import ConfigError, load_config
+    from rundir.data import load_source
+
+    config = load_config(None, ["data.source=synthetic", "data.synthetic.images=500", "data.synthetic.classes=10",
+                                "data.synthetic.max_count=100", "data.image_size=4"])
+    source = load_source(config.data)
+    assert len(source.train) == 500 and source.num_classes == 10 and np.asarray(source.train.load(0)).shape == (4, 4, 3)
+    with pytest.raises(ConfigError, match=r"data.synthetic.images: 5000 cannot make 10 classes of 2..100 images"):
+        load_config(None, ["data.source=synthetic", "data.synthetic.images=5000", "data.synthetic.classes=10",
+                           "data.synthetic.max_count=100"])

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -272,3 +273,120 @@ def test_a_shard_with_one_byte_changed_is_found(tmp_path):
     shard.write_bytes(bytes(data))
     with pytest.raises(CacheDamagedError, match="is damaged"):
         read_cache(tmp_path, "train")
+
+
+# ----------------------------------------------------- shards written anywhere
+
+
+def test_shards_written_separately_and_committed_read_back_as_one_sorted_part(tmp_path):
+    src = make_rows(12)
+    order = np.argsort(src.sample_ids)
+    data_dir = tc.new_data_dir("fp-one-0123456789")
+    # Three writers, as three cache tasks would be, each with an id range of its own, in any order.
+    shards = [
+        tc.write_shard(tmp_path, data_dir, "train", k, TeacherRows(*(getattr(src, f)[order[4 * k : 4 * k + 4]][::-1] for f in
+                       ("sample_ids", "labels", "subsets", "logits", "confidence"))), fingerprint="fp-one-0123456789", subsets=SUBSETS)
+        for k in (2, 0, 1)
+    ]
+    manifest = tc.commit_cache(tmp_path, data_dir, shards, fingerprint="fp-one-0123456789", subsets=SUBSETS, experts=EXPERTS)
+    assert manifest["parts"]["train"]["shards"] == ["train-00000.parquet", "train-00001.parquet", "train-00002.parquet"]
+    assert manifest["parts"]["train"]["shard_rows"] == [4, 4, 4]
+    got = read_cache(tmp_path, "train", expected_experts=EXPERTS)
+    np.testing.assert_array_equal(got.sample_ids, np.sort(src.sample_ids))
+    np.testing.assert_array_equal(got.logits, src.logits[order].astype(np.float16))
+
+
+def test_commit_refuses_overlapping_shards_and_missing_indices_and_keeps_the_old_cache(tmp_path):
+    write(tmp_path)
+    before = read_cache(tmp_path, "train")
+    src = make_rows(8)
+    data_dir = tc.new_data_dir("fp-two")
+    first = tc.write_shard(tmp_path, data_dir, "train", 0, src.slice(0, 4), fingerprint="fp-two", subsets=SUBSETS)
+    second = tc.write_shard(tmp_path, data_dir, "train", 1, src.slice(4, 8), fingerprint="fp-two", subsets=SUBSETS)
+    # make_rows' ids are a permutation: the two halves' id ranges interleave.
+    with pytest.raises(ValueError, match=r"shard train-00001.parquet starts at sample_id \d+, not after \d+"):
+        tc.commit_cache(tmp_path, data_dir, [first, second], fingerprint="fp-two", subsets=SUBSETS, experts=EXPERTS)
+    with pytest.raises(ValueError, match=r"shard indices \[1\] are not 0..0"):
+        tc.commit_cache(tmp_path, data_dir, [second], fingerprint="fp-two", subsets=SUBSETS, experts=EXPERTS)
+    tc.discard_data_dir(tmp_path, data_dir)
+    after = read_cache(tmp_path, "train", expected_fingerprint="fp-one-0123456789")
+    np.testing.assert_array_equal(after.logits, before.logits)
+    assert len(data_dirs(tmp_path)) == 1
+
+
+# ------------------------------------------------------- the node's mapped copy
+
+
+def test_map_cache_equals_read_cache_and_is_a_read_only_memory_map(tmp_path):
+    write(tmp_path / "cache", {"train": make_rows(40), "val": make_rows(4, seed=1)}, shard_rows=7)
+    local = tmp_path / "local"
+    mapped = tc.map_cache(tmp_path / "cache", "train", local_dir=str(local), expected_experts=EXPERTS)
+    read = read_cache(tmp_path / "cache", "train")
+    assert isinstance(mapped.logits, np.memmap) and not mapped.logits.flags.writeable
+    for f in ("sample_ids", "labels", "subsets", "logits", "confidence"):
+        np.testing.assert_array_equal(getattr(mapped, f), getattr(read, f))
+        assert getattr(mapped, f).dtype == getattr(read, f).dtype
+    # The copy is one uncompressed float16 array: 40 x 6 x 2 bytes of data after the .npy header.
+    (copy,) = local.glob("*/data-*/train/logits.npy")
+    assert 40 * C * 2 < copy.stat().st_size < 40 * C * 2 + 256
+
+
+def test_map_cache_copies_once_per_node_and_anew_when_the_cache_is_rebuilt(tmp_path, monkeypatch):
+    cache, local = tmp_path / "cache", str(tmp_path / "local")
+    write(cache)
+    reads = []
+    real = tc._read_shard
+    monkeypatch.setattr(tc, "_read_shard", lambda *a: reads.append(a[2:]) or real(*a))
+    first = tc.map_cache(cache, "train", local_dir=local)
+    again = tc.map_cache(cache, "train", local_dir=local)
+    assert reads == [("train", 0)]  # the second reader maps the copy the first made
+    np.testing.assert_array_equal(first.logits, again.logits)
+
+    write(cache, {"train": make_rows(10, seed=9), "val": make_rows(4, seed=1, id_offset=10**9)}, fingerprint="fp-two")
+    rebuilt = tc.map_cache(cache, "train", local_dir=local)
+    assert reads == [("train", 0), ("train", 0)]
+    np.testing.assert_array_equal(rebuilt.logits, read_cache(cache, "train").logits)
+    assert not np.array_equal(rebuilt.logits, first.logits)
+    # The old copy was removed (its mapping in `first` stays valid until dropped).
+    assert len(list(Path(local).glob("*/data-*/train"))) == 1
+    assert first.logits.shape == (10, C) and np.isfinite(first.logits).all()
+
+
+def test_map_cache_concurrent_readers_make_one_copy(tmp_path, monkeypatch):
+    import threading
+
+    cache, local = tmp_path / "cache", str(tmp_path / "local")
+    write(cache, {"train": make_rows(30)}, shard_rows=5)
+    reads = []
+    real = tc._read_shard
+    monkeypatch.setattr(tc, "_read_shard", lambda *a: reads.append(a[3]) or real(*a))
+    results = [None] * 4
+
+    def reader(i):
+        results[i] = tc.map_cache(cache, "train", local_dir=local)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(reads) == [0, 1, 2, 3, 4, 5]  # each shard read once, by the one reader that copied
+    for r in results:
+        np.testing.assert_array_equal(r.logits, results[0].logits)
+
+
+def test_map_cache_of_a_damaged_shard_names_it_and_leaves_no_copy(tmp_path):
+    cache, local = tmp_path / "cache", tmp_path / "local"
+    manifest = write(cache, {"train": make_rows(20)}, shard_rows=8)
+    shard = cache / manifest["data_dir"] / manifest["parts"]["train"]["shards"][1]
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(CacheDamagedError, match=r"train-00001\.parquet is damaged: 100 bytes"):
+        tc.map_cache(cache, "train", local_dir=str(local))
+    assert not list(local.glob("*/data-*/train"))
+    assert not list(local.glob("*/data-*/.train*"))  # the staging folder went too
+
+
+def test_map_cache_of_an_empty_part(tmp_path):
+    write(tmp_path / "cache", {"train": make_rows(5), "val": make_rows(0)})
+    rows = tc.map_cache(tmp_path / "cache", "val", local_dir=str(tmp_path / "local"))
+    assert len(rows) == 0 and rows.logits.shape == (0, C)

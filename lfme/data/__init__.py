@@ -15,6 +15,7 @@ from lfme.data.sources import (
     inat,
     oltr_lists,
     parquet,
+    synthetic,
     torchvision_cifar,
 )
 from lfme.data.transforms import FAMILIES, KEEPS_DECODED, build_transform, fixed_size_step

@@ -119,7 +119,7 @@ class ImageList:
 
     sample_ids: np.ndarray
     labels: np.ndarray
-    store: FileStore | BytesStore | ArrayStore
+    store: FileStore | BytesStore | ArrayStore | SyntheticStore
     mode: str
 
     def __len__(self) -> int:
@@ -851,3 +851,80 @@ def digits(test_per_class: int = 40) -> SourceSplits:
         _ids(len(test_idx), TEST_ID_OFFSET), labels[test_idx], ArrayStore(images[test_idx], origin), "L"
     )
     return SourceSplits(train, None, test, [str(c) for c in range(len(counts))], channels=1)
+
+
+# ------------------------------------------------------------------------ synthetic
+
+
+@dataclass
+class SyntheticStore:
+    """Images generated from their sample id on read: no files, any size of data set.
+
+    Image i is its class's colour (a fixed function of the label) plus noise
+    seeded by its sample id, so the same id always gives the same pixels and
+    the classes are learnable. Pickles as ids and labels only.
+    """
+
+    sample_ids: np.ndarray
+    labels: np.ndarray
+    size: int
+    seed: int
+
+    def read(self, i: int) -> np.ndarray:
+        colour = np.random.default_rng([self.seed, int(self.labels[i])]).integers(0, 256, 3)
+        noise = np.random.default_rng([self.seed, 1 << 40, int(self.sample_ids[i])]).normal(0, 40, (self.size, self.size, 3))
+        return np.clip(colour + noise, 0, 255).astype(np.uint8)
+
+    def where(self, i: int) -> str:
+        return f"synthetic image {int(self.sample_ids[i])}"
+
+    def take(self, indices: np.ndarray) -> SyntheticStore:
+        return SyntheticStore(self.sample_ids[indices], self.labels[indices], self.size, self.seed)
+
+
+def long_tailed_profile(num_images: int, num_classes: int, max_count: int, min_count: int = 2) -> np.ndarray:
+    """Class sizes falling from `max_count` to `min_count` and summing to `num_images`.
+
+    n_c = floor(min + (max - min) * (1 - c / (C - 1))^q), with q found by
+    bisection so the sizes add up to about `num_images`; the rounding rest
+    goes to the head classes. Both ends and the total are those of the data
+    set imitated: iNaturalist 2018 (437,513 images, 8,142 classes, 1000..2)
+    gives q ~ 18, a head of a few large classes and a long tail.
+    """
+    if not num_classes * min_count <= num_images <= num_classes * max_count:
+        raise ValueError(
+            f"{num_images} images cannot make {num_classes} classes of {min_count}..{max_count} images each"
+        )
+    x = np.arange(num_classes, dtype=np.float64) / max(num_classes - 1, 1)
+
+    def counts(q: float) -> np.ndarray:
+        return np.floor(min_count + (max_count - min_count) * (1 - x) ** q).astype(np.int64)
+
+    low, high = 0.0, 1e4  # counts(q) falls as q grows
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if counts(mid).sum() > num_images else (low, mid)
+    out = counts(high)
+    rest = num_images - int(out.sum())
+    for c in range(num_classes):  # rest >= 0: counts(high) sums to at most num_images
+        if rest == 0:
+            break
+        add = min(rest, max_count - int(out[c]))
+        out[c] += add
+        rest -= add
+    return out
+
+
+def synthetic(num_images: int, num_classes: int, max_count: int, test_per_class: int, image_size: int, seed: int = 0) -> SourceSplits:
+    """A generated long-tailed data set of `num_images` training images (`long_tailed_profile`) and a balanced test set.
+
+    For measuring the pipeline at sizes no file here has (benchmarks/scale.py:
+    ImageNet-LT, iNaturalist 2018); the images carry little more than their
+    class's colour.
+    """
+    train_labels = np.repeat(np.arange(num_classes, dtype=np.int64), long_tailed_profile(num_images, num_classes, max_count))
+    test_labels = np.repeat(np.arange(num_classes, dtype=np.int64), test_per_class)
+    train_ids, test_ids = _ids(len(train_labels), 0), _ids(len(test_labels), TEST_ID_OFFSET)
+    train = ImageList(train_ids, train_labels, SyntheticStore(train_ids, train_labels, image_size, seed), "RGB")
+    test = ImageList(test_ids, test_labels, SyntheticStore(test_ids, test_labels, image_size, seed), "RGB")
+    return SourceSplits(train, None, test, [f"class{c}" for c in range(num_classes)], channels=3)

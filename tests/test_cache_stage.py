@@ -1,0 +1,57 @@
+"""The cache stage's cut of a part into shards, one task each (stages/cache.py); the stage itself runs in the e2e tests."""
+
+from stages.cache import SHARD_BYTES, shard_ranges
+
+
+def test_default_shard_is_128_mb_of_float16_logits_whatever_the_label_space():
+    # iNaturalist 2018: 8,142 classes -> 8,242 rows of 16,284 bytes = 134,212,728 bytes <= 128 MiB.
+    ranges = shard_ranges(437_513, 8_142, None, slots=2)
+    assert ranges[0] == (0, 8_242) and 8_242 * 8_142 * 2 <= SHARD_BYTES < 8_243 * 8_142 * 2
+    assert len(ranges) == 54 and ranges[-1] == (53 * 8_242, 437_513)
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+
+
+def test_at_least_as_many_shards_as_tasks_run_at_once():
+    assert shard_ranges(12_406, 10, None, slots=2) == [(0, 6_203), (6_203, 12_406)]
+    assert shard_ranges(12_406, 10, 5_000, slots=1) == [(0, 5_000), (5_000, 10_000), (10_000, 12_406)]
+    assert shard_ranges(3, 10, None, slots=8) == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_an_empty_part_gets_one_empty_shard():
+    assert shard_ranges(0, 10, None, slots=4) == [(0, 0)]
+
+
+def test_scale_benchmark_pss_counts_a_mapped_file_once_across_two_processes(tmp_path):
+    """benchmarks.scale's measurement: the PSS of a file's mapping, read from /proc, halves when two processes map it."""
+    import mmap
+    import multiprocessing as mp
+    import os
+
+    from benchmarks.scale import pss_bytes
+
+    path = tmp_path / "cache-copy.bin"
+    size = 8 << 20
+    path.write_bytes(os.urandom(size))
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        touched = sum(m[i] for i in range(0, size, 4096))  # fault in every page
+        alone = pss_bytes(os.getpid(), "cache-copy.bin")
+        assert size * 0.99 <= alone <= size
+        ready, done = mp.get_context("fork").Event(), mp.get_context("fork").Event()
+
+        def other():
+            with open(path, "rb") as g, mmap.mmap(g.fileno(), 0, access=mmap.ACCESS_READ) as n:
+                sum(n[i] for i in range(0, size, 4096))
+                ready.set()
+                done.wait(30)
+
+        child = mp.get_context("fork").Process(target=other)
+        child.start()
+        try:
+            assert ready.wait(30)
+            mine, theirs = pss_bytes(os.getpid(), "cache-copy.bin"), pss_bytes(child.pid, "cache-copy.bin")
+            assert abs(mine - size / 2) < size * 0.02 and abs(theirs - size / 2) < size * 0.02
+            assert pss_bytes(os.getpid(), "no-such-mapping") == 0
+        finally:
+            done.set()
+            child.join(30)
+    assert touched >= 0
