@@ -24,6 +24,7 @@ was: what it got through is the result). A step is the worst of its parts.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import platform
@@ -200,7 +201,7 @@ def read_samples(path: str | None) -> list[dict]:
 
 def window(samples: list[dict], start: float | None, end: float | None) -> dict | None:
     """What the GPU did between two times (seconds since the epoch): utilisation, memory, processes by name."""
-    if start is None or end is None:
+    if not samples or start is None or end is None:
         return None
     inside = [s for s in samples if start - 0.5 <= s["t"] <= end + 0.5]
     if not inside:
@@ -442,11 +443,24 @@ def _part_line(p: dict) -> str:
     return "; ".join(bits)
 
 
+STEPS = ["tests", "run", "speed", "paper"]  # gpu_check.sh's order
+
+
+def step_files(out_dir: str | Path) -> list[Path]:
+    """The step JSONs in `out_dir`, in the script's order (others after, by name)."""
+    paths = [p for p in Path(out_dir).glob("gpu-*.json") if p.name != "gpu-summary.json"]
+    rank = {f"gpu-{name}.json": i for i, name in enumerate(STEPS)}
+    return sorted(paths, key=lambda p: (rank.get(p.name, len(STEPS)), p.name))
+
+
+def _first_line(text: str | None) -> str:
+    return text.strip().splitlines()[0][:200] if text and text.strip() else ""
+
+
 def summary(out_dir: str | Path) -> str:
+    """One line per step, one per part; the tests that did not pass (skips grouped by their reason)."""
     lines = []
-    for path in sorted(Path(out_dir).glob("gpu-*.json")):
-        if path.name == "gpu-summary.json":
-            continue
+    for path in step_files(out_dir):
         step = _read_json(path)
         if not step:
             continue
@@ -454,11 +468,12 @@ def summary(out_dir: str | Path) -> str:
         lines.append(head + (f"  ({step['reason']})" if step.get("reason") else ""))
         for p in step.get("parts", []):
             lines.append("          " + _part_line(p))
-        if step["step"] == "tests":
-            for p in step["parts"]:
-                for t in p.get("junit", {}).get("tests", []):
-                    if t["outcome"] != "passed":
-                        lines.append(f"            {t['outcome']}: {t['test']}: {(t['message'] or '').splitlines()[0][:160] if t['message'] else ''}")
+            tests = p.get("junit", {}).get("tests", [])
+            for t in tests:
+                if t["outcome"] in ("failed", "error"):
+                    lines.append(f"            {t['outcome']}: {t['test']}: {_first_line(t['message'])}")
+            skips = collections.Counter(_first_line(t["message"]) for t in tests if t["outcome"] == "skipped")
+            lines += [f"            skipped x{n}: {reason}" for reason, n in skips.items()]
     return "\n".join(lines)
 
 
@@ -547,8 +562,7 @@ def main(argv=None) -> int:
         text = summary(args.out_dir)
         print(text)
         if args.json:
-            steps = {p.stem[len("gpu-"):]: (_read_json(p) or {}).get("status") for p in sorted(Path(args.out_dir).glob("gpu-*.json"))
-                     if p.name != "gpu-summary.json"}
+            steps = {p.stem[len("gpu-"):]: (_read_json(p) or {}).get("status") for p in step_files(args.out_dir)}
             found = (_read_json(Path(args.versions)) if args.versions else None) or versions()
             Path(args.json).write_text(json.dumps({"steps": steps, "versions": found, "summary": text}, indent=1) + "\n")
     return 0

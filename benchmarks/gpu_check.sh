@@ -35,7 +35,9 @@
 # Results: one JSON per step, ${OUT:-docs/results}/gpu-{tests,run,speed,paper}.json (each with its
 # parts' exit codes and wall times, and the versions: python, torch, CUDA, cuDNN, GPU name via torch
 # and nvidia-smi, Ray), gpu-summary.json and, when OUT is set, the whole log gpu-check.log; a summary
-# is printed at the end. Exit status 0 when no step failed or timed out, 1 otherwise, 2 when refused.
+# is printed at the end. A step's status: ok, failed, timeout (its time box cut it), skipped (with the
+# reason) or, for step 4 only, partial (cut by its time box as planned). Exit status 0 when no step
+# failed or timed out, 1 otherwise, 2 when refused.
 #
 # Run it, on a machine with CUDA (from anywhere; it works in the repository root):
 #   OUT=/some/folder bash benchmarks/gpu_check.sh
@@ -53,7 +55,9 @@
 # $GPU_CHECK_WORK/results, not docs/results.
 #
 # Environment: OUT, LFME_DATA, PYTHON (default .venv/bin/python if it imports torch, else python3),
-# GPU_CHECK_BUDGET_S, GPU_CHECK_WORK (default /tmp/lfme-gpu-check: data, run directories, logs),
+# GPU_CHECK_BUDGET_S (570 on a GPU, 600 on the CPU), GPU_CHECK_WORK (default /tmp/lfme-gpu-check: the
+# generated data, run directories, logs), GPU_CHECK_STEPS (default "tests run speed paper": a subset runs
+# only those, e.g. GPU_CHECK_STEPS=paper to go on with step 4 on a machine still warm),
 # GPU_CHECK_WHEELS, GPU_CHECK_ALLOW_CPU.
 
 set -uo pipefail
@@ -65,6 +69,8 @@ ALLOW_CPU=${GPU_CHECK_ALLOW_CPU:-0}
 WORK=${GPU_CHECK_WORK:-${TMPDIR:-/tmp}/lfme-gpu-check}
 LFME_DATA=${LFME_DATA:-}
 RESERVE=15   # seconds kept for the records and the summary after the last step
+STEPS=" ${GPU_CHECK_STEPS:-tests run speed paper} "
+wants() { [[ "$STEPS" == *" $1 "* ]]; }
 mkdir -p "$WORK" || exit 2
 
 if [ -z "${PYTHON:-}" ]; then
@@ -104,7 +110,7 @@ if [ "$MODE" = cuda ]; then
     BUDGET=${GPU_CHECK_BUDGET_S:-570}
     NICE=0
     # step caps in seconds (each also bounded by what the budget leaves)
-    CAP_TESTS=120 CAP_DIGITS=120 CAP_CIFAR=150 CAP_SPEED=75
+    CAP_TESTS=120 CAP_DIGITS=120 CAP_CIFAR=150 CAP_SPEED=75 CAP_PAPER=100000
     TRAIN_PER_CLASS=5000 TEST_PER_CLASS=1000
     # distill: one worker holding the GPU (two NCCL ranks cannot share one device)
     GPU_SETS=(ray.num_gpus=1 experts.resources.gpus_per_worker=0.33 cache.resources.gpus_per_worker=1
@@ -117,7 +123,7 @@ if [ "$MODE" = cuda ]; then
 else
     BUDGET=${GPU_CHECK_BUDGET_S:-600}
     NICE=19
-    CAP_TESTS=120 CAP_DIGITS=200 CAP_CIFAR=200 CAP_SPEED=120
+    CAP_TESTS=120 CAP_DIGITS=200 CAP_CIFAR=200 CAP_SPEED=120 CAP_PAPER=90
     TRAIN_PER_CLASS=40 TEST_PER_CLASS=10
     # A logical GPU (as tests/test_gpu_shares.py): experts, cache and evaluate hold shares of it and run on the
     # CPU, saying so; the distill stage's Ray Train worker cannot take a GPU without CUDA (NCCL), so it has none.
@@ -127,9 +133,12 @@ else
     CIFAR_SETS=(experts.epochs=1 distill.epochs=1 model.arch=resnet8 data.imbalance_factor=10 data.val_per_class=4
                 data.loader_workers=0 split.method=balanced experts.batch_size=32 distill.batch_size=32)
     SPEED_RUNS=("resnet8")
-    SPEED_ARGS=(--quick --device cpu --precision fp32 --batches 3 --repeats 1 --warmup 1 --cache-rows 2000 --cache-repeats 1 --batch-size 32)
-    # the preset's 200 + 200 epochs, on a small model: only the time box and the progress records are checked here
-    PAPER_SETS=(model.arch=resnet8 data.loader_workers=0)
+    SPEED_ARGS=(--quick --device cpu --precision fp32 --batches 3 --repeats 1 --warmup 1 --cache-rows 2000 --cache-repeats 1
+                --batch-size 32 --imbalance-factor 10)
+    # The preset's 200 + 200 epochs on a small model and (with LFME_DATA at the generated data) a tiny set: only the
+    # time box, the SIGINT stop, the resume on the next invocation and the progress records are checked here.
+    PAPER_SETS=(model.arch=resnet8 data.loader_workers=0 data.imbalance_factor=10 data.val_per_class=4 split.method=balanced
+                experts.batch_size=32 distill.batch_size=32)
 fi
 
 elapsed() { echo $(( $(date +%s) - START )); }
@@ -184,37 +193,61 @@ lfme_run() {
 }
 
 # ---------------------------------------------------------------------------------------------- 1. tests
-echo; echo "=== 1. tests: the GPU-marked tests ==="
-mapfile -t GPU_TEST_FILES < <(grep -l "pytest.mark.gpu" tests/test_*.py)
-rm -f "$WORK/tests.xml"
-run_timed "$(box "$CAP_TESTS")" "$WORK/tests.log" "$PYTHON" -m pytest -m gpu -p no:cacheprovider -rs --junitxml "$WORK/tests.xml" "${GPU_TEST_FILES[@]}"
-gc junit-record pytest "$WORK/tests.xml" --rc "$RC" --wall "$WALL" --command "pytest -m gpu ${GPU_TEST_FILES[*]}" --out "$WORK/part-tests.json"
-gc step "$OUT_DIR/gpu-tests.json" tests --mode "$MODE" --part "$WORK/part-tests.json" "${VERSIONS[@]}"
+if wants tests; then
+    echo; echo "=== 1. tests: the GPU-marked tests ==="
+    mapfile -t GPU_TEST_FILES < <(grep -l "pytest.mark.gpu" tests/test_*.py)
+    rm -f "$WORK/tests.xml"
+    run_timed "$(box "$CAP_TESTS")" "$WORK/tests.log" "$PYTHON" -m pytest -m gpu -p no:cacheprovider -rs --junitxml "$WORK/tests.xml" \
+        "${GPU_TEST_FILES[@]}"
+    gc junit-record pytest "$WORK/tests.xml" --rc "$RC" --wall "$WALL" --command "pytest -m gpu ${GPU_TEST_FILES[*]}" \
+        --out "$WORK/part-tests.json"
+    gc step "$OUT_DIR/gpu-tests.json" tests --mode "$MODE" --part "$WORK/part-tests.json" "${VERSIONS[@]}"
+fi
+
+# The generated CIFAR-10-shaped tree of steps 2 and 3, made once per size and kept in $WORK; its part goes
+# into the first step that uses it.
+CIFAR_DATA=$WORK/data/cifar10
+DATA_RC=0
+DATA_PART=()
+if wants run || wants speed; then
+    if [ "$(cat "$CIFAR_DATA/.made" 2>/dev/null)" = "$TRAIN_PER_CLASS/$TEST_PER_CLASS" ]; then
+        echo; echo "gpu_check: generated data kept from an earlier run: $CIFAR_DATA"
+    else
+        echo; echo "=== data: a generated CIFAR-10-shaped ImageFolder tree ==="
+        run_timed "$(box 90)" "$WORK/make-cifar.log" "$PYTHON" -m benchmarks.gpu_check make-cifar "$CIFAR_DATA" \
+            --train-per-class "$TRAIN_PER_CLASS" --test-per-class "$TEST_PER_CLASS"
+        DATA_RC=$RC
+        [ "$RC" = 0 ] && echo "$TRAIN_PER_CLASS/$TEST_PER_CLASS" > "$CIFAR_DATA/.made"
+        gc command-record make-cifar --rc "$RC" --wall "$WALL" --out "$WORK/part-make-cifar.json" \
+            --command "make-cifar $CIFAR_DATA, $TRAIN_PER_CLASS train / $TEST_PER_CLASS test images per class"
+        DATA_PART=(--part "$WORK/part-make-cifar.json")
+    fi
+fi
 
 # ---------------------------------------------------------------------------------------------- 2. run
-echo; echo "=== 2. run: lfme run with GPU resources ==="
-RUN_PARTS=()
-lfme_run digits ray_config.yaml "$CAP_DIGITS" "${DIGITS_SETS[@]}"
-RUN_PARTS+=(--part "$WORK/part-run-digits.json")
-CIFAR_DATA=$WORK/data/cifar10
-run_timed "$(box 90)" "$WORK/make-cifar.log" "$PYTHON" -m benchmarks.gpu_check make-cifar "$CIFAR_DATA" \
-    --train-per-class "$TRAIN_PER_CLASS" --test-per-class "$TEST_PER_CLASS"
-DATA_RC=$RC
-gc command-record make-cifar --rc "$RC" --wall "$WALL" --command "make-cifar $CIFAR_DATA $TRAIN_PER_CLASS/$TEST_PER_CLASS per class" \
-    --out "$WORK/part-make-cifar.json"
-RUN_PARTS+=(--part "$WORK/part-make-cifar.json")
-if [ "$DATA_RC" = 0 ]; then
-    lfme_run cifar configs/cifar10-lt.yaml "$CAP_CIFAR" "data.root=$CIFAR_DATA" "${CIFAR_SETS[@]}"
-    RUN_PARTS+=(--part "$WORK/part-run-cifar.json")
+if wants run; then
+    echo; echo "=== 2. run: lfme run with GPU resources ==="
+    RUN_PARTS=("${DATA_PART[@]}")
+    DATA_PART=()
+    lfme_run digits ray_config.yaml "$CAP_DIGITS" "${DIGITS_SETS[@]}"
+    RUN_PARTS+=(--part "$WORK/part-run-digits.json")
+    if [ "$DATA_RC" = 0 ]; then
+        lfme_run cifar configs/cifar10-lt.yaml "$CAP_CIFAR" "data.root=$CIFAR_DATA" "${CIFAR_SETS[@]}"
+        RUN_PARTS+=(--part "$WORK/part-run-cifar.json")
+    fi
+    gc step "$OUT_DIR/gpu-run.json" run --mode "$MODE" "${RUN_PARTS[@]}" "${VERSIONS[@]}"
 fi
-gc step "$OUT_DIR/gpu-run.json" run --mode "$MODE" "${RUN_PARTS[@]}" "${VERSIONS[@]}"
 
 # ---------------------------------------------------------------------------------------------- 3. speed
-echo; echo "=== 3. speed: benchmarks.cache_speed --quick ==="
-if [ "$DATA_RC" != 0 ]; then
-    gc step "$OUT_DIR/gpu-speed.json" speed --mode "$MODE" --skipped "no generated CIFAR-shaped data (make-cifar failed)" "${VERSIONS[@]}"
+if ! wants speed; then
+    :
+elif [ "$DATA_RC" != 0 ]; then
+    echo; echo "=== 3. speed: benchmarks.cache_speed --quick ==="
+    gc step "$OUT_DIR/gpu-speed.json" speed --mode "$MODE" --skipped "no generated CIFAR-shaped data (make-cifar failed)" \
+        "${DATA_PART[@]}" "${VERSIONS[@]}"
 else
-    SPEED_PARTS=()
+    echo; echo "=== 3. speed: benchmarks.cache_speed --quick ==="
+    SPEED_PARTS=("${DATA_PART[@]}")
     for arch in "${SPEED_RUNS[@]}"; do
         rm -f "$WORK/cache_speed-$arch.json"
         run_timed "$(box "$CAP_SPEED")" "$WORK/speed-$arch.log" "$PYTHON" -m benchmarks.cache_speed "${SPEED_ARGS[@]}" --arch "$arch" \
@@ -227,13 +260,16 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------- 4. paper
-echo; echo "=== 4. paper: CIFAR-10-LT, the preset (ResNet-32, 200 + 200 epochs), time-boxed ==="
 PAPER_ROOT=""
 if [ -n "$LFME_DATA" ]; then
     if [ -d "$LFME_DATA/cifar10/train" ]; then PAPER_ROOT=$LFME_DATA/cifar10; elif [ -d "$LFME_DATA/train" ]; then PAPER_ROOT=$LFME_DATA; fi
 fi
 PAPER_LEFT=$(( $(left) - RESERVE - 30 ))   # 30 s: the SIGKILL grace after the SIGINT
-if [ -z "$LFME_DATA" ]; then
+(( PAPER_LEFT > CAP_PAPER )) && PAPER_LEFT=$CAP_PAPER
+wants paper && { echo; echo "=== 4. paper: CIFAR-10-LT, the preset (ResNet-32, 200 + 200 epochs), time-boxed ==="; }
+if ! wants paper; then
+    :
+elif [ -z "$LFME_DATA" ]; then
     gc step "$OUT_DIR/gpu-paper.json" paper --mode "$MODE" "${VERSIONS[@]}" \
         --skipped "no real CIFAR-10 given: set LFME_DATA=/path/to/shared/data (with cifar10/train and cifar10/test) or to the cifar10 folder"
 elif [ -z "$PAPER_ROOT" ]; then
@@ -259,11 +295,12 @@ fi
 # ---------------------------------------------------------------------------------------------- summary
 echo; echo "=== summary ($MODE, $(elapsed) s of ${BUDGET} s; results in $OUT_DIR) ==="
 gc summary "$OUT_DIR" --json "$OUT_DIR/gpu-summary.json" "${VERSIONS[@]}"
-"$PYTHON" - "$OUT_DIR" <<'EOF'
+"$PYTHON" - "$OUT_DIR" $STEPS <<'EOF'
 import json, sys
 from pathlib import Path
-bad = [p.name for p in Path(sys.argv[1]).glob("gpu-*.json") if p.name != "gpu-summary.json"
-       and json.loads(p.read_text()).get("status") in ("failed", "timeout")]
-print("gpu_check: " + ("every step ok or skipped" if not bad else "not ok: " + ", ".join(sorted(bad))))
+steps = {name: json.loads((Path(sys.argv[1]) / f"gpu-{name}.json").read_text())["status"] for name in sys.argv[2:]}
+bad = [name for name, status in steps.items() if status in ("failed", "timeout")]
+print("gpu_check: " + ", ".join(f"{name} {status}" for name, status in steps.items())
+      + (f"; not ok: {', '.join(bad)}" if bad else "; every step ok, partial (time box, as planned) or skipped"))
 sys.exit(1 if bad else 0)
 EOF

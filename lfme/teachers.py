@@ -27,7 +27,7 @@ from torch import nn
 from lfme.engine import Batch
 from lfme.precision import FP32, Precision
 from lfme.subsets import Subset, subset_of_class
-from lfme.teacher_cache import TeacherRows
+from lfme.teacher_cache import TeacherRows, TopK
 
 
 class TeacherSignal(Protocol):
@@ -52,7 +52,7 @@ class CachedTeachers:
 
     def targets(self, batch: Batch) -> torch.Tensor:
         positions = self.rows.rows_for(batch.sample_ids.numpy())
-        return torch.from_numpy(np.asarray(self.rows.logits[positions])).to(batch.images.device).float()
+        return torch.from_numpy(self.rows.dense(positions)).to(batch.images.device)
 
 
 class LiveTeachers(nn.Module):
@@ -140,12 +140,42 @@ def expert_confidence(logits: np.ndarray, labels: np.ndarray, subsets: Sequence[
     return p
 
 
-def teacher_rows(sample_ids: np.ndarray, labels: np.ndarray, logits: np.ndarray, subsets: Sequence[Subset]) -> TeacherRows:
-    """The teacher cache's rows for these samples, from the experts' logits in global class order.
+def top_k_signal(logits: np.ndarray, subsets: Sequence[Subset], k: int) -> TopK:
+    """Per expert, its k largest logits with their classes and the rest logit m_l (`lfme.teacher_cache.TopK`)."""
+    logits = np.asarray(logits)
+    owner = subset_of_class(subsets, logits.shape[1])
+    values, classes, rest = [], [], []
+    for subset in subsets:
+        columns = np.asarray(subset.classes)
+        z = logits[:, columns].astype(np.float64)
+        kept = min(k, len(columns))
+        top = np.argsort(-z, axis=1, kind="stable")[:, :kept]
+        values.append(np.take_along_axis(z, top, axis=1))
+        classes.append(columns[top])
+        if kept == len(columns):
+            rest.append(np.zeros(len(z)))
+            continue
+        np.put_along_axis(z, top, -np.inf, axis=1)  # what is left: the dropped classes
+        peak = z.max(axis=1, keepdims=True)
+        rest.append(peak[:, 0] + np.log(np.exp(z - peak).sum(axis=1) / (len(columns) - kept)))
+    return TopK(
+        int(k),
+        np.concatenate(values, axis=1).astype(np.float16),
+        np.concatenate(classes, axis=1).astype(np.int32),
+        np.stack(rest, axis=1).astype(np.float16),
+        owner.astype(np.int64),
+    )
+
+
+def teacher_rows(
+    sample_ids: np.ndarray, labels: np.ndarray, logits: np.ndarray, subsets: Sequence[Subset], top_k: int | None = None
+) -> TeacherRows:
+    """The teacher cache's rows for these samples, from the experts' float32 logits in global class order.
 
     Adds what the cache stores beside the logits: each sample's subset (the
     one holding its label) and p_i (`expert_confidence`, from the float32
-    logits, before they are stored as float16).
+    logits, before they are stored as float16). `top_k`: keep each expert's k
+    largest logits only (`top_k_signal`); p_i is still computed from all.
     """
     labels = np.asarray(labels).astype(np.int64)
     owner = subset_of_class(subsets, logits.shape[1])
@@ -153,6 +183,7 @@ def teacher_rows(sample_ids: np.ndarray, labels: np.ndarray, logits: np.ndarray,
         sample_ids=np.asarray(sample_ids).astype(np.int64),
         labels=labels,
         subsets=owner[labels].astype(np.int32),
-        logits=np.asarray(logits).astype(np.float16),
+        logits=None if top_k else np.asarray(logits).astype(np.float16),
         confidence=expert_confidence(logits, labels, subsets),
+        topk=top_k_signal(logits, subsets, top_k) if top_k else None,
     )

@@ -61,9 +61,12 @@ def stage_settings(config: Config, stage: str) -> dict[str, Any]:
             stage: _without_speed_fields(c[stage]),
         }
     if stage == "cache":
-        # Inference with the test transform is deterministic: nothing of the
-        # cache section changes the logits (batch size only changes the speed).
-        return {"precision": c["precision"]}
+        # Inference with the test transform is deterministic: nothing else of
+        # the cache section changes what is stored (batch size, shards and
+        # the node-local folder only change the speed). top_k enters only
+        # when set, so full caches keep their fingerprints.
+        top_k = c["cache"]["top_k"]
+        return {"precision": c["precision"], **({"top_k": top_k} if top_k is not None else {})}
     if stage == "evaluate":
         return {"precision": c["precision"], "evaluate": {"shot_thresholds": c["evaluate"]["shot_thresholds"]}}
     raise ValueError(f"unknown stage '{stage}' (stages: {', '.join(STAGES)})")

@@ -255,6 +255,10 @@ class CacheConfig:
     # The node-local folder where readers keep the memory-mapped copy of the
     # cache (lfme.teacher_cache.map_cache); null: the system's temp folder.
     local_dir: str | None = None
+    # Keep each expert's k largest logits and one logit for the rest of its
+    # subset (lfme.teacher_cache.TopK documents the exact KD target); null:
+    # every logit. For label spaces whose full logits do not fit.
+    top_k: int | None = None
     resources: Resources = field(default_factory=Resources)  # one inference task
 
     def check(self, path: str) -> None:
@@ -262,6 +266,8 @@ class CacheConfig:
             raise ConfigError(f"{path}.batch_size: must be >= 1, got {self.batch_size}")
         if self.shard_rows is not None and self.shard_rows < 1:
             raise ConfigError(f"{path}.shard_rows: must be >= 1 or null, got {self.shard_rows}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"{path}.top_k: must be >= 1 or null (every logit), got {self.top_k}")
 
 
 @dataclass

@@ -73,8 +73,11 @@ def cache_shard(cfg: Config, run_dir: str, data_dir: str, fingerprint: str, part
     pieces = []
     for pixels, labels, sample_ids in make_loader(images, cfg.data, False, cfg.cache.batch_size):
         logits = teachers.targets(Batch(precision.inputs(pixels.to(device, non_blocking=True)), labels, sample_ids))
-        pieces.append(teacher_rows(sample_ids.numpy(), labels.numpy(), logits.cpu().numpy(), split.subsets))
-    rows = TeacherRows.concat(pieces, split.num_classes)
+        pieces.append(teacher_rows(sample_ids.numpy(), labels.numpy(), logits.cpu().numpy(), split.subsets, cfg.cache.top_k))
+    if not pieces:  # an empty part: no rows, in the cache's layout
+        empty = np.zeros((0, split.num_classes), np.float32)
+        pieces.append(teacher_rows(np.zeros(0), np.zeros(0), empty, split.subsets, cfg.cache.top_k))
+    rows = TeacherRows.concat(pieces)
     return write_shard(cache_dir(run_dir), data_dir, part, index, rows, fingerprint=fingerprint, subsets=split.subsets)
 
 

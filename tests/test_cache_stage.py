@@ -55,3 +55,14 @@ def test_scale_benchmark_pss_counts_a_mapped_file_once_across_two_processes(tmp_
             done.set()
             child.join(30)
     assert touched >= 0
+
+
+def test_top_k_enters_the_cache_fingerprint_only_when_set():
+    from pipeline.graph import fingerprints
+    from rundir.config import Config, load_config
+
+    base = fingerprints(Config())
+    k = fingerprints(load_config(None, ["cache.top_k=5"]))
+    assert (k["split"], k["experts"]) == (base["split"], base["experts"])
+    assert k["cache"] != base["cache"] and k["distill"] != base["distill"]
+    assert fingerprints(load_config(None, ["cache.shard_rows=10", "cache.local_dir=/elsewhere"])) == base

@@ -390,3 +390,80 @@ def test_map_cache_of_an_empty_part(tmp_path):
     write(tmp_path / "cache", {"train": make_rows(5), "val": make_rows(0)})
     rows = tc.map_cache(tmp_path / "cache", "val", local_dir=str(tmp_path / "local"))
     assert len(rows) == 0 and rows.logits.shape == (0, C)
+
+
+# ------------------------------------------------------------------- top-k
+
+
+def topk_rows(n=12, seed=0):
+    from lfme.subsets import Subset
+    from lfme.teachers import teacher_rows
+
+    rng = np.random.default_rng(seed)
+    subsets = [Subset(s["name"], tuple(s["classes"])) for s in SUBSETS]
+    logits = (rng.standard_normal((n, C)) * 3).astype(np.float32)
+    labels = rng.integers(0, C, n)
+    return logits, subsets, teacher_rows(np.arange(n) * 3, labels, logits, subsets, top_k=2)
+
+
+def test_top_k_target_is_exact_on_the_kept_classes_and_spreads_the_rest_evenly():
+    logits, subsets, rows = topk_rows()
+    assert rows.logits is None and rows.topk.values.shape == (12, 2 + 2 + 1) and rows.topk.rest.shape == (12, 3)
+    rebuilt = rows.dense(np.arange(12))
+    many = [0, 1, 2]  # three classes, two kept
+    for i in range(12):
+        z = logits[i, many].astype(np.float64)
+        p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        q = np.exp(rebuilt[i, many] - rebuilt[i, many].max())
+        q /= q.sum()
+        kept = np.argsort(-z)[:2]
+        np.testing.assert_allclose(q[kept], p[kept], atol=3e-3)  # float16 storage
+        dropped = np.argsort(-z)[2]
+        np.testing.assert_allclose(q[dropped], 1 - p[kept].sum(), atol=3e-3)
+        # medium (two classes, both kept) and few (one class) are stored whole.
+        np.testing.assert_allclose(rebuilt[i, 3:], logits[i, 3:], atol=2e-2)
+    # The argmax within each subset (Acc_E) is the one of the full logits.
+    for s in subsets:
+        cls = list(s.classes)
+        np.testing.assert_array_equal(rebuilt[:, cls].argmax(1), logits[:, cls].argmax(1))
+    # p_i comes from every logit, not from the rebuilt ones.
+    from lfme.teachers import expert_confidence
+    np.testing.assert_allclose(rows.confidence, expert_confidence(logits, rows.labels, subsets), rtol=1e-6)
+
+
+def test_top_k_rest_logit_by_hand():
+    from lfme.subsets import Subset
+    from lfme.teachers import top_k_signal
+
+    z = np.array([[4.0, 1.0, 0.0, 2.0]], dtype=np.float32)  # one subset of four classes, k = 1
+    t = top_k_signal(z, [Subset("all", (0, 1, 2, 3))], 1)
+    assert t.classes.tolist() == [[0]] and float(t.values[0, 0]) == 4.0
+    # log of the mean of e^1, e^0, e^2
+    assert float(t.rest[0, 0]) == pytest.approx(np.log((np.e + 1 + np.e**2) / 3), abs=2e-3)
+
+
+def test_top_k_cache_round_trip_through_read_and_map(tmp_path):
+    _, _, rows = topk_rows(20)
+    manifest = write_cache(tmp_path / "cache", {"train": rows}, fingerprint="fp-k", subsets=SUBSETS, experts=EXPERTS, shard_rows=7)
+    assert manifest["top_k"] == 2
+    schema = pq.read_schema(tmp_path / "cache" / manifest["data_dir"] / manifest["parts"]["train"]["shards"][0])
+    assert schema.names == ["sample_id", "label", "subset", "topk_logits", "topk_classes", "rest_logits", "confidence"]
+    want = rows.dense(np.arange(20))
+    for got in (read_cache(tmp_path / "cache", "train"), tc.map_cache(tmp_path / "cache", "train", local_dir=str(tmp_path / "local"))):
+        assert got.logits is None and got.topk.k == 2
+        np.testing.assert_array_equal(got.dense(np.arange(20)), want)
+        np.testing.assert_array_equal(got.dense(np.array([5, 0])), want[[5, 0]])
+    mapped = tc.map_cache(tmp_path / "cache", "train", local_dir=str(tmp_path / "local"))
+    assert isinstance(mapped.topk.values, np.memmap)
+    # Bytes per row on disk: K=5 float16 + 5 int32 + 3 float16 + the small columns, against C=6 float16 logits here.
+    assert manifest["parts"]["train"]["rows"] == 20
+
+
+def test_shards_of_top_k_and_full_caches_do_not_mix(tmp_path):
+    _, _, topk = topk_rows(6)
+    data_dir = tc.new_data_dir("fp")
+    a = tc.write_shard(tmp_path, data_dir, "train", 0, topk.slice(0, 3), fingerprint="fp", subsets=SUBSETS)
+    full = make_rows(3, id_offset=1000)
+    b = tc.write_shard(tmp_path, data_dir, "train", 1, full, fingerprint="fp", subsets=SUBSETS)
+    with pytest.raises(ValueError, match="mix top_k values"):
+        tc.commit_cache(tmp_path, data_dir, [a, b], fingerprint="fp", subsets=SUBSETS, experts=EXPERTS)
