@@ -49,7 +49,7 @@ PALETTE = [
 STATUS_ORDER = ["ok", "skipped", "partial", "timeout", "failed"]  # a step is the worst of its parts
 # The progress line every training stage prints (lfme.engine.progress_line).
 PROGRESS = re.compile(
-    r"\[(?P<tag>[^\]]+)\] epoch (?P<epoch>\d+)/(?P<epochs>\d+) .*?val acc (?P<val>[\d.]+)%\s+"
+    r"\[(?P<tag>[^\[\]]+)\] epoch (?P<epoch>\d+)/(?P<epochs>\d+) .*?val acc (?P<val>[\d.]+)%\s+"
     r"(?P<spe>[\d.]+)s/epoch\s+ETA (?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d)"
 )
 
@@ -370,17 +370,24 @@ def part(name: str, rc: int | None, wall_s: float | None, command: str | None, b
 
 
 def write_step(
-    out: str | Path, step: str, mode: str, parts: list[dict], skipped: str | None = None, versions_file: str | None = None
+    out: str | Path,
+    step: str,
+    mode: str,
+    parts: list[dict],
+    skipped: str | None = None,
+    versions_file: str | None = None,
+    failed: str | None = None,
 ) -> dict:
+    """The step's JSON: its parts, its status (the worst part's; `skipped` or `failed` with a reason), the versions."""
     statuses = [p["status"] for p in parts]
-    status = "skipped" if skipped else worst(statuses)
+    status = "skipped" if skipped else "failed" if failed else worst(statuses)
     # A step whose own checks failed (a test, a wrong device) is failed even if its commands exited 0.
     if not skipped and any(p.get("problems") for p in parts) and status == "ok":
         status = "failed"
     record = {
         "step": step,
         "status": status,
-        "reason": skipped,
+        "reason": skipped or failed,
         "mode": mode,
         "wall_s": round(sum(p.get("wall_s") or 0 for p in parts), 1),
         "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -434,6 +441,9 @@ def _part_line(p: dict) -> str:
             bits.append(f"experts on {'/'.join(devices)}")
         if p["run"].get("test_top1") is not None:
             bits.append(f"top-1 {100 * p['run']['test_top1']:.1f}%")
+    if "run" in p and p["status"] in ("partial", "timeout"):
+        bits.append("reached " + ", ".join(f"{tag} {line['epoch']}/{line['epochs']} at {line['seconds_per_epoch']}s/epoch"
+                                           for tag, line in p["run"]["progress"].items()) or "no epoch")
     if p.get("projection"):
         bits.append(f"projected whole run {p['projection']['total_s']:.0f} s")
     if "speed" in p:
@@ -504,6 +514,7 @@ def main(argv=None) -> int:
             p.add_argument("--boxed", action="store_true", help="cut by its time box as planned: a timeout is 'partial'")
         if name == "junit-record":
             p.add_argument("xml")
+            p.add_argument("--no-skips", action="store_true", help="a skipped test is a problem (on a GPU machine)")
         if name == "command-record":
             p.add_argument("--json", help="a JSON file the command wrote, kept whole in the part")
             p.add_argument("--text", help="a one-line figure for the summary")
@@ -516,7 +527,8 @@ def main(argv=None) -> int:
     p.add_argument("step")
     p.add_argument("--mode", required=True)
     p.add_argument("--part", action="append", default=[])
-    p.add_argument("--skipped")
+    p.add_argument("--skipped", help="the step did not run: why")
+    p.add_argument("--failed", help="the step could not run: why (a failure, unlike --skipped)")
     p.add_argument("--versions", help="versions JSON written once by `versions` (default: read them again)")
     p = sub.add_parser("summary")
     p.add_argument("out_dir")
@@ -536,13 +548,18 @@ def main(argv=None) -> int:
             log_text = Path(args.log).read_text(errors="replace") if Path(args.log).is_file() else ""
             record = run_record(args.run_dir, log_text, read_samples(args.gpu_samples))
             details["run"] = record
-            details["projection"] = projection(record)
+            if args.boxed:  # a run cut by its time box: how long the whole would take at the speed it showed
+                details["projection"] = projection(record)
             if args.expect_done and args.rc == 0:
                 details["problems"] = run_problems(record, args.mode)
             details["log_tail"] = log_text[-3000:]
         elif args.command == "junit-record":
             details["junit"] = junit_record(args.xml)
             bad = [t["test"] for t in details["junit"]["tests"] if t["outcome"] in ("failed", "error")]
+            if args.no_skips:
+                bad += [f"{t['test']} skipped: {t['message']}" for t in details["junit"]["tests"] if t["outcome"] == "skipped"]
+            if not details["junit"]["tests"]:
+                bad.append(details["junit"].get("error") or "no test ran")
             if bad:
                 details["problems"] = bad
         else:
@@ -556,7 +573,7 @@ def main(argv=None) -> int:
         Path(args.out).write_text(json.dumps(part(args.name, args.rc, round(args.wall, 1), args.cmd, boxed, **details), default=str))
     elif args.command == "step":
         parts = [json.loads(Path(f).read_text()) for f in args.part if Path(f).is_file()]
-        record = write_step(args.out, args.step, args.mode, parts, args.skipped, args.versions)
+        record = write_step(args.out, args.step, args.mode, parts, args.skipped, args.versions, args.failed)
         print(f"{args.step}: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
     elif args.command == "summary":
         text = summary(args.out_dir)

@@ -101,6 +101,23 @@ def pss_bytes(pid: int, marker: str | None = None) -> int:
     return total
 
 
+def descendants(root: int) -> set[int]:
+    """Processes below `root`: the Ray cluster this driver started (raylet, workers), not another one on the machine."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _read(f"/proc/{entry}/stat")
+            if stat:
+                children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 class MemorySampler(threading.Thread):
     """Peak PSS of the driver, of cache task processes and of distill workers, sampled from /proc."""
 
@@ -118,10 +135,8 @@ class MemorySampler(threading.Thread):
         while not self.stop.is_set():
             self.driver = max(self.driver, pss_bytes(me))
             together = {"pss": 0, "cache_mapping_pss": 0}
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit() or int(entry) == me:
-                    continue
-                pid, title = int(entry), _read(f"/proc/{entry}/cmdline").replace("\0", " ")
+            for pid in descendants(me):
+                title = _read(f"/proc/{pid}/cmdline").replace("\0", " ")
                 if not title.startswith("ray::"):
                     continue
                 if any(t in title for t in CACHE_TASK_TITLES):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lfme.devices import DeviceCopies, to_device
 from lfme.engine import Batch
 from lfme.teacher_cache import TeacherRows
 from lfme.teachers import TeacherSignal
@@ -121,13 +122,18 @@ class DistillationLoss:
         self.spis_on = spis_on
         self.expert_weights: torch.Tensor | None = None
         self.instance_weights: np.ndarray | None = None
+        self._copies = DeviceCopies()
 
     def __call__(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict]:
-        weights = None if self.teachers is None else self.expert_weights
+        # Everything the loss needs on the device gets there without making the
+        # host wait (lfme.devices): the class indices and w_l once, v_i per batch.
+        device = logits.device
+        weights = None if self.teachers is None or self.expert_weights is None else self.expert_weights
         targets = self.teachers.targets(batch) if weights is not None else None
+        if weights is not None:
+            weights = self._copies.get("expert_weights", torch.as_tensor(weights, dtype=torch.float32), device)
         v = None
         if self.instance_weights is not None:
-            v = torch.from_numpy(self.instance_weights[self.rows.rows_for(batch.sample_ids.numpy())]).to(logits.device)
-        return lfme_loss(
-            logits, batch.labels, targets, self.subsets_classes, weights, v, self.temperature, self.t_squared, self.spis_on
-        )
+            v = to_device(torch.from_numpy(self.instance_weights[self.rows.rows_for(batch.sample_ids.numpy())]), device)
+        classes = [self._copies.get(f"classes{l}", c, device) for l, c in enumerate(self.subsets_classes)]
+        return lfme_loss(logits, batch.labels, targets, classes, weights, v, self.temperature, self.t_squared, self.spis_on)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lfme.devices import to_device
 from lfme.engine import Batch
 from lfme.precision import FP32, Precision
 from lfme.subsets import Subset, subset_of_class
@@ -52,7 +53,7 @@ class CachedTeachers:
 
     def targets(self, batch: Batch) -> torch.Tensor:
         positions = self.rows.rows_for(batch.sample_ids.numpy())
-        return torch.from_numpy(self.rows.dense(positions)).to(batch.images.device)
+        return to_device(torch.from_numpy(self.rows.dense(positions)), batch.images.device)
 
 
 class LiveTeachers(nn.Module):

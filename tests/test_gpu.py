@@ -257,7 +257,7 @@ def test_generated_cifar_is_an_imagefolder_the_pipeline_reads(tmp_path):
 
 def test_progress_lines_and_the_projection():
     log = (
-        "(expert_task pid=1) [expert many] epoch 3/200  loss 1.0  train acc 50.0%  val acc 40.0%  2.0s/epoch  ETA 0:06:34\n"
+        "\x1b[36m(train_expert pid=1)\x1b[0m [expert many] epoch 3/200  loss 1.0  train acc 50.0%  val acc 40.0%  2.0s/epoch  ETA 0:06:34\n"
         "[expert few] epoch 9/200  loss 1.0  train acc 50.0%  val acc 60.5%  0.5s/epoch  ETA 0:01:35\n"
         "[student] epoch 2/200  loss 1.0  train acc 50.0%  val acc 30.0%  3.0s/epoch  ETA 0:09:54\n"
         "[expert many] epoch 4/200  loss 1.0  train acc 50.0%  val acc 41.0%  2.5s/epoch  ETA 0:08:10\n"
@@ -327,6 +327,10 @@ def test_junit_parts_steps_and_summary(tmp_path):
     step = gpu_check.write_step(tmp_path / "gpu-tests.json", "tests", "cuda", [tests], versions_file=str(versions))
     assert step["status"] == "failed" and step["versions"] == {"torch": "x"}  # exit 0, but a test failed
     gpu_check.write_step(tmp_path / "gpu-paper.json", "paper", "cuda", [], skipped="no real CIFAR-10 given", versions_file=str(versions))
+    gpu_check.write_step(tmp_path / "gpu-run.json", "run", "cuda", [], failed="Ray is not importable", versions_file=str(versions))
     text = gpu_check.summary(tmp_path)
+    assert [line.split()[0] for line in text.splitlines() if not line.startswith(" ")] == ["tests", "run", "paper"]  # the script's order
     assert "tests   failed" in text and "failed: tests.test_gpu::test_c: 3.0 syncs per step" in text
+    assert "skipped x1: needs CUDA: no" in text
+    assert "run     failed" in text and "(Ray is not importable)" in text
     assert "paper   skipped" in text and "(no real CIFAR-10 given)" in text

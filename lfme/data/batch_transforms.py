@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.data
 
+from lfme.devices import DeviceCopies, to_device
 from lfme.data.transforms import CIFAR_MEAN, CIFAR_STD, DIGITS_MEAN, DIGITS_STD, KEEPS_DECODED
 
 
@@ -41,6 +42,7 @@ class BatchTransform:
         self.flips = family == "cifar"
         mean, std = (DIGITS_MEAN, DIGITS_STD) if family == "digits" else (CIFAR_MEAN, CIFAR_STD)
         self.mean, self.std = torch.tensor(mean), torch.tensor(std)
+        self._copies = DeviceCopies()
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if not self.train:
@@ -63,9 +65,9 @@ class BatchTransform:
         rows = torch.arange(h, device=device)
         cols = torch.arange(w, device=device)
         # Crop, then flip: output column j of a flipped image is crop column w - 1 - j.
-        cols = torch.where(flips.to(device)[:, None], cols.flip(0), cols)
-        rows = tops.to(device)[:, None] + rows
-        cols = lefts.to(device)[:, None] + cols
+        cols = torch.where(to_device(flips, device)[:, None], cols.flip(0), cols)
+        rows = to_device(tops, device)[:, None] + rows
+        cols = to_device(lefts, device)[:, None] + cols
         # A flat (image, row, column) index into the padded batch: one index_select
         # of C-byte pixels, three times faster on CPU than indexing with three grids.
         images = torch.arange(b, device=device)[:, None, None]
@@ -75,7 +77,7 @@ class BatchTransform:
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, C) -> ToTensor + Normalize, same operations, as (B, C, H, W) channels_last."""
-        mean, std = self.mean.to(pixels.device), self.std.to(pixels.device)
+        mean, std = (self._copies.get(name, t, pixels.device) for name, t in (("mean", self.mean), ("std", self.std)))
         return pixels.float().div_(255).sub_(mean).div_(std).permute(0, 3, 1, 2)
 
     def _nhwc(self, batch: torch.Tensor) -> torch.Tensor:
