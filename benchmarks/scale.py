@@ -165,7 +165,7 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
-def run_size(name: str, out: Path, overrides: list[str]) -> dict:
+def run_size(name: str, out: Path, overrides: list[str], through: str = "distill") -> dict:
     images, classes, head = SIZES[name]
     run_dir = out / name / "run"
     local = out / name / "node-local"
@@ -185,7 +185,7 @@ def run_size(name: str, out: Path, overrides: list[str]) -> dict:
     start = time.monotonic()
     sampler.start()
     try:
-        run_pipeline(config, through="distill")
+        run_pipeline(config, through=through)
     finally:
         sampler.stop.set()
         sampler.join()
@@ -201,7 +201,7 @@ def run_size(name: str, out: Path, overrides: list[str]) -> dict:
         "train_logits_bytes": cache_manifest["parts"]["train"]["rows"] * classes * 2,
         "cache_bytes_on_disk": folder_bytes(Path(cache_dir(str(run_dir)))),
         "node_local_copy_bytes": folder_bytes(local),
-        "stage_seconds": {s: manifest.record(s).duration_s for s in ("split", "experts", "cache", "distill")},
+        "stage_seconds": {s: manifest.record(s).duration_s for s in ("split", "experts", "cache", "distill") if manifest.record(s)},
         "wall_seconds": time.monotonic() - start,
         "memory": sampler.result(),
         "overrides": TINY + overrides,
@@ -229,7 +229,7 @@ def render(results: list[dict]) -> str:
             f"{gb(max(m['cache_task_pss'], default=0))} | {gb(max(m['distill_worker_pss'], default=0))} | "
             f"{gb(m['distill_workers_together']['pss'])} | {gb(m['distill_workers_together']['cache_mapping_pss'])} | "
             f"{gb(r['cache_bytes_on_disk'])} | {gb(r['node_local_copy_bytes'])} | {r['stage_seconds']['cache']:.0f} | "
-            f"{r['stage_seconds']['distill']:.0f} |"
+            f"{r['stage_seconds'].get('distill', float('nan')):.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -240,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides")
     parser.add_argument("--fresh", action="store_true", help="delete and rerun sizes already measured")
+    parser.add_argument(
+        "--through", choices=("cache", "distill"), default="distill",
+        help="the last stage to run (cache: the driver and the cache tasks only)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     names = args.sizes.split(",")
@@ -253,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out / name, ignore_errors=True)
         if not done.exists():
             print(f"######## {name}", flush=True)
-            storage.write_json_atomic(str(done), run_size(name, out, args.set))
+            storage.write_json_atomic(str(done), run_size(name, out, args.set, args.through))
         results.append(json.loads(done.read_text()))
     storage.write_text_atomic(str(out / "scale.md"), render(results))
     print(render(results))
