@@ -345,7 +345,7 @@ def included_runs(paths: list[str], preset: str, scale: str, overrides: list[str
         meta = table["meta"]
         for key, want in (("preset", preset), ("scale", scale), ("overrides", overrides)):
             if meta[key] != want:
-                raise SystemExit(f"--include {path}: its {key} is {meta[key]!r}, this run's is {want!r}")
+                raise SystemExit(f"--include {path}: its {key}: {meta[key]!r}; this run's: {want!r} (not the same protocol)")
         runs.update({int(seed): rows for seed, rows in table["runs"].items()})
     return runs
 

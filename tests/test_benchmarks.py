@@ -96,4 +96,4 @@ def test_table3_seeds_share_experts_and_cache_within_a_seed_and_match_their_repo
         command[:-6] + ["--seeds", "1", "--include", str(earlier), "--report-only", "--set", "distill.epochs=3"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
-    assert other.returncode != 0 and f"--include {earlier}: its overrides are" in other.stderr
+    assert other.returncode != 0 and f"--include {earlier}: its overrides: ['experts.epochs=2', 'distill.epochs=2']; this run's: ['distill.epochs=3']" in other.stderr

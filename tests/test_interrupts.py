@@ -372,5 +372,5 @@ def test_a_damaged_expert_read_in_a_ray_task_is_one_line_naming_the_file(finishe
     log = Path(re.fullmatch(r".* \(full traceback: (\S+)\)", lines[0]).group(1))
     assert log.parent == run_dir / "logs" and log.name.startswith("lfme-run-")
     text = log.read_text()
-    assert "Traceback (most recent call last)" in text and "PytorchStreamReader" in text and "ray::expert_logits" in text
+    assert "Traceback (most recent call last)" in text and "PytorchStreamReader" in text and "ray::cache_shard" in text
     assert manifest(run_dir)["stages"]["cache"]["status"] == "failed"
