@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 from lfme import storage
 from pipeline.graph import STAGES, UPSTREAM, fingerprints, stage_settings
@@ -94,11 +94,11 @@ def check_inputs(manifest: Manifest, stage: str, fps: dict[str, str]) -> None:
         )
 
 
-def record_outputs(run_dir: str, stage: str) -> dict[str, dict]:
-    """Every file in the stage's folder: relative name -> {"bytes", "sha256"}."""
+def record_outputs(run_dir: str, stage: str, hashed: Mapping[str, str] = {}) -> dict[str, dict]:
+    """Every file in the stage's folder: relative name -> {"bytes", "sha256"}; `hashed` gives digests already known."""
     folder = stage_dir(run_dir, stage)
     return {
-        name: {"bytes": size, "sha256": storage.file_sha256(storage.join(folder, *name.split("/")))}
+        name: {"bytes": size, "sha256": hashed.get(name) or storage.file_sha256(storage.join(folder, *name.split("/")))}
         for name, size in storage.list_files(folder).items()
     }
 
@@ -184,7 +184,7 @@ def run_pipeline(
             except BaseException as err:
                 manifest.fail(stage, f"{type(err).__name__}: {err}")
                 raise
-            manifest.finish(stage, summary, outputs=record_outputs(run_dir, stage))
+            manifest.finish(stage, summary, outputs=record_outputs(run_dir, stage, ctx.hashed))
             ran.add(stage)
             log(f"== {stage}: done in {time.monotonic() - t0:.1f}s")
     finally:

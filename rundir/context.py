@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from rundir.config import Config
@@ -17,6 +17,9 @@ class StageContext:
     stage: str
     fingerprints: dict[str, str]  # every stage's fingerprint for this config
     log: Callable[[str], None]
+    # Files the stage hashed as it wrote them (name relative to its folder -> SHA-256): the runner records
+    # these without reading them again, which for a teacher cache of several GB would double the stage's reads.
+    hashed: dict[str, str] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:

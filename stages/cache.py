@@ -114,6 +114,8 @@ def run(ctx: StageContext) -> dict:
     except BaseException:
         discard_data_dir(cache_dir(ctx.run_dir), data_dir)
         raise
+    for entry in manifest["parts"].values():
+        ctx.hashed.update({f"{data_dir}/{name}": digest for name, digest in zip(entry["shards"], entry["shard_sha256"])})
     rows = {part: manifest["parts"][part]["rows"] for part in PARTS}
     ctx.log(f"cache: wrote {rows['train']} train and {rows['val']} val rows in {len(shards)} shards")
     return rows

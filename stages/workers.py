@@ -278,11 +278,7 @@ def cancelled_on_interrupt(refs: Iterable[ray.ObjectRef]) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        for ref in list(refs):
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - finished, or Ray is going away: nothing to cancel
-                pass
+        _cancel(refs)
         raise
 
 
@@ -296,12 +292,17 @@ def cancelled_on_failure(refs: Iterable[ray.ObjectRef]) -> Iterator[None]:
     try:
         yield
     except Exception:
-        for ref in list(refs):
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - finished already: nothing to cancel
-                pass
+        _cancel(refs)
         raise
+
+
+def _cancel(refs: Iterable[ray.ObjectRef]) -> None:
+    """Force-cancel each of `refs` (read now: a dict of pending tasks may have changed) that still runs."""
+    for ref in list(refs):
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001 - finished, or Ray is going away: nothing to cancel
+            pass
 
 
 def say(line: str) -> None:

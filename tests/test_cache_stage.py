@@ -66,3 +66,26 @@ def test_top_k_enters_the_cache_fingerprint_only_when_set():
     assert (k["split"], k["experts"]) == (base["split"], base["experts"])
     assert k["cache"] != base["cache"] and k["distill"] != base["distill"]
     assert fingerprints(load_config(None, ["cache.shard_rows=10", "cache.local_dir=/elsewhere"])) == base
+
+
+def test_the_runner_records_digests_a_stage_hashed_as_it_wrote_without_reading_those_files_again(tmp_path, monkeypatch):
+    import hashlib
+
+    from lfme import storage
+    from pipeline import runner
+
+    folder = tmp_path / "cache" / "data-x"
+    folder.mkdir(parents=True)
+    (folder / "train-00000.parquet").write_bytes(b"shard bytes")
+    (tmp_path / "cache" / "manifest.json").write_bytes(b"{}")
+    read = []
+    real = storage.file_sha256
+    monkeypatch.setattr(storage, "file_sha256", lambda path: read.append(path) or real(path))
+
+    shard_digest = hashlib.sha256(b"shard bytes").hexdigest()
+    outputs = runner.record_outputs(str(tmp_path), "cache", {"data-x/train-00000.parquet": shard_digest})
+    assert outputs == {
+        "data-x/train-00000.parquet": {"bytes": 11, "sha256": shard_digest},
+        "manifest.json": {"bytes": 2, "sha256": hashlib.sha256(b"{}").hexdigest()},
+    }
+    assert [p.rsplit("/", 1)[-1] for p in map(str, read)] == ["manifest.json"]
