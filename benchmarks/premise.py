@@ -15,6 +15,10 @@ softmax over S_l's classes, so "within S_l" is what expert l can teach.
 It reads a finished `benchmarks.table3` output folder (`<out>/seed-<s>/<variant>`
 run directories), runs every student on the test set once (on the CPU, in
 its saved precision), and writes `<out>/premise.json` and `<out>/premise.md`.
+`--include earlier/premise.json` adds the seeds of an earlier output (say, a
+seed committed by a session whose run directories are gone), as
+`benchmarks.table3 --include` does for the table; a seed scored now replaces
+the same seed's rows from there.
 """
 
 from __future__ import annotations
@@ -58,10 +62,26 @@ def mean_se(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), se
 
 
+def merged(rows: dict[str, dict], earlier: dict[str, dict]) -> dict[str, dict]:
+    """`rows` with the seeds of an earlier premise.json added (JSON's seed keys are strings); `rows` wins a seed both have."""
+    out = {key: {**row, "seeds": dict(row["seeds"])} for key, row in rows.items()}
+    for key, row in earlier.items():
+        target = out.setdefault(key, {"variant": row["variant"], "subset": row["subset"], "seeds": {}})
+        for seed, values in row["seeds"].items():
+            target["seeds"].setdefault(int(seed), values)
+    for row in out.values():
+        row["seeds"] = dict(sorted(row["seeds"].items()))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.premise", description=__doc__.splitlines()[0])
     parser.add_argument("out", help="a benchmarks.table3 output folder")
     parser.add_argument("--variants", default="cls_samp,cls_samp_kd,lfme", help="comma-separated variants to score")
+    parser.add_argument(
+        "--include", action="append", default=[], metavar="PREMISE_JSON",
+        help="an earlier premise.json whose seeds join these (those not scored now)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     seeds = sorted(int(p.name.split("-")[1]) for p in out.glob("seed-*"))
@@ -77,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = rows.setdefault(f"{variant}/{subset}", {"variant": variant, "subset": subset, "seeds": {}})
                 row["seeds"][seed] = {"expert": experts[subset]["accuracy"], **accuracy}
             print(f"seed {seed} {variant}: scored", flush=True)
+    for path in args.include:
+        rows = merged(rows, read_json(path))
 
     table = []
     for row in rows.values():

@@ -81,3 +81,18 @@ def test_render_states_the_rule_and_every_claim():
     for i, line in enumerate(lines[:-1]):
         if line.startswith("| ") and lines[i + 1].startswith("|---"):
             assert lines[i + 1].count("|") == line.count("|"), line
+
+
+def test_premise_include_joins_an_earlier_outputs_seeds_and_a_seed_scored_now_wins():
+    from benchmarks.premise import merged
+
+    now = {"lfme/few": {"variant": "lfme", "subset": "few", "seeds": {1: {"expert": 0.5}, 2: {"expert": 0.6}}}}
+    earlier = {  # as read back from premise.json: seed keys are strings
+        "lfme/few": {"variant": "lfme", "subset": "few", "seeds": {"0": {"expert": 0.4}, "2": {"expert": 0.9}}},
+        "lfme/many": {"variant": "lfme", "subset": "many", "seeds": {"0": {"expert": 0.7}}},
+    }
+    rows = merged(now, earlier)
+    assert rows["lfme/few"]["seeds"] == {0: {"expert": 0.4}, 1: {"expert": 0.5}, 2: {"expert": 0.6}}
+    assert list(rows["lfme/few"]["seeds"]) == [0, 1, 2]
+    assert rows["lfme/many"] == {"variant": "lfme", "subset": "many", "seeds": {0: {"expert": 0.7}}}
+    assert now["lfme/few"]["seeds"] == {1: {"expert": 0.5}, 2: {"expert": 0.6}}  # the input is not changed
