@@ -18,7 +18,10 @@ Each trial is a function trainable that fits the distill stage's worker loop
 (`stages.distill.distill_loop`) through `stages.workers.fit`, passing each
 epoch's report to Tune with `TuneReportCallback` (Ray 2.60 cannot tune a
 TorchTrainer directly). Its Ray Train run is named after the trial id, so a
-restored sweep resumes each unfinished trial from its last epoch checkpoint.
+restored sweep resumes each unfinished trial from its last epoch checkpoint;
+one killed after its Ray Train run had finished reports that run's last epoch
+again (`stages.distill.distill_loop`), so its result is the final one and its
+checkpoint one that exists.
 The distill stage's own outputs (`distill/`, its manifest record) are not
 touched: the best configuration is written as a YAML that `lfme run` accepts.
 

@@ -205,9 +205,18 @@ def distill_loop(loop_config: dict) -> None:
         if rank == 0:
             eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (dcfg.epochs - epoch)
             workers.say(progress_line("student", epoch, dcfg.epochs, stats, val_acc, eta))
-        metrics = {"epoch": epoch, "loss": stats.loss, "val_acc": val_acc}
         epoch_start = time.perf_counter()
-        checkpoints.report(metrics, model, optimizer, scheduler, rank, weights=weights, history=history)
+        checkpoints.report(epoch_metrics(history[-1]), model, optimizer, scheduler, rank, weights=weights, history=history)
+    if first_epoch > dcfg.epochs:
+        # Resumed after its last epoch (killed between that checkpoint and the run's end; Ray Train resumes a
+        # finished run too): report that epoch again. A restored Tune trial otherwise keeps the result it had
+        # before the kill, whose val_acc is older and whose checkpoint may have been pruned since.
+        checkpoints.report(epoch_metrics(history[-1]), model, optimizer, scheduler, rank, weights=weights, history=history)
+
+
+def epoch_metrics(record: dict) -> dict:
+    """What an epoch reports to Ray Train (and through it to Tune): the history record's epoch, loss and val_acc."""
+    return {key: record[key] for key in ("epoch", "loss", "val_acc")}
 
 
 def run(ctx: StageContext) -> dict:

@@ -355,6 +355,31 @@ def test_ctrl_c_in_the_distill_stage_under_ray_train_and_a_quiet_console(finishe
 
 
 @pytest.mark.integration
+def test_a_student_stopped_after_its_last_checkpoint_reports_that_epoch_again_on_resume(finished_run, tmp_path):
+    """Ray Train resumes a finished run too; the loop then reports its last epoch again, so a restored Tune trial
+    (which keeps the result it had before the kill) gets the final val_acc and a checkpoint that is not pruned."""
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    [snapshot] = (run_dir / "ray").glob("distill-student-*/checkpoint_manager_snapshot.json")
+    before = json.loads(snapshot.read_text())
+    # As a Ctrl-C between the last epoch's checkpoint and the stage's end leaves it.
+    record = json.loads((run_dir / "manifest.json").read_text())
+    record["stages"]["distill"]["status"] = "interrupted"
+    (run_dir / "manifest.json").write_text(json.dumps(record))
+
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "== distill: resuming" in result.stdout and "[student] resuming after epoch 3" in result.stdout
+    assert "[student] epoch" not in result.stdout  # no epoch trained again
+    after = json.loads(snapshot.read_text())
+    assert after["current_report_index"] == before["current_report_index"] + 1
+    latest = after["latest_checkpoint_result"]
+    assert latest["metrics"]["epoch"] == 3 and latest["metrics"]["val_acc"] == before["latest_checkpoint_result"]["metrics"]["val_acc"]
+    assert latest["checkpoint_dir_name"] != before["latest_checkpoint_result"]["checkpoint_dir_name"]
+    assert (snapshot.parent / latest["checkpoint_dir_name"]).is_dir()
+    assert manifest(run_dir)["stages"]["distill"]["status"] == "done"
+
+
+@pytest.mark.integration
 def test_a_damaged_expert_read_in_a_ray_task_is_one_line_naming_the_file(finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path / "run")
     name = json.loads((run_dir / "split" / "split.json").read_text())["subsets"][-1]["name"]
