@@ -15,6 +15,16 @@ One row per sample, one table per part ("train", "val", ...):
     confidence  float32                    p_i: softmax prob of y_i from the
                                            expert of y_i's subset
 
+With `cache.top_k = k` (`TopK`: each expert keeps its k largest logits and one
+rest logit for the mass of its other classes), `logits` gives way to
+
+    topk_logits   fixed_size_list<float16>[K]  K = sum over experts of min(k, |S_l|),
+                                               expert by expert, each its largest first
+    topk_classes  fixed_size_list<int32>[K]    the global class of each kept logit
+    rest_logits   fixed_size_list<float16>[L]  one per expert (L experts)
+
+and the manifest records `"top_k": k`.
+
 Layout of a cache directory ``D``::
 
     D/manifest.json                 the only entry point for readers
@@ -23,13 +33,16 @@ Layout of a cache directory ``D``::
 A write never touches the files the current manifest points to: shards go
 into a new, uniquely named data directory (``new_data_dir``; ``write_shard``
 from any process, so the cache stage writes them where the logits are
-computed), then ``commit_cache`` checks them and replaces ``manifest.json``
-atomically, then deletes the data directories no manifest references. A
-reader therefore sees either the old complete cache or the new complete one.
+computed), then ``commit_cache`` checks the writers' records of them (each
+part's shard indices complete, sample ids increasing across shards) and
+replaces ``manifest.json`` atomically, then deletes the data directories no
+manifest references. A reader therefore sees either the old complete cache or
+the new complete one; a write that fails after its manifest is in place
+keeps its data (``discard_data_dir``).
 One writer at a time per directory is assumed (the pipeline's cache stage).
 
 Two readers: ``read_cache`` loads a part into the caller's memory;
-``map_cache`` copies it once per node into an uncompressed float16 file that
+``map_cache`` copies it once per node into uncompressed ``.npy`` files that
 every reader on the node memory-maps, so N workers hold the logits once.
 
 Framework-free on purpose (numpy + pyarrow + json): no Ray, no torch.
@@ -57,7 +70,6 @@ FORMAT = "lfme-teacher-cache/1"
 MANIFEST_NAME = "manifest.json"
 SCHEMA_METADATA_KEY = b"lfme"
 DATA_DIR_PREFIX = "data-"
-COLUMNS = ("sample_id", "label", "subset", "logits", "confidence")
 _PART_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -444,7 +456,7 @@ def _remove_unreferenced(directory: str, keep: str) -> list[str]:
 # logits are computed (the cache stage's tasks) and no process ever holds more
 # than a shard: `new_data_dir` names a fresh data directory, `write_shard`
 # writes one shard into it (anywhere, any process), `commit_cache` checks the
-# shards and replaces the manifest. `write_cache` is the three for rows at hand.
+# shards' records and replaces the manifest. `write_cache` is the three for rows at hand.
 
 
 def _shard_schema(num_classes: int, fingerprint: str, top_k: tuple[int, int] | None = None) -> pa.Schema:
@@ -555,8 +567,19 @@ def commit_cache(directory, data_dir: str, shards: list[dict], *, fingerprint: s
 
 
 def discard_data_dir(directory, data_dir: str) -> None:
-    """Remove a data directory that was never committed (a failed write); the current cache is untouched."""
-    storage.remove(storage.join(directory, data_dir))
+    """Remove the data directory of a failed write, unless the manifest already points to it.
+
+    A write can fail after its manifest replaced the old one (Ctrl-C or an
+    error while `commit_cache` removes the old data): the new cache is then
+    the current one and complete, and removing its data would leave a
+    manifest without shards.
+    """
+    try:
+        committed = read_manifest(directory).get("data_dir") == data_dir
+    except (FileNotFoundError, ValueError):
+        committed = False
+    if not committed:
+        storage.remove(storage.join(directory, data_dir))
 
 
 def write_cache(
@@ -721,14 +744,12 @@ def _fixed_size_numpy(table: pa.Table, name: str) -> np.ndarray:
     return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
 
 
-def _topk_of(table: pa.Table, manifest: dict) -> TopK:
-    return TopK(
-        int(manifest["top_k"]),
-        _fixed_size_numpy(table, "topk_logits"),
-        _fixed_size_numpy(table, "topk_classes"),
-        _fixed_size_numpy(table, "rest_logits"),
-        _owner(manifest),
-    )
+def _rows_from(manifest: dict, wide: dict[str, np.ndarray], small: dict[str, np.ndarray]) -> TeacherRows:
+    """A part's rows from its array columns (`_wide_columns`' names) and the small ones: full logits or top-k, as the manifest says."""
+    if manifest.get("top_k") is not None:
+        topk = TopK(int(manifest["top_k"]), wide["topk_logits"], wide["topk_classes"], wide["rest_logits"], _owner(manifest))
+        return TeacherRows(logits=None, topk=topk, **small)
+    return TeacherRows(logits=wide["logits"], **small)
 
 
 def _small_columns(table: pa.Table) -> dict[str, np.ndarray]:
@@ -754,9 +775,8 @@ def _read_part(directory: str, manifest: dict, part: str) -> TeacherRows:
     entry = _part_entry(directory, manifest, part)
     tables = [_read_shard(directory, manifest, part, k) for k in range(len(entry["shards"]))]
     table = pa.concat_tables(tables) if tables else _manifest_schema(manifest).empty_table()
-    if manifest.get("top_k") is not None:
-        return _check_rows(directory, part, entry, TeacherRows(logits=None, topk=_topk_of(table, manifest), **_small_columns(table)))
-    return _check_rows(directory, part, entry, TeacherRows(logits=_fixed_size_numpy(table, "logits"), **_small_columns(table)))
+    wide = {name: _fixed_size_numpy(table, name) for name in _wide_columns(manifest)}
+    return _check_rows(directory, part, entry, _rows_from(manifest, wide, _small_columns(table)))
 
 
 def _with_current_manifest(directory: str, expected_fingerprint, expected_experts, read):
@@ -812,17 +832,40 @@ def map_cache(
     mapping, and a process's proportional set size counts a shared page once
     in all), and only the pages of the rows a worker touches are read.
     The copy is named by the manifest's data directory, which every write of
-    the cache renews, so a rebuilt cache is never served from an old copy;
-    older copies of the same cache are removed when a new one is made (a
-    process still mapping one keeps its pages until it exits).
+    the cache renews, so a rebuilt cache is never served from an old copy.
+    Making a copy also removes what no reader can want any more: older copies
+    of the same cache, and the copies of caches whose folder is gone (a run
+    directory deleted). A process still mapping a removed copy keeps its
+    pages until it exits.
 
-    Returns rows whose `logits` is a read-only `np.memmap`.
+    Returns rows whose array columns (`logits`, or the top-k arrays) are
+    read-only `np.memmap`s.
     """
     directory = str(directory)
     local_root = Path(local_dir or default_local_dir()) / hashlib.sha256(storage.absolute(directory).encode()).hexdigest()[:16]
     return _with_current_manifest(
         directory, expected_fingerprint, expected_experts, lambda m: _map_part(directory, m, part, local_root)
     )
+
+
+LOCAL_SOURCE = "source.txt"  # in a cache's node-local folder: the cache folder it copies
+
+
+def _remove_stale_copies(local_root: Path, data_dir: str) -> None:
+    """Delete the other copies under `local_root` (older data dirs) and the node-local folders of caches that are gone."""
+    for name in storage.list_names(str(local_root)):
+        if name.startswith(DATA_DIR_PREFIX) and name != data_dir:
+            storage.remove(str(local_root / name))
+    for other in storage.list_names(str(local_root.parent)):
+        source = str(local_root.parent / other / LOCAL_SOURCE)
+        if other == local_root.name or not storage.is_file(source):
+            continue
+        try:
+            read_manifest(storage.read_text(source))
+        except FileNotFoundError:  # only a cache that is certainly gone; an unreachable one may come back
+            storage.remove(str(local_root.parent / other))
+        except Exception:  # noqa: BLE001 - unreadable or unreachable now: keep its copy
+            pass
 
 
 def _wide_columns(manifest: dict) -> dict[str, tuple[int, type]]:
@@ -838,23 +881,20 @@ def _map_part(directory: str, manifest: dict, part: str, local_root: Path) -> Te
     entry = _part_entry(directory, manifest, part)
     copy = local_root / manifest["data_dir"] / part
     if not copy.exists():
-        with storage.local_lock(local_root / f"{manifest['data_dir']}.lock"):
+        # One lock per cache (never removed while in use): the copies of its versions and parts are made one at a time.
+        with storage.local_lock(local_root / ".lock"):
             if not copy.exists():
+                storage.write_text_atomic(str(local_root / LOCAL_SOURCE), storage.absolute(directory))
                 with storage.atomic_local_directory(copy) as staging:
                     _copy_part(directory, manifest, part, staging)
-                for name in storage.list_names(str(local_root)):
-                    if name.startswith(DATA_DIR_PREFIX) and name not in (manifest["data_dir"], f"{manifest['data_dir']}.lock"):
-                        storage.remove(str(local_root / name))
+                _remove_stale_copies(local_root, manifest["data_dir"])
     with np.load(copy / LOCAL_COLUMNS) as columns:
         small = {name: columns[name] for name in columns.files}
     wide = {
         name: np.load(copy / f"{name}.npy", mmap_mode="r") if entry["rows"] else np.zeros((0, width), dtype)
         for name, (width, dtype) in _wide_columns(manifest).items()
     }
-    if manifest.get("top_k") is not None:
-        topk = TopK(int(manifest["top_k"]), wide["topk_logits"], wide["topk_classes"], wide["rest_logits"], _owner(manifest))
-        return _check_rows(directory, part, entry, TeacherRows(logits=None, topk=topk, **small))
-    return _check_rows(directory, part, entry, TeacherRows(logits=wide["logits"], **small))
+    return _check_rows(directory, part, entry, _rows_from(manifest, wide, small))
 
 
 def _copy_part(directory: str, manifest: dict, part: str, target: Path) -> None:

@@ -54,6 +54,8 @@ CHECKPOINTS_KEY = "checkpoints"  # where `fit` puts the loop's EpochCheckpoints 
 # On Ctrl-C: how long `fit` waits for Ray Train to stop its workers before the
 # driver goes on stopping (the CLI promises an exit within 10 s of Ctrl-C).
 ABORT_WAIT_S = 3.0
+# How long a failed stage waits for the tasks it cancelled to end before it discards what they were writing.
+CANCEL_WAIT_S = 30.0
 
 
 REBUILD_HINT = "`lfme verify` lists damaged outputs, `lfme run` rebuilds them"
@@ -287,12 +289,16 @@ def cancelled_on_failure(refs: Iterable[ray.ObjectRef]) -> Iterator[None]:
     """Around waiting for tasks that write into a shared folder: when one fails, cancel the others, then re-raise.
 
     Without it the rest would go on writing into a folder the stage is about
-    to discard (the cache stage's new data directory).
+    to discard (the cache stage's new data directory). It waits (up to
+    `CANCEL_WAIT_S`) until they have ended: a cancel only asks, and a task
+    still running could write its file after the folder was discarded.
     """
     try:
         yield
     except Exception:
         _cancel(refs)
+        pending = list(refs)
+        ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
         raise
 
 

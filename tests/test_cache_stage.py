@@ -33,7 +33,7 @@ def test_scale_benchmark_pss_counts_a_mapped_file_once_across_two_processes(tmp_
     size = 8 << 20
     path.write_bytes(os.urandom(size))
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        touched = sum(m[i] for i in range(0, size, 4096))  # fault in every page
+        sum(m[i] for i in range(0, size, 4096))  # fault in every page
         alone = pss_bytes(os.getpid(), "cache-copy.bin")
         assert size * 0.99 <= alone <= size
         ready, done = mp.get_context("fork").Event(), mp.get_context("fork").Event()
@@ -54,7 +54,6 @@ def test_scale_benchmark_pss_counts_a_mapped_file_once_across_two_processes(tmp_
         finally:
             done.set()
             child.join(30)
-    assert touched >= 0
 
 
 def test_top_k_enters_the_cache_fingerprint_only_when_set():

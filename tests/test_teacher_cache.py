@@ -141,6 +141,22 @@ def test_failed_rewrite_leaves_old_cache_intact(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.logits, old_rows.logits)
 
 
+def test_a_write_that_fails_after_its_manifest_replaced_the_old_keeps_the_new_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    write(cache)
+    new_train = make_rows(10, seed=5)
+
+    def interrupted(directory, keep):
+        raise KeyboardInterrupt  # Ctrl-C while the old data is being removed
+
+    monkeypatch.setattr(tc, "_remove_unreferenced", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write(cache, {"train": new_train, "val": make_rows(4, seed=1, id_offset=1_000_000_000)}, fingerprint="fp-two")
+    got = read_cache(cache, "train", expected_fingerprint="fp-two")
+    order = np.argsort(new_train.sample_ids)
+    np.testing.assert_array_equal(got.logits, new_train.logits[order].astype(np.float16))
+
+
 def test_successful_rewrite_removes_old_data(tmp_path):
     first = write(tmp_path)
     (tmp_path / "data-orphan-deadbeef").mkdir()  # left over from a crashed writer
@@ -352,6 +368,22 @@ def test_map_cache_copies_once_per_node_and_anew_when_the_cache_is_rebuilt(tmp_p
     assert first.logits.shape == (10, C) and np.isfinite(first.logits).all()
 
 
+def test_map_cache_removes_the_copies_of_caches_that_are_gone_and_keeps_the_others(tmp_path):
+    local = tmp_path / "local"
+    for name in ("gone", "kept", "new"):
+        write(tmp_path / name)
+    tc.map_cache(tmp_path / "gone", "train", local_dir=str(local))
+    tc.map_cache(tmp_path / "kept", "train", local_dir=str(local))
+    sources = {p.read_text(): p.parent for p in local.glob(f"*/{tc.LOCAL_SOURCE}")}
+    assert set(sources) == {str(tmp_path / "gone"), str(tmp_path / "kept")}
+    (tmp_path / "gone" / "manifest.json").unlink()  # its run directory deleted
+
+    tc.map_cache(tmp_path / "new", "train", local_dir=str(local))
+    assert not sources[str(tmp_path / "gone")].exists()
+    assert list(sources[str(tmp_path / "kept")].glob("data-*/train/logits.npy"))
+    assert {p.read_text() for p in local.glob(f"*/{tc.LOCAL_SOURCE}")} == {str(tmp_path / "kept"), str(tmp_path / "new")}
+
+
 def test_map_cache_concurrent_readers_make_one_copy(tmp_path, monkeypatch):
     import threading
 
@@ -455,8 +487,9 @@ def test_top_k_cache_round_trip_through_read_and_map(tmp_path):
         np.testing.assert_array_equal(got.dense(np.array([5, 0])), want[[5, 0]])
     mapped = tc.map_cache(tmp_path / "cache", "train", local_dir=str(tmp_path / "local"))
     assert isinstance(mapped.topk.values, np.memmap)
-    # Bytes per row on disk: K=5 float16 + 5 int32 + 3 float16 + the small columns, against C=6 float16 logits here.
-    assert manifest["parts"]["train"]["rows"] == 20
+    # Per row: 2+2+1 kept logits (float16) and their classes (int32), and one rest logit per expert (float16).
+    arrays = (mapped.topk.values, mapped.topk.classes, mapped.topk.rest)
+    assert [(a.dtype, a.shape) for a in arrays] == [(np.float16, (20, 5)), (np.int32, (20, 5)), (np.float16, (20, 3))]
 
 
 def test_shards_of_top_k_and_full_caches_do_not_mix(tmp_path):
