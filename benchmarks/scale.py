@@ -23,7 +23,7 @@ and the node-local copy's.
 Sizes: ImageNet-LT (115,846 images, 1,000 classes, 1280..2 per class),
 a middle size, iNaturalist 2018 (437,513 images, 8,142 classes, 1000..2).
 Results: `<out>/<size>/scale.json` per size (a finished size is not rerun
-unless `--fresh`), and `<out>/scale.md`.
+unless `--fresh`; an unfinished one starts over), and `<out>/scale.md`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from lfme import storage
+from lfme.teacher_cache import signal_bytes_per_row
 from pipeline.manifest import Manifest
 from pipeline.runner import run_pipeline
 from rundir.config import load_config
@@ -192,13 +193,14 @@ def run_size(name: str, out: Path, overrides: list[str], through: str = "distill
     manifest = Manifest.load(str(run_dir))
     cache_manifest = json.loads(Path(cache_dir(str(run_dir)), "manifest.json").read_text())
     rows = sum(p["rows"] for p in cache_manifest["parts"].values())
+    row_bytes = signal_bytes_per_row(cache_manifest)  # C float16 logits; less with cache.top_k
     return {
         "size": name,
         "images": images,
         "classes": classes,
         "cache_rows": rows,
-        "logits_bytes": rows * classes * 2,
-        "train_logits_bytes": cache_manifest["parts"]["train"]["rows"] * classes * 2,
+        "logits_bytes": rows * row_bytes,
+        "train_logits_bytes": cache_manifest["parts"]["train"]["rows"] * row_bytes,
         "cache_bytes_on_disk": folder_bytes(Path(cache_dir(str(run_dir)))),
         "node_local_copy_bytes": folder_bytes(local),
         "stage_seconds": {s: manifest.record(s).duration_s for s in ("split", "experts", "cache", "distill") if manifest.record(s)},
@@ -253,9 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in names:
         done = out / name / "scale.json"
-        if args.fresh:
+        if not done.exists() or args.fresh:
+            # A size without its scale.json starts over: resumed, its skipped stages would have no memory peaks.
             shutil.rmtree(out / name, ignore_errors=True)
-        if not done.exists():
             print(f"######## {name}", flush=True)
             storage.write_json_atomic(str(done), run_size(name, out, args.set, args.through))
         results.append(json.loads(done.read_text()))

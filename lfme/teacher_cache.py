@@ -868,6 +868,11 @@ def _remove_stale_copies(local_root: Path, data_dir: str) -> None:
             pass
 
 
+def signal_bytes_per_row(manifest: dict) -> int:
+    """Bytes of teacher signal per row, uncompressed: the C float16 logits, or a top-k cache's three arrays."""
+    return sum(width * np.dtype(dtype).itemsize for width, dtype in _wide_columns(manifest).values())
+
+
 def _wide_columns(manifest: dict) -> dict[str, tuple[int, type]]:
     """The per-row array columns of the cache's schema: name -> (width, numpy dtype)."""
     return {

@@ -88,10 +88,10 @@ class SyntheticData:
     def check(self, path: str) -> None:
         if self.classes < 1 or self.test_per_class < 1:
             raise ConfigError(f"{path}.classes and {path}.test_per_class: must be >= 1")
-        if not 2 * self.classes <= self.images <= self.max_count * self.classes:
-            raise ConfigError(
-                f"{path}.images: {self.images} cannot make {self.classes} classes of 2..{self.max_count} images each"
-            )
+        try:
+            lfme_data.sources.check_profile(self.images, self.classes, self.max_count)
+        except ValueError as err:
+            raise ConfigError(f"{path}.images: {err}") from None
 
 
 @dataclass

@@ -887,6 +887,11 @@ def test_long_tailed_profile_has_the_imitated_ends_and_total():
     assert np.all(np.diff(counts) <= 0)  # class 0 is the head
     with pytest.raises(ValueError, match="cannot make 10 classes of 2..5 images"):
         long_tailed_profile(100, 10, 5)
+    # A head of 1,280 and 999 classes of at least 2 need 1,280 + 1,998 = 3,278 images.
+    with pytest.raises(ValueError, match="between 3278 and 1280000 can"):
+        long_tailed_profile(2_100, 1_000, 1_280)
+    counts = long_tailed_profile(3_278, 1_000, 1_280)
+    assert counts[0] == 1_280 and counts[1:].tolist() == [2] * 999
 
 
 def test_synthetic_images_are_made_from_their_id_and_class():
@@ -916,6 +921,6 @@ def test_synthetic_source_from_the_config_and_its_errors():
                                 "data.synthetic.max_count=100", "data.image_size=4"])
     source = load_source(config.data)
     assert len(source.train) == 500 and source.num_classes == 10 and np.asarray(source.train.load(0)).shape == (4, 4, 3)
-    with pytest.raises(ConfigError, match=r"data.synthetic.images: 5000 cannot make 10 classes of 2..100 images"):
+    with pytest.raises(ConfigError, match=r"data.synthetic.images: 5000 images cannot make 10 classes of 2..100 images .*\(between 118 and 1000 can\)"):
         load_config(None, ["data.source=synthetic", "data.synthetic.images=5000", "data.synthetic.classes=10",
                            "data.synthetic.max_count=100"])

@@ -490,6 +490,8 @@ def test_top_k_cache_round_trip_through_read_and_map(tmp_path):
     # Per row: 2+2+1 kept logits (float16) and their classes (int32), and one rest logit per expert (float16).
     arrays = (mapped.topk.values, mapped.topk.classes, mapped.topk.rest)
     assert [(a.dtype, a.shape) for a in arrays] == [(np.float16, (20, 5)), (np.int32, (20, 5)), (np.float16, (20, 3))]
+    assert tc.signal_bytes_per_row(manifest) == 5 * 2 + 5 * 4 + 3 * 2
+    assert tc.signal_bytes_per_row(write(tmp_path / "full")) == C * 2
 
 
 def test_shards_of_top_k_and_full_caches_do_not_mix(tmp_path):

@@ -882,6 +882,16 @@ class SyntheticStore:
         return SyntheticStore(self.sample_ids[indices], self.labels[indices], self.size, self.seed)
 
 
+def check_profile(num_images: int, num_classes: int, max_count: int, min_count: int = 2) -> None:
+    """ValueError unless `long_tailed_profile` can make these sizes: a head of `max_count`, no class under `min_count`."""
+    least, most = max_count + min_count * (num_classes - 1), max_count * num_classes
+    if not least <= num_images <= most:
+        raise ValueError(
+            f"{num_images} images cannot make {num_classes} classes of {min_count}..{max_count} images each "
+            f"with a head class of {max_count} (between {least} and {most} can)"
+        )
+
+
 def long_tailed_profile(num_images: int, num_classes: int, max_count: int, min_count: int = 2) -> np.ndarray:
     """Class sizes falling from `max_count` to `min_count` and summing to `num_images`.
 
@@ -891,10 +901,7 @@ def long_tailed_profile(num_images: int, num_classes: int, max_count: int, min_c
     set imitated: iNaturalist 2018 (437,513 images, 8,142 classes, 1000..2)
     gives q ~ 18, a head of a few large classes and a long tail.
     """
-    if not num_classes * min_count <= num_images <= num_classes * max_count:
-        raise ValueError(
-            f"{num_images} images cannot make {num_classes} classes of {min_count}..{max_count} images each"
-        )
+    check_profile(num_images, num_classes, max_count, min_count)
     x = np.arange(num_classes, dtype=np.float64) / max(num_classes - 1, 1)
 
     def counts(q: float) -> np.ndarray:
@@ -906,7 +913,7 @@ def long_tailed_profile(num_images: int, num_classes: int, max_count: int, min_c
         low, high = (mid, high) if counts(mid).sum() > num_images else (low, mid)
     out = counts(high)
     rest = num_images - int(out.sum())
-    for c in range(num_classes):  # rest >= 0: counts(high) sums to at most num_images
+    for c in range(num_classes):  # rest >= 0: check_profile leaves a q whose sizes sum to at most num_images
         if rest == 0:
             break
         add = min(rest, max_count - int(out[c]))
