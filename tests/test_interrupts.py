@@ -388,6 +388,7 @@ def test_a_damaged_expert_read_in_a_ray_task_is_one_line_naming_the_file(finishe
     data = manifest(run_dir)
     data["stages"]["cache"]["status"] = "failed"  # the cache stage runs again, reading every expert in a task
     (run_dir / "manifest.json").write_text(json.dumps(data))
+    cache_manifest = (run_dir / "cache" / "manifest.json").read_bytes()
 
     result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), "--stage", "cache", sets=FAST, timeout=400)
     assert result.returncode == 1
@@ -399,3 +400,6 @@ def test_a_damaged_expert_read_in_a_ray_task_is_one_line_naming_the_file(finishe
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "PytorchStreamReader" in text and "ray::cache_shard" in text
     assert manifest(run_dir)["stages"]["cache"]["status"] == "failed"
+    # The last good cache stays, and nothing of the failed write: its cancelled tasks ended before it was discarded.
+    assert (run_dir / "cache" / "manifest.json").read_bytes() == cache_manifest
+    assert [p.name for p in (run_dir / "cache").iterdir() if p.name.startswith("data-")] == [json.loads(cache_manifest)["data_dir"]]
