@@ -65,7 +65,7 @@ from pipeline.graph import TEACHER_STAGES, fingerprints
 from pipeline.manifest import Manifest
 from pipeline.reuse import reuse_stages
 from pipeline.runner import init_ray, run_pipeline
-from rundir.config import dump_config, load_config
+from rundir.config import config_from_dict, dump_config, load_config
 from rundir.layout import history_file, report_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -338,14 +338,27 @@ def seed_rows(names: list[str], root: Path, first: bool) -> dict[str, dict]:
 
 
 def included_runs(paths: list[str], preset: str, scale: str, overrides: list[str]) -> dict[int, dict[str, dict]]:
-    """The seeds of earlier `table.json`s (e.g. committed from another session), checked to be the same protocol."""
+    """The seeds of earlier `table.json`s (e.g. committed from another session), checked to be the same protocol.
+
+    Same protocol: the same scale and overrides, and the same settings of
+    every stage, compared by fingerprint (pipeline.graph) between the saved
+    config of the earlier table and this run's at the earlier table's seed.
+    """
     runs: dict[int, dict[str, dict]] = {}
     for path in paths:
         table = read_json(path)
         meta = table["meta"]
-        for key, want in (("preset", preset), ("scale", scale), ("overrides", overrides)):
+        for key, want in (("scale", scale), ("overrides", overrides)):
             if meta[key] != want:
                 raise SystemExit(f"--include {path}: its {key}: {meta[key]!r}; this run's: {want!r} (not the same protocol)")
+        theirs = fingerprints(config_from_dict(meta["config"]))
+        ours = fingerprints(load_config(preset, overrides + [f"seed={meta['config']['seed']}"]))
+        differ = [stage for stage in theirs if theirs[stage] != ours[stage]]
+        if differ:
+            raise SystemExit(
+                f"--include {path}: its {differ[0]} stage has other settings than this run's {preset} at seed "
+                f"{meta['config']['seed']} (fingerprint {theirs[differ[0]]} against {ours[differ[0]]}): not the same protocol"
+            )
         runs.update({int(seed): rows for seed, rows in table["runs"].items()})
     return runs
 

@@ -96,3 +96,27 @@ def test_premise_include_joins_an_earlier_outputs_seeds_and_a_seed_scored_now_wi
     assert list(rows["lfme/few"]["seeds"]) == [0, 1, 2]
     assert rows["lfme/many"] == {"variant": "lfme", "subset": "many", "seeds": {0: {"expert": 0.7}}}
     assert now["lfme/few"]["seeds"] == {1: {"expert": 0.5}, 2: {"expert": 0.6}}  # the input is not changed
+
+
+def test_include_takes_an_earlier_table_of_the_same_protocol_and_names_the_stage_of_another(tmp_path):
+    import json
+
+    from benchmarks.table3 import included_runs
+    from rundir.config import load_config
+
+    overrides = ["distill.epochs=3"]
+    rows = {"cls_samp": {"overall": 0.5}}
+
+    def table(config) -> str:
+        path = tmp_path / f"table-{len(list(tmp_path.iterdir()))}.json"
+        meta = {"scale": "cpu", "overrides": overrides, "config": config.to_dict()}
+        path.write_text(json.dumps({"meta": meta, "runs": {"4": rows}}))
+        return str(path)
+
+    same = table(load_config(None, overrides + ["seed=4", "run_dir=/elsewhere/base"]))
+    assert included_runs([same], None, "cpu", overrides) == {4: rows}
+    other = table(load_config(None, overrides + ["seed=4", "experts.lr=0.5"]))  # experts trained otherwise
+    with pytest.raises(SystemExit, match=r"its experts stage has other settings than this run's None at seed 4"):
+        included_runs([other], None, "cpu", overrides)
+    with pytest.raises(SystemExit, match=r"its scale: 'cpu'; this run's: 'cpu-long'"):
+        included_runs([same], None, "cpu-long", overrides)
