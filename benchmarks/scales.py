@@ -18,8 +18,10 @@ CPU_SCALE = [
     "cache.resources.cpus_per_worker=1",
     "data.loader_workers=0",
 ]
-# Sized for about 90 minutes for the 3-seed claims of one data set on 2 CPU
-# cores with bf16 (estimated from measured epoch times, not yet run whole): 3x the epochs of `cpu`, and a budget of SGD steps so the
+# For the 3-seed claims of one data set on 2 CPU cores with bf16 in at most
+# about 90 minutes: 3x the epochs of `cpu`, and a budget of SGD steps so the
 # few-shot experts (a few steps an epoch) are trained as long as the others.
+# Measured (docs/RESULTS.md): CIFAR-10-LT, 6 students a seed, 33 min for two
+# seeds on an idle AMD EPYC with AVX512-BF16, so about 50 for three.
 CPU_LONG_SCALE = CPU_SCALE + ["experts.epochs=24", "distill.epochs=24", "experts.min_steps=600", "precision=bf16"]
 SCALES = {"cpu": CPU_SCALE, "cpu-long": CPU_LONG_SCALE, "paper": []}
