@@ -16,9 +16,10 @@ It reads a finished `benchmarks.table3` output folder (`<out>/seed-<s>/<variant>
 run directories), runs every student on the test set once (on the CPU, in
 its saved precision), and writes `<out>/premise.json` and `<out>/premise.md`.
 `--include earlier/premise.json` adds the seeds of an earlier output (say, a
-seed committed by a session whose run directories are gone), as
-`benchmarks.table3 --include` does for the table; a seed scored now replaces
-the same seed's rows from there.
+seed committed by a session whose run directories are gone); a seed scored
+now replaces the same seed's rows from there. Unlike `benchmarks.table3
+--include`, nothing checks that the earlier output is of the same protocol:
+include the premise.json that belongs to a table.json you included there.
 """
 
 from __future__ import annotations

@@ -221,7 +221,7 @@ def render(results: list[dict]) -> str:
         "",
         "Peak proportional set size (GB, 1e9 bytes) sampled every 0.2 s; a page shared by k processes counts 1/k in each.",
         "",
-        "| size | images x classes | train logits (float16) | driver | cache task (max) | distill worker (max) | 2 workers together | their cache mappings together | cache on disk | node-local copy | cache s | distill s |",
+        "| size | images x classes | train teacher signal (logits, float16) | driver | cache task (max) | distill worker (max) | 2 workers together | their cache mappings together | cache on disk | node-local copy | cache s | distill s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:

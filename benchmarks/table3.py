@@ -65,7 +65,7 @@ from pipeline.graph import TEACHER_STAGES, fingerprints
 from pipeline.manifest import Manifest
 from pipeline.reuse import reuse_stages
 from pipeline.runner import init_ray, run_pipeline
-from rundir.config import config_from_dict, dump_config, load_config
+from rundir.config import ConfigError, config_from_dict, dump_config, load_config
 from rundir.layout import history_file, report_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -351,7 +351,10 @@ def included_runs(paths: list[str], preset: str, scale: str, overrides: list[str
         for key, want in (("scale", scale), ("overrides", overrides)):
             if meta[key] != want:
                 raise SystemExit(f"--include {path}: its {key}: {meta[key]!r}; this run's: {want!r} (not the same protocol)")
-        theirs = fingerprints(config_from_dict(meta["config"]))
+        try:
+            theirs = fingerprints(config_from_dict(meta["config"]))
+        except ConfigError as err:
+            raise SystemExit(f"--include {path}: its config is not one this version reads ({err}): not the same protocol") from None
         ours = fingerprints(load_config(preset, overrides + [f"seed={meta['config']['seed']}"]))
         differ = [stage for stage in theirs if theirs[stage] != ours[stage]]
         if differ:

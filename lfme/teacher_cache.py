@@ -572,14 +572,19 @@ def discard_data_dir(directory, data_dir: str) -> None:
     A write can fail after its manifest replaced the old one (Ctrl-C or an
     error while `commit_cache` removes the old data): the new cache is then
     the current one and complete, and removing its data would leave a
-    manifest without shards.
+    manifest without shards. Called while an error is on its way up, it never
+    raises one of its own: a folder it cannot check or remove stays, and the
+    next commit removes it with the other unreferenced data.
     """
     try:
-        committed = read_manifest(directory).get("data_dir") == data_dir
-    except (FileNotFoundError, ValueError):
-        committed = False
-    if not committed:
-        storage.remove(storage.join(directory, data_dir))
+        try:
+            committed = read_manifest(directory).get("data_dir") == data_dir
+        except (FileNotFoundError, ValueError):  # no cache yet, or not one of ours: not committed
+            committed = False
+        if not committed:
+            storage.remove(storage.join(directory, data_dir))
+    except Exception:  # noqa: BLE001 - e.g. storage unreachable now; see above
+        pass
 
 
 def write_cache(
@@ -825,9 +830,10 @@ def map_cache(
 
     The first reader on a node copies the part's shards, checked as
     `read_cache` checks them and one at a time, into
-    `local_dir/<cache id>/<data_dir>/<part>/`: the logits as one uncompressed
-    float16 `.npy` file, the other columns beside it. Every reader on the node
-    then maps that file, so the logits are in memory once per node however
+    `local_dir/<cache id>/<data_dir>/<part>/`: each array column (the
+    logits, or a top-k cache's three arrays) as one uncompressed `.npy` file,
+    the small columns in `columns.npz`. Every reader on the node then maps
+    those files, so the logits are in memory once per node however
     many workers or trials read them (the page cache is shared by every
     mapping, and a process's proportional set size counts a shared page once
     in all), and only the pages of the rows a worker touches are read.
@@ -851,11 +857,17 @@ def map_cache(
 LOCAL_SOURCE = "source.txt"  # in a cache's node-local folder: the cache folder it copies
 
 
-def _remove_stale_copies(local_root: Path, data_dir: str) -> None:
-    """Delete the other copies under `local_root` (older data dirs) and the node-local folders of caches that are gone."""
-    for name in storage.list_names(str(local_root)):
-        if name.startswith(DATA_DIR_PREFIX) and name != data_dir:
-            storage.remove(str(local_root / name))
+def _remove_stale_copies(directory: str, local_root: Path, data_dir: str) -> None:
+    """Delete the other copies under `local_root` (older data dirs) and the node-local folders of caches that are gone.
+
+    The other copies go only while `data_dir` is still the cache's current
+    one: a reader that copied a version just replaced must not remove the
+    copy of the newer one that other readers are mapping.
+    """
+    if read_manifest(directory)["data_dir"] == data_dir:
+        for name in storage.list_names(str(local_root)):
+            if name.startswith(DATA_DIR_PREFIX) and name != data_dir:
+                storage.remove(str(local_root / name))
     for other in storage.list_names(str(local_root.parent)):
         source = str(local_root.parent / other / LOCAL_SOURCE)
         if other == local_root.name or not storage.is_file(source):
@@ -892,7 +904,7 @@ def _map_part(directory: str, manifest: dict, part: str, local_root: Path) -> Te
                 storage.write_text_atomic(str(local_root / LOCAL_SOURCE), storage.absolute(directory))
                 with storage.atomic_local_directory(copy) as staging:
                     _copy_part(directory, manifest, part, staging)
-                _remove_stale_copies(local_root, manifest["data_dir"])
+                _remove_stale_copies(directory, local_root, manifest["data_dir"])
     with np.load(copy / LOCAL_COLUMNS) as columns:
         small = {name: columns[name] for name in columns.files}
     wide = {

@@ -14,7 +14,9 @@ SHA-256 of every expert checkpoint, so the student refuses a cache built from
 other experts. It never holds logits: its memory does not grow with the data
 or the label space (iNaturalist 2018's 437,513 x 8,142 logits are 7.1 GB in
 float16), and a task holds one shard. A failed or interrupted stage discards
-the new data directory; the last good cache stays.
+the new data directory; the last good cache stays. (A failure waits for the
+cancelled tasks first; after Ctrl-C a killed task's last shard may still land
+in the discarded folder, which the next commit removes as unreferenced.)
 
 Shard size: `cache.shard_rows` rows, or by default as many as make
 `SHARD_BYTES` of float16 logits; and at least as many shards as the cluster

@@ -298,7 +298,10 @@ def cancelled_on_failure(refs: Iterable[ray.ObjectRef]) -> Iterator[None]:
     except Exception:
         _cancel(refs)
         pending = list(refs)
-        ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
+        try:
+            ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
+        except Exception:  # noqa: BLE001 - Ray going away: the task's own error is the one to raise
+            pass
         raise
 
 

@@ -892,6 +892,8 @@ def test_long_tailed_profile_has_the_imitated_ends_and_total():
         long_tailed_profile(2_100, 1_000, 1_280)
     counts = long_tailed_profile(3_278, 1_000, 1_280)
     assert counts[0] == 1_280 and counts[1:].tolist() == [2] * 999
+    counts = long_tailed_profile(1_000 + 2 * 8_141, 8_142, 1_000)  # iNaturalist's classes, the fewest images
+    assert counts[0] == 1_000 and counts.sum() == 17_282 and counts.min() == 2
 
 
 def test_synthetic_images_are_made_from_their_id_and_class():

@@ -41,6 +41,25 @@ RAY_CHATTER = ("core_worker.cc", "PYTHON worker processes have been started", "T
 # ----------------------------------------------------------------- unit tier
 
 
+@pytest.mark.parametrize("wait_fails", [False, True])
+def test_a_failure_cancels_the_other_tasks_and_waits_for_them_before_it_is_raised(monkeypatch, wait_fails):
+    from stages import workers
+
+    calls = []
+
+    def wait(refs, num_returns, timeout):
+        calls.append(("wait", list(refs), num_returns, timeout))
+        if wait_fails:
+            raise ConnectionError("Ray is shutting down")
+
+    monkeypatch.setattr(workers.ray, "cancel", lambda ref, force: calls.append(("cancel", ref, force)))
+    monkeypatch.setattr(workers.ray, "wait", wait)
+    with pytest.raises(ValueError, match="shard 1 failed"):  # the task's error, not the wait's
+        with workers.cancelled_on_failure(["a", "b"]):
+            raise ValueError("shard 1 failed")
+    assert calls == [("cancel", "a", True), ("cancel", "b", True), ("wait", ["a", "b"], 2, workers.CANCEL_WAIT_S)]
+
+
 def test_a_worker_error_is_named_by_the_exception_the_worker_raised():
     from ray.exceptions import RayTaskError
 
@@ -400,6 +419,6 @@ def test_a_damaged_expert_read_in_a_ray_task_is_one_line_naming_the_file(finishe
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "PytorchStreamReader" in text and "ray::cache_shard" in text
     assert manifest(run_dir)["stages"]["cache"]["status"] == "failed"
-    # The last good cache stays, and nothing of the failed write: its cancelled tasks ended before it was discarded.
+    # The last good cache stays, and nothing of the failed write is left.
     assert (run_dir / "cache" / "manifest.json").read_bytes() == cache_manifest
     assert [p.name for p in (run_dir / "cache").iterdir() if p.name.startswith("data-")] == [json.loads(cache_manifest)["data_dir"]]

@@ -384,6 +384,17 @@ def test_map_cache_removes_the_copies_of_caches_that_are_gone_and_keeps_the_othe
     assert {p.read_text() for p in local.glob(f"*/{tc.LOCAL_SOURCE}")} == {str(tmp_path / "kept"), str(tmp_path / "new")}
 
 
+def test_a_reader_that_copied_a_replaced_version_leaves_the_current_copy_alone(tmp_path):
+    cache, local = tmp_path / "cache", tmp_path / "local"
+    old = write(cache)["data_dir"]
+    write(cache, fingerprint="fp-two")
+    tc.map_cache(cache, "train", local_dir=str(local))  # the current version's copy
+    [root] = [p for p in local.iterdir() if p.is_dir()]
+    (root / old / "train").mkdir(parents=True)  # a reader that read the manifest before the commit made its copy
+    tc._remove_stale_copies(str(cache), root, old)
+    assert sorted(p.name for p in root.glob("data-*")) == sorted([old, read_manifest(cache)["data_dir"]])
+
+
 def test_map_cache_concurrent_readers_make_one_copy(tmp_path, monkeypatch):
     import threading
 

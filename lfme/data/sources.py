@@ -907,7 +907,9 @@ def long_tailed_profile(num_images: int, num_classes: int, max_count: int, min_c
     def counts(q: float) -> np.ndarray:
         return np.floor(min_count + (max_count - min_count) * (1 - x) ** q).astype(np.int64)
 
-    low, high = 0.0, 1e4  # counts(q) falls as q grows
+    # counts(q) falls as q grows; at q = 1e9 every tail class is at min_count for any C up to ~10^7
+    # ((1 - 1/(C-1))^q (max - min) < 1 needs q > ~C ln(max)), the least total check_profile admits.
+    low, high = 0.0, 1e9
     for _ in range(200):
         mid = (low + high) / 2
         low, high = (mid, high) if counts(mid).sum() > num_images else (low, mid)
