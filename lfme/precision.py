@@ -31,7 +31,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from lfme.choices import PRECISIONS
+
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

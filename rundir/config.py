@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,11 +24,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from lfme import data as lfme_data
 from lfme import storage
-from lfme.data.transforms import FAMILIES
-from lfme.models import ARCHITECTURES
-from lfme.precision import PRECISIONS
+from lfme.choices import ARCHITECTURES, FAMILIES, KEEPS_DECODED, PRECISIONS
 from lfme.selfpaced import HORIZONS, SCHEDULES
 
 
@@ -88,8 +86,10 @@ class SyntheticData:
     def check(self, path: str) -> None:
         if self.classes < 1 or self.test_per_class < 1:
             raise ConfigError(f"{path}.classes and {path}.test_per_class: must be >= 1")
+        from lfme.data.sources import check_profile  # torch comes with lfme.data: only a synthetic config pays for it
+
         try:
-            lfme_data.sources.check_profile(self.images, self.classes, self.max_count)
+            check_profile(self.images, self.classes, self.max_count)
         except ValueError as err:
             raise ConfigError(f"{path}.images: {err}") from None
 
@@ -152,11 +152,11 @@ class DataConfig:
                 raise ConfigError(f"{path}.{name}: must be >= 0, got {getattr(self, name)}")
         if self.image_size < 1:
             raise ConfigError(f"{path}.image_size: must be >= 1, got {self.image_size}")
-        if self.decode_once and self.transform not in lfme_data.KEEPS_DECODED:
+        if self.decode_once and self.transform not in KEEPS_DECODED:
             raise ConfigError(
                 f"{path}.decode_once: not for transform '{self.transform}', which crops the full-size image "
                 f"at random, so there is no fixed-size image to keep (transforms that allow it: "
-                f"{', '.join(lfme_data.KEEPS_DECODED)}); use {path}.loader_workers to decode in parallel instead"
+                f"{', '.join(KEEPS_DECODED)}); use {path}.loader_workers to decode in parallel instead"
             )
 
 
@@ -205,6 +205,8 @@ class TrainingConfig:
     def check(self, path: str) -> None:
         if self.epochs < 1:
             raise ConfigError(f"{path}.epochs: must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"{path}.batch_size: must be a positive integer, got {self.batch_size}")
         if self.batch_size < self.resources.num_workers:
             raise ConfigError(
                 f"{path}.batch_size: {self.batch_size} is smaller than "
@@ -387,7 +389,7 @@ def _check_search_spec(where: str, key: Any, spec: Any) -> None:
     if section != "distill":
         raise ConfigError(f"{where}: only distill.* keys may be swept (the teacher cache must stay the same)")
     if name not in hints:
-        raise ConfigError(f"{where}: unknown key '{name}' of distill (valid keys: {', '.join(hints)})")
+        raise ConfigError(f"{where}: unknown key '{name}' of distill ({_did_you_mean(name, list(hints), 'distill', 'distill')})")
     annotation = hints[name]
     if dataclasses.is_dataclass(annotation) or typing.get_origin(annotation) is list:
         raise ConfigError(f"{where}: distill.{name} is not a single value and cannot be swept")
@@ -495,12 +497,20 @@ def _build(cls: type, data: Any, path: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
-            raise ConfigError(f"unknown key '{_join(path, key)}' (valid keys of {where}: {', '.join(names)})")
+            raise ConfigError(f"unknown key '{_join(path, key)}' ({_did_you_mean(str(key), names, path, where)})")
     values = {key: _convert(data[key], hints[key], _join(path, key)) for key in data}
     obj = cls(**values)
     if hasattr(obj, "check"):
         obj.check(where)
     return obj
+
+
+def _did_you_mean(key: str, names: list[str], path: str, where: str) -> str:
+    """The valid key a misspelt one is closest to, else every valid key of its section."""
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{_join(path, close[0])}'?"
+    return f"valid keys of {where}: {', '.join(names)}"
 
 
 def _join(path: str, key: str) -> str:

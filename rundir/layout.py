@@ -25,20 +25,26 @@ experts stage.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from lfme import storage
-from lfme.data import ImageList
-from lfme.models import build_model
 from lfme.subsets import Subset
 from lfme.teacher_cache import verify_cache
 from rundir.config import DataConfig
-from rundir.data import load_source
+
+if TYPE_CHECKING:
+    import torch
+
+    from lfme.data import ImageList
+
+# torch (with torchvision, seconds to import, tens under load) is imported only
+# by the functions that build a model or read images: the runner's skip and
+# verify checks, `lfme status`, `lfme verify` and a refused second driver read
+# this module's paths and need none of it.
 
 SPLIT_JSON = "split.json"
 SAMPLES_PARQUET = "samples.parquet"
@@ -112,6 +118,8 @@ def load_split(run_dir: str, cfg: DataConfig) -> SplitData:
     for path in (meta_path, samples_path):
         if not storage.exists(path):
             raise FileNotFoundError(f"{path} is missing: run the split stage first (lfme run --stage split)")
+    from rundir.data import load_source
+
     meta = storage.read_json(meta_path)
     samples = pq.read_table(pa.BufferReader(storage.read_bytes(samples_path))).to_pydict()
     ids = np.asarray(samples["sample_id"], dtype=np.int64)
@@ -179,6 +187,8 @@ def save_expert(run_dir: str, subset: Subset, arch: str, model_state: dict, resu
 
 def load_expert(run_dir: str, subset: Subset, channels: int, device: torch.device) -> torch.nn.Module:
     """The trained expert of `subset`, in eval mode on `device`."""
+    from lfme.models import build_model
+
     saved = storage.load_torch(storage.join(expert_dir(run_dir, subset.name), EXPERT_MODEL))
     model = build_model(saved["arch"], len(subset.classes), in_channels=channels)
     model.load_state_dict(saved["model"])
@@ -234,6 +244,8 @@ def save_student(location: str, arch: str, split: SplitData, model_state: dict) 
 
 
 def load_student(location: str, channels: int, device: torch.device) -> torch.nn.Module:
+    from lfme.models import build_model
+
     saved = storage.load_torch(location)
     model = build_model(saved["arch"], saved["num_classes"], in_channels=channels)
     model.load_state_dict(saved["model"])

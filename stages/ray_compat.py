@@ -230,6 +230,7 @@ def one_line(err: BaseException) -> str:
 # (`filter_autoscaler_events`). With `verbose` the console shows everything,
 # as Ray prints it.
 WORKER_LOGS_MODULE = "ray._private.worker"
+COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
 _ray_output: Optional[tuple[TextIO, bool]] = None  # (log file, verbose), set by `send_ray_output`
 
 
@@ -260,9 +261,21 @@ def route_worker_output() -> None:
         log.write("".join(f"{origin} {line}\n" for line in lines))
         log.flush()
         if verbose or is_worker_stdout(data):
-            original(data, print_file, ignore_prefix)
+            # Ray colours the "(task pid=N)" prefix unless RAY_COLOR_PREFIX=0, which it
+            # reads at each call: escape codes are for a terminal, not a file or a pipe.
+            plain = contextlib.nullcontext() if is_terminal(print_file) else environment(COLOR_PREFIX_ENV, "0", keep_user_value=False)
+            with plain:
+                original(data, print_file, ignore_prefix)
 
     module.print_worker_logs = print_worker_logs
+
+
+def is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # closed
+        return False
 
 
 def is_worker_stdout(data: dict) -> bool:

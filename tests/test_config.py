@@ -108,8 +108,14 @@ def test_unknown_nested_key_names_the_dotted_path():
     data = _base()
     data["distill"]["tempreature"] = 4
     message = _error(data)
-    assert "distill.tempreature" in message
-    assert "temperature" in message.replace("tempreature", "")  # the valid keys are listed
+    assert message == "unknown key 'distill.tempreature' (did you mean 'distill.temperature'?)"
+
+
+def test_an_unknown_key_like_no_valid_one_lists_the_valid_keys():
+    data = _base()
+    data["evaluate"]["zzz"] = 1
+    message = _error(data)
+    assert message == "unknown key 'evaluate.zzz' (valid keys of evaluate: shot_thresholds, batch_size, resources)"
 
 
 def test_unknown_key_two_levels_down():
@@ -311,6 +317,13 @@ def test_override_into_an_empty_section():
 def test_override_of_unknown_key_fails_like_the_file():
     message = _error(_base(), ["distill.tempreature=4"])
     assert "distill.tempreature" in message and "unknown key" in message
+
+
+@pytest.mark.parametrize("value", [-4, 0])
+def test_a_batch_size_below_one_is_not_a_positive_integer(value):
+    for section in ("experts", "distill"):
+        message = _error(_base(), [f"{section}.batch_size={value}"])
+        assert message == f"{section}.batch_size: must be a positive integer, got {value}"
 
 
 def test_override_of_wrong_type():

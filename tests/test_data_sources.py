@@ -192,6 +192,20 @@ def test_truncated_jpeg_is_corrupt(tmp_path):
         imagefolder(tmp_path).train.load(0)
 
 
+@pytest.mark.parametrize("keep, reason", [(40, "not an image format PIL recognises"), (600, "image file is truncated")])
+def test_a_truncated_png_names_the_file_and_the_decoder_reason_only(tmp_path, keep, reason):
+    make_imagefolder(tmp_path, {"train": {"a": ["0.png"]}, "test": {"a": ["0.png"]}})
+    path = tmp_path / "train" / "a" / "0.png"
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buffer, "PNG")
+    path.write_bytes(buffer.getvalue()[:keep])
+    with pytest.raises(CorruptImageError) as info:
+        check_images(imagefolder(tmp_path).train)
+    message = str(info.value)
+    assert f"cannot decode image {path}: {reason}" in message
+    assert "BytesIO" not in message and " at 0x" not in message
+
+
 def test_missing_image_file_is_file_not_found(tmp_path):
     make_imagefolder(tmp_path, {"train": {"a": ["0.jpg"]}, "test": {"a": ["0.jpg"]}})
     s = imagefolder(tmp_path)

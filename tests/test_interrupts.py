@@ -155,6 +155,32 @@ def test_worker_output_split_between_console_and_log(tmp_path, monkeypatch):
         assert "(raylet stdout) 2 PYTHON worker processes" in text
 
 
+def test_worker_prefixes_are_plain_text_on_a_stream_that_is_not_a_terminal(tmp_path, monkeypatch):
+    import io
+
+    import ray._private.worker as ray_worker
+
+    from stages import ray_compat
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(ray_worker, "print_worker_logs", ray_worker.print_worker_logs)  # Ray's own printer, restored after
+    monkeypatch.delenv(ray_compat.COLOR_PREFIX_ENV, raising=False)
+    monkeypatch.setattr(ray_compat, "_ray_output", None)
+    batch = {"lines": ["[expert few] epoch 1/2"], "pid": 11, "task_name": "train_expert", "is_err": False, "ip": "a", "localhost": "a"}
+    with open(tmp_path / "run.log", "w") as log:
+        ray_compat.send_ray_output(log, verbose=False)
+        ray_compat.route_worker_output()
+        piped, terminal = io.StringIO(), Terminal()
+        ray_worker.print_worker_logs(batch, piped)
+        ray_worker.print_worker_logs(batch, terminal)
+    assert piped.getvalue() == "(train_expert pid=11) [expert few] epoch 1/2\n"
+    assert terminal.getvalue() == "\x1b[36m(train_expert pid=11)\x1b[0m [expert few] epoch 1/2\n"  # a terminal keeps Ray's colour
+    assert ray_compat.COLOR_PREFIX_ENV not in os.environ
+
+
 def test_console_keeps_our_lines_and_sends_the_rest_to_the_log(tmp_path, capfd):
     from pipeline.console import Console
 

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 VAL_ID_OFFSET = 1_000_000_000
 TEST_ID_OFFSET = 2_000_000_000
@@ -136,7 +136,7 @@ class ImageList:
         except (OSError, SyntaxError, ValueError) as err:
             # PIL reports unreadable or truncated data as OSError (UnidentifiedImageError
             # included), and some decoders as SyntaxError or ValueError.
-            raise CorruptImageError(f"cannot decode image {self.store.where(i)}: {err}") from err
+            raise CorruptImageError(f"cannot decode image {self.store.where(i)}: {decoder_reason(err)}") from err
 
     def where(self, i: int) -> str:
         """Where image `i` comes from (a path, or a Parquet file and row), for messages."""
@@ -168,6 +168,13 @@ class ImageList:
             )
         images = np.stack(pixels) if pixels else np.zeros((0, 1, 1), dtype=np.uint8)
         return ImageList(self.sample_ids, self.labels, ArrayStore(images, "decoded images"), self.mode)
+
+
+def decoder_reason(err: BaseException) -> str:
+    """Why PIL could not decode an image, without the in-memory buffer it names (`<_io.BytesIO object at 0x...>`)."""
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image format PIL recognises (an empty, truncated or damaged header)"
+    return str(err) or type(err).__name__
 
 
 @dataclass

@@ -18,18 +18,14 @@ from typing import Callable
 from PIL import Image
 from torchvision import transforms as T
 
+from lfme.choices import FAMILIES, KEEPS_DECODED
+
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_MEAN = (0.5,)
 DIGITS_STD = (0.5,)
-
-FAMILIES = ("digits", "cifar", "imagenet")
-# Families whose every image can be kept decoded: their transforms start with a
-# deterministic step to a fixed size (or none), so the pixels after that step
-# are the same every epoch. imagenet crops the full-size image at random.
-KEEPS_DECODED = ("digits", "cifar")
 
 
 def fixed_size_step(family: str, image_size: int) -> Callable[[Image.Image], Image.Image] | None:

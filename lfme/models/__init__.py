@@ -17,18 +17,12 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from lfme.choices import ARCHITECTURES, CIFAR_DEPTHS, TORCHVISION_RESNETS
 from lfme.models.cifar_resnet import cifar_resnet
 from lfme.models.resnet10 import resnet10
 from lfme.models.small_cnn import small_cnn
 
-CIFAR_DEPTHS = (8, 20, 32, 44, 56, 110)
-TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-ARCHITECTURES = (
-    ("small_cnn",)
-    + tuple(f"resnet{d}" for d in CIFAR_DEPTHS)
-    + ("resnet10",)
-    + tuple(f"tv_{name}" for name in TORCHVISION_RESNETS)
-)
+__all__ = ["ARCHITECTURES", "CIFAR_DEPTHS", "TORCHVISION_RESNETS", "build_model"]
 
 # Backbones whose parameter names follow torchvision's ResNet (conv1, ..., fc).
 _TORCHVISION_LAYOUT = ("resnet10",) + tuple(f"tv_{name}" for name in TORCHVISION_RESNETS)
