@@ -129,7 +129,8 @@ from lfme.storage import read_json, write_json_atomic, write_text_atomic  # noqa
 from pipeline.graph import TEACHER_STAGES, fingerprints  # noqa: E402
 from pipeline.manifest import Manifest  # noqa: E402
 from pipeline.reuse import reuse_stages  # noqa: E402
-from pipeline.runner import init_ray, run_pipeline  # noqa: E402
+from pipeline.ray_session import init_ray  # noqa: E402
+from pipeline.runner import run_pipeline  # noqa: E402
 from rundir.config import Config, load_config, with_absolute_paths, with_values  # noqa: E402
 from rundir.data import make_loader  # noqa: E402
 from rundir.layout import EXPERT_RESULT, SplitData, expert_dir, load_split, verified_cache  # noqa: E402

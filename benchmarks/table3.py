@@ -64,7 +64,8 @@ from lfme.storage import read_json, write_json_atomic, write_text_atomic
 from pipeline.graph import TEACHER_STAGES, fingerprints
 from pipeline.manifest import Manifest
 from pipeline.reuse import reuse_stages
-from pipeline.runner import init_ray, run_pipeline
+from pipeline.ray_session import init_ray
+from pipeline.runner import run_pipeline
 from rundir.config import ConfigError, config_from_dict, dump_config, load_config
 from rundir.layout import history_file, report_dir
 

@@ -1,4 +1,4 @@
-"""The values a config may choose for what `lfme` implements, importable without torch.
+"""The values a config may choose for what `lfme` implements, and the files it reads, importable without torch.
 
 The config is validated wherever a run is inspected (`lfme status`, `lfme
 verify`, a second driver refused by the lease), and those commands must not pay
@@ -26,3 +26,7 @@ ARCHITECTURES = (
     + ("resnet10",)
     + tuple(f"tv_{name}" for name in TORCHVISION_RESNETS)
 )
+
+# The image file extensions torchvision's ImageFolder accepts, so the same
+# folder yields the same list (lfme.data.sources reads them, rundir.inputs signs them).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

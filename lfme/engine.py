@@ -89,6 +89,16 @@ def cross_entropy_loss(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor
     return loss, {"ce": loss.detach()}
 
 
+class NonFiniteLossError(FloatingPointError):
+    """An epoch's training loss is NaN or infinite: the run diverged, and more epochs would train on garbage."""
+
+
+def divergence_message(tag: str, epoch: int, loss: float, lr_key: str) -> str:
+    """The one line a diverged run stops with: which stage, which epoch, what value, and what was kept."""
+    kept = f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else "nothing of this run was kept"
+    return f"{tag}: epoch {epoch}: the training loss is {loss}; stopped before saving it ({kept}); try a lower {lr_key}"
+
+
 @dataclass
 class EpochStats:
     loss: float

@@ -84,6 +84,14 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return sets
 
 
+def open_ray(args: argparse.Namespace, config):
+    """The command's Ray session; `main` closes it after the command's last line is out."""
+    from pipeline.ray_session import RaySession
+
+    args.ray = RaySession(config.ray, log=args.console.say)
+    return args.ray
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, _overrides(args))  # before the heavy imports: a bad config fails at once
 
@@ -105,7 +113,7 @@ def run_with_lease(args: argparse.Namespace, config, lease) -> int:
     console.open(config.run_dir, "run")
     if args.reuse is not None:
         reuse_stages(config, args.reuse, config.run_dir, log=console.say)
-    manifest = run_pipeline(config, only=args.stage, log=console.say, lease=lease)
+    manifest = run_pipeline(config, only=args.stage, log=console.say, lease=lease, ray=open_ray(args, config))
     console.say("")
     console.say(summary_table(_summary_rows(manifest.data), ["stage", "status", "seconds", "attempts", "resumed", "result"]))
     evaluate = manifest.data["stages"].get("evaluate", {}).get("summary")
@@ -131,7 +139,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         console: Console = args.console
         console.open(config.run_dir, "tune")
         args.sweep = sweep_dir(storage.absolute(config.run_dir), config.tune.name)
-        summary = run_tune(config, resume=args.resume, log=console.say, lease=lease)
+        summary = run_tune(config, resume=args.resume, log=console.say, lease=lease, ray=open_ray(args, config))
     values = ", ".join(f"{k}={v}" for k, v in summary["best_values"].items())
     console.say(f"\nbest trial {summary['best_trial']}: {values}; test top-1 {100 * summary['test']['overall']:.1f}%")
     console.say(f"results: {summary['dir']}/trials.md, best config: {summary['dir']}/best_config.yaml")
@@ -190,10 +198,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"{stage}: DAMAGED: {problem}")
         if record.outputs and not problems:
             print(f"{stage}: ok ({len(record.outputs)} files, sizes and SHA-256 as written)")
+        if stage == "split":
+            changes = data_changes(args.run_dir)
+            damaged += len(changes)
+            for change in changes:
+                print(f"split: DATA CHANGED since the split: {change}")
     if damaged:
-        print(f"{damaged} damaged file(s): `lfme run` reruns the stages that wrote them", file=sys.stderr)
+        print(f"{damaged} damaged file(s) or changed data: `lfme run` reruns the stages that read or wrote them", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def data_changes(run_dir: str) -> list[str]:
+    """What changed in the data files the run's split read (its config.yaml names them)."""
+    from lfme import storage
+    from rundir.inputs import changes_since_split
+    from rundir.layout import run_config_file
+
+    location = run_config_file(run_dir)
+    if not storage.exists(location):
+        return []
+    return changes_since_split(run_dir, load_config(location).data)
 
 
 def read_class_counts(path: str) -> np.ndarray:
@@ -308,7 +333,7 @@ def interrupted_line(args: argparse.Namespace) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(verbose=getattr(args, "verbose", False), debug=getattr(args, "debug", False))
-    args.console = console
+    args.console, args.ray = console, None
     # Only a command that runs stages, and only where a handler can be installed.
     owns_sigint = args.command in ("run", "tune") and threading.current_thread() is threading.main_thread()
     code, last = 0, None
@@ -319,25 +344,52 @@ def main(argv: Optional[list[str]] = None) -> int:
         code, last = EXIT_USAGE, f"lfme: config error: {err}"
     except KeyboardInterrupt:
         code, last = EXIT_INTERRUPTED, interrupted_line(args)
+    except SystemExit as err:
+        # Ray's SIGTERM handler in a driver that started a local Ray ends it with
+        # sys.exit(1) (ray._private.node); said, not left silent.
+        code, last = EXIT_FAILED, f"lfme: error: stopped by SystemExit({err.code}) (Ray's handler of a SIGTERM to the driver)"
     except Exception as err:  # a user-facing CLI: one line, the traceback in the log
-        code, last = EXIT_FAILED, f"lfme: error: {ray_compat.one_line(err)}"
+        code, last = EXIT_FAILED, error_line(err)
         trace = "".join(traceback.format_exception(err))
         console.write_log(trace)
         if console.debug:
             console.error(trace)
-    if last is not None:
-        console.write_log(last)
-    where = console.close()
-    if last is not None:
-        if code == EXIT_FAILED and where is not None:
-            last += f" (full traceback: {where})"
-        console.error(last)
+    finish(console, args.ray, code, last)
     if code == EXIT_INTERRUPTED and owns_sigint:
         # Stopped and recorded: skip the interpreter's teardown of torch and
         # Ray's native libraries, seconds on a loaded machine.
         sys.stdout.flush()
         os._exit(code)
     return code
+
+
+def error_line(err: BaseException) -> str:
+    """`lfme: error: Type: message` of the worker's exception; never fails (its type alone if the message cannot be had)."""
+    try:
+        return f"lfme: error: {ray_compat.one_line(err)}"
+    except Exception:  # noqa: BLE001 - the one line must come out whatever the exception holds
+        return f"lfme: error: {type(err).__name__}"
+
+
+def finish(console: Console, ray, code: int, last: Optional[str]) -> None:
+    """The command's last line on the console, then Ray's shutdown, then the log file closed.
+
+    In this order: shutting Ray down can end the process (see
+    `pipeline.ray_session`), and the log stays open for what Ray prints as it stops.
+    """
+    intended = console.location
+    if last is not None:
+        console.write_log(last)
+        if code == EXIT_FAILED and intended is not None:
+            last += f" (full traceback: {intended})"
+        console.error(last)
+    try:
+        if ray is not None:
+            ray.close()
+    finally:
+        where = console.close()
+        if where != intended:  # a remote run directory's log could not be copied there
+            console.error(f"lfme: the log is at {where}")
 
 
 if __name__ == "__main__":

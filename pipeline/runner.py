@@ -15,7 +15,11 @@ fingerprint and outputs with the manifest:
   fingerprint, finished experts are kept); the manifest records the resume;
 - new or changed: run from scratch;
 - and a stage whose input stage ran in this call runs again too, since what
-  it read may have changed.
+  it read may have changed;
+- the split, done and intact, runs again when the data files it read have
+  changed since (`rundir.inputs`: a signature of list, annotation and Parquet
+  files by content, of images by size and modification time), and with it
+  everything after it.
 A finished stage's record lists every file it wrote with its size and
 SHA-256 (`outputs`); `lfme verify` checks the checksums.
 `--stage NAME` runs one stage alone, after checking that every stage it reads
@@ -29,7 +33,6 @@ the runner records it `interrupted`, and shuts down the Ray this driver started
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Callable, Mapping, Optional
 
@@ -37,9 +40,11 @@ from lfme import storage
 from pipeline.graph import STAGES, UPSTREAM, fingerprints, stage_settings
 from pipeline.lease import Lease
 from pipeline.manifest import Manifest, StageRecord
-from rundir.config import Config, RayConfig, dump_config, with_absolute_paths
+from pipeline.ray_session import RaySession
+from rundir.config import Config, dump_config, with_absolute_paths
 from rundir.context import StageContext
-from rundir.layout import stage_dir
+from rundir.inputs import changes_since_split
+from rundir.layout import run_config_file, stage_dir
 
 
 class MissingInputsError(RuntimeError):
@@ -51,38 +56,6 @@ def stage_module(name: str):
     import importlib
 
     return importlib.import_module(f"stages.{name}")
-
-
-def init_ray(cfg: RayConfig) -> bool:
-    """Connect to Ray; returns True when this call started it (and so must shut it down).
-
-    Where the CLI asked for it (`stages.ray_compat.send_ray_output`), what Ray
-    forwards from its workers is then routed: our progress lines to the
-    console, the rest to the run's log file.
-    """
-    import ray
-
-    from stages import ray_compat
-
-    if ray.is_initialized():
-        return False
-    try:
-        if cfg.address is None:
-            # "local": a new Ray of our own. Without an address Ray would join the
-            # last cluster `ray start` left on this machine (someone else's run).
-            # The dashboard serves the state API Ray Train uses to clean up after a
-            # killed driver; bind it to loopback.
-            ray.init(
-                address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                logging_level=logging.WARNING,
-            )
-        else:
-            ray.init(address=cfg.address, logging_level=logging.WARNING)
-    except BaseException:  # Ctrl-C while Ray starts: stop what it started so far
-        ray.shutdown()
-        raise
-    ray_compat.route_worker_output()
-    return True
 
 
 def check_inputs(manifest: Manifest, stage: str, fps: dict[str, str]) -> None:
@@ -147,40 +120,51 @@ def run_pipeline(
     log: Callable[[str], None] = print,
     through: Optional[str] = None,
     lease: Optional[Lease] = None,
+    ray: Optional[RaySession] = None,
 ) -> Manifest:
     """Run every stage (or `only` one, or the stages `through` one), skipping and resuming as the module says.
 
     `lease`: the run directory's lease when the caller holds it already
-    (`lfme tune`); otherwise this call takes it and gives it back.
+    (`lfme tune`); otherwise this call takes it and gives it back. `ray`: the
+    caller's Ray session, which the caller closes (the CLI, after its last
+    line); otherwise this call opens one and closes it.
     """
     # Absolute paths: Ray workers do not run in the driver's working directory.
     config = with_absolute_paths(config)
     run_dir = storage.absolute(run_dir or config.run_dir)
     stages = stages_to_run(only, through)
     fps = fingerprints(config)
-    own_lease = lease is None
+    own_lease, own_ray = lease is None, ray is None
     if own_lease:
         lease = Lease(run_dir, log=log)
         lease.acquire()
-    started_ray = False
+    session = ray if ray is not None else RaySession(config.ray, log)
+    needs_ray = any(stage != "split" for stage in stages)
+    probed = False
     try:
         manifest = Manifest.load(run_dir)
         for stage in manifest.mark_interrupted():
             log(f"== {stage}: interrupted (its driver is gone)")
-        storage.write_text_atomic(storage.join(run_dir, "config.yaml"), dump_config(config))
+        storage.write_text_atomic(run_config_file(run_dir), dump_config(config))
         if only is not None:
             check_inputs(manifest, only, fps)
         ran: set[str] = set()
         for stage in stages:
             lease.check()
             why = reason_to_run(manifest, run_dir, stage, fps[stage], ran)
+            if why is None and stage == "split":
+                changes = changes_since_split(run_dir, config.data)
+                why = f"the data changed since it ran ({'; '.join(changes)})" if changes else None
             if why is None:
                 log(f"== {stage}: up to date (fingerprint {fps[stage]}), skipped")
                 continue
             if why:
                 log(f"== {stage}: {why}; running it again")
-            if stage != "split" and not started_ray:
-                started_ray = init_ray(config.ray)
+            if needs_ray and not probed:  # before the first stage that runs, the split included
+                session.check_reachable()
+                probed = True
+            if stage != "split":
+                session.wait_for(config, stage)
             record = manifest.start(stage, fps[stage], {u: fps[u] for u in UPSTREAM[stage]})
             log(f"== {stage}: {'resuming' if record.resumed else 'running'} (fingerprint {fps[stage]})")
             ctx = StageContext(config=config, run_dir=run_dir, stage=stage, fingerprints=fps, log=log)
@@ -198,10 +182,8 @@ def run_pipeline(
             ran.add(stage)
             log(f"== {stage}: done in {time.monotonic() - t0:.1f}s")
     finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        if own_ray:
+            session.close()
         if own_lease:
             lease.release()
     return manifest

@@ -47,7 +47,8 @@ from lfme.report import markdown_table, format_percent
 from pipeline.graph import TEACHER_STAGES, fingerprints
 from pipeline.lease import Lease
 from pipeline.manifest import Manifest
-from pipeline.runner import check_inputs, init_ray, run_pipeline
+from pipeline.ray_session import RaySession
+from pipeline.runner import check_inputs, run_pipeline
 from rundir.config import Config, ConfigError, dump_config, load_config, with_absolute_paths, with_values
 from rundir.layout import load_split, save_student, sweep_dir, verified_cache
 
@@ -159,10 +160,10 @@ def trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def ensure_inputs(config: Config, run_dir: str, lease: Lease, log: Callable[[str], None]) -> dict[str, str]:
+def ensure_inputs(config: Config, run_dir: str, lease: Lease, ray: RaySession, log: Callable[[str], None]) -> dict[str, str]:
     """Run split, experts and cache where they are not done (or damaged) for this config; return the fingerprints."""
     fps = fingerprints(config)
-    run_pipeline(config, run_dir, through=TEACHER_STAGES[-1], log=log, lease=lease)
+    run_pipeline(config, run_dir, through=TEACHER_STAGES[-1], log=log, lease=lease, ray=ray)
     check_inputs(Manifest.load(run_dir), "distill", fps)
     return fps
 
@@ -173,11 +174,14 @@ def run_tune(
     resume: bool = False,
     log: Callable[[str], None] = print,
     lease: Optional[Lease] = None,
+    ray: Optional[RaySession] = None,
 ) -> dict[str, Any]:
     """Run (or resume) the sweep `config.tune` describes; write its tables and best config; return a summary.
 
     `lease`: the run directory's lease when the caller holds it already (the
     CLI takes it first); otherwise this call takes it and gives it back.
+    `ray`: the caller's Ray session, which the caller closes; otherwise this
+    call opens one and closes it.
     """
     config = with_absolute_paths(config)
     run_dir = storage.absolute(run_dir or config.run_dir)
@@ -199,13 +203,15 @@ def run_tune(
         raise ConfigError(f"tune.grace_period: {config.tune.grace_period} is more than the most epochs a trial runs ({epochs})")
     check_logger_packages(config.tune.loggers)
 
-    own_lease = lease is None
+    own_lease, own_ray = lease is None, ray is None
     if own_lease:
         lease = Lease(run_dir, log=log)
         lease.acquire()
-    started_ray = init_ray(config.ray)
+    session = ray if ray is not None else RaySession(config.ray, log)
     try:
-        fps = ensure_inputs(config, run_dir, lease, log)
+        session.check_reachable()
+        fps = ensure_inputs(config, run_dir, lease, session, log)
+        session.wait_for(config, "tune")
         storage.write_text_atomic(storage.join(out, "config.yaml"), dump_config(config))
         subsets = load_split(run_dir, config.data).subsets
         expected = verified_cache(run_dir, fps["cache"], subsets)
@@ -216,10 +222,8 @@ def run_tune(
             raise RuntimeError("the experts or the teacher cache changed during the sweep")
         return write_outcome(config, run_dir, results, log)
     finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        if own_ray:
+            session.close()
         if own_lease:
             lease.release()
 

@@ -35,8 +35,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class RayConfig:
-    # None: start a local Ray in this process. "auto": join the cluster this
-    # machine belongs to. "ray://host:10001": Ray Client.
+    # None: start a local Ray in this process, or inside a Ray Job (where
+    # RAY_ADDRESS is set) join the job's cluster. "auto": join the cluster this
+    # machine belongs to. "host:6379": that cluster. "ray://host:10001": Ray Client.
     address: Optional[str] = None
     # Only for the local in-process Ray: CPUs it may use (None = all).
     num_cpus: Optional[int] = None
@@ -44,8 +45,18 @@ class RayConfig:
     # detects). A logical count: Ray schedules by it, and a task runs on CUDA
     # only where torch finds a device (stages.workers.task_device).
     num_gpus: Optional[float] = None
+    # A cluster address with a port (or RAY_ADDRESS) is tried for this many
+    # seconds before the run stops with one line (ray.init alone waits minutes).
+    connect_timeout_s: float = 30.0
+    # A stage that asks for more than any node of a cluster has waits this long
+    # for the autoscaler to add one, then stops; a local Ray fails at once
+    # (pipeline.ray_session).
+    resource_wait_s: float = 900.0
 
     def check(self, path: str) -> None:
+        for name in ("connect_timeout_s", "resource_wait_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{path}.{name}: must be >= 0, got {getattr(self, name)}")
         if self.num_cpus is not None and self.num_cpus < 1:
             raise ConfigError(f"{path}.num_cpus: must be >= 1, got {self.num_cpus}")
         if self.num_gpus is not None and self.num_gpus < 0:

@@ -8,6 +8,7 @@ A run directory (a local path or an object-storage URL, `lfme.storage`)::
     <stage>/settings.json                the config fields that define the stage's result
     split/split.json                     class names and counts, the subsets, Table 1's metrics
     split/samples.parquet                sample_id, label, part (train | val) of every chosen image
+    split/inputs.json                    the signature of the data files the split read (rundir.inputs)
     experts/<subset>/model.pt            the expert's best weights (arch, subset, classes, model)
     experts/<subset>/result.json         its validation accuracy and history; marks it trained
     experts/<subset>/checkpoint.pt       its per-epoch training state, while it trains
@@ -47,12 +48,21 @@ if TYPE_CHECKING:
 # this module's paths and need none of it.
 
 SPLIT_JSON = "split.json"
+SPLIT_INPUTS = "inputs.json"
 SAMPLES_PARQUET = "samples.parquet"
 EXPERT_MODEL = "model.pt"
 EXPERT_RESULT = "result.json"
 EXPERT_CHECKPOINT = "checkpoint.pt"
 STUDENT = "student.pt"
 HISTORY = "history.json"
+
+
+CONFIG_YAML = "config.yaml"
+
+
+def run_config_file(run_dir: str) -> str:
+    """The resolved config of the run's last `lfme run` (absolute paths)."""
+    return storage.join(run_dir, CONFIG_YAML)
 
 
 def stage_dir(run_dir: str, stage: str) -> str:
@@ -91,6 +101,10 @@ def save_split(run_dir: str, train: ImageList, val: ImageList, meta: dict[str, A
     with storage.atomic_file(storage.join(run_dir, "split", SAMPLES_PARQUET)) as f:
         pq.write_table(table, f)
     storage.write_json_atomic(storage.join(run_dir, "split", SPLIT_JSON), meta)
+
+
+def split_inputs_file(run_dir: str) -> str:
+    return storage.join(run_dir, "split", SPLIT_INPUTS)
 
 
 def _select(pool: ImageList, sample_ids: np.ndarray, what: str) -> ImageList:

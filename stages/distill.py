@@ -20,6 +20,7 @@ instead of reading their logits from the cache (the cache's accuracy cost).
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -28,7 +29,7 @@ import torch
 from torch.utils.data.distributed import DistributedSampler
 
 from lfme import storage
-from lfme.engine import make_optimizer, make_scheduler, predict, progress_line, seed_everything, train_epoch
+from lfme.engine import divergence_message, make_optimizer, make_scheduler, predict, progress_line, seed_everything, train_epoch
 from lfme.evaluation import subset_accuracy
 from lfme.losses import DistillationLoss
 from lfme.models import build_model
@@ -176,6 +177,7 @@ def distill_loop(loop_config: dict) -> None:
         loss_fn.expert_weights = torch.tensor(weights) if dcfg.kd else None
         loss_fn.instance_weights = v
         stats = train_epoch(model, train_loader, optimizer, loss_fn, device, precision=precision, scaler=scaler)
+        diverged = workers.any_rank(not math.isfinite(stats.loss), device)
         scheduler.step()
 
         counts = workers.all_reduce_sum(validation_counts(model, val_loader, split.num_classes, device, precision)).cpu()
@@ -202,6 +204,11 @@ def distill_loop(loop_config: dict) -> None:
                 "seconds": time.perf_counter() - epoch_start,
             }
         )
+        if diverged:  # the loss of one rank at least: stop every rank, keep the last good checkpoint
+            loss = stats.loss if not math.isfinite(stats.loss) else float("nan")  # another rank's went non-finite
+            message = divergence_message("distill", epoch, loss, "distill.lr")
+            checkpoints.stop_diverged(rank, message)
+            return
         if rank == 0:
             eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (dcfg.epochs - epoch)
             workers.say(progress_line("student", epoch, dcfg.epochs, stats, val_acc, eta))

@@ -27,6 +27,7 @@ the worker raised it.
 
 from __future__ import annotations
 
+import math
 import time
 
 import ray
@@ -34,7 +35,9 @@ from torch.utils.data.distributed import DistributedSampler
 
 from lfme import storage
 from lfme.engine import (
+    NonFiniteLossError,
     cross_entropy_loss,
+    divergence_message,
     epochs_for_budget,
     make_optimizer,
     make_scheduler,
@@ -117,6 +120,8 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
         epoch_start = time.perf_counter()
         sampler.set_epoch(epoch)
         stats = train_epoch(model, train_loader, optimizer, cross_entropy_loss, device, precision=precision, scaler=scaler)
+        if not math.isfinite(stats.loss):  # not retried: the same epoch would diverge again
+            raise NonFiniteLossError(divergence_message(f"experts: {subset.name}", epoch, stats.loss, "experts.lr"))
         scheduler.step()
         val_acc = validation_accuracy(model, val_loader, device, precision)
         if val_acc > best["accuracy"]:

@@ -226,9 +226,10 @@ def one_line(err: BaseException) -> str:
 # holds our progress lines (`stages.workers.say`) and nothing of Ray's (Ray's
 # own lines in a worker, the C++ core worker's `core_worker.cc` ERROR lines
 # and Python tracebacks included, are on its stderr). The autoscaler's lines are
-# its whole monitor log; like Ray, the log keeps only its events
+# its whole monitor log; like Ray, the log and the console keep only its events
 # (`filter_autoscaler_events`). With `verbose` the console shows everything,
-# as Ray prints it.
+# as Ray prints it. On a stream that is not a terminal the "(task pid=N)"
+# prefixes come without colour codes.
 WORKER_LOGS_MODULE = "ray._private.worker"
 COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
 _ray_output: Optional[tuple[TextIO, bool]] = None  # (log file, verbose), set by `send_ray_output`
@@ -237,7 +238,7 @@ _ray_output: Optional[tuple[TextIO, bool]] = None  # (log file, verbose), set by
 def send_ray_output(log: TextIO, verbose: bool) -> None:
     """In this process from now on: what Ray forwards from its workers is written to `log` (see above).
 
-    Takes effect at the next `route_worker_output` (which `pipeline.runner.init_ray`
+    Takes effect at the next `route_worker_output` (which `pipeline.ray_session.init_ray`
     calls after `ray.init`): importing Ray here would cost a command that needs no Ray seconds.
     """
     global _ray_output
@@ -260,7 +261,10 @@ def route_worker_output() -> None:
         origin = worker_origin(data)
         log.write("".join(f"{origin} {line}\n" for line in lines))
         log.flush()
-        if verbose or is_worker_stdout(data):
+        # The autoscaler's events (nodes added, requests no node type can fulfil)
+        # are what a driver waiting for resources on a cluster waits on: the
+        # console shows them too (Ray's printer filters the events again itself).
+        if verbose or is_worker_stdout(data) or (data.get("pid") == "autoscaler" and lines):
             # Ray colours the "(task pid=N)" prefix unless RAY_COLOR_PREFIX=0, which it
             # reads at each call: escape codes are for a terminal, not a file or a pipe.
             plain = contextlib.nullcontext() if is_terminal(print_file) else environment(COLOR_PREFIX_ENV, "0", keep_user_value=False)

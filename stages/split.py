@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lfme import storage
 from lfme.data import check_images, class_counts, make_long_tailed
 from lfme.data.sources import SourceSplits
 from lfme.metrics import subset_metrics
@@ -19,7 +20,8 @@ from lfme.subsets import Subset, split_balanced, split_by_thresholds
 from rundir.config import Config, DataConfig, SplitConfig
 from rundir.context import StageContext
 from rundir.data import load_source
-from rundir.layout import save_split
+from rundir.inputs import data_signature
+from rundir.layout import save_split, split_inputs_file
 
 
 def long_tailed_indices(source: SourceSplits, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -58,6 +60,8 @@ def metrics_table(metrics: dict) -> str:
 
 def run(ctx: StageContext) -> dict:
     cfg: Config = ctx.config
+    # Signed before reading: data that changes while the split runs differs from it next time.
+    signature = data_signature(cfg.data)
     source = load_source(cfg.data)
     train_idx, val_idx = long_tailed_indices(source, cfg.data)
     train = source.train.subset(train_idx)
@@ -91,6 +95,7 @@ def run(ctx: StageContext) -> dict:
             "sizes": {"train": len(train), "val": len(val), "test": len(source.test)},
         },
     )
+    storage.write_json_atomic(split_inputs_file(ctx.run_dir), signature)
     ctx.log("split: imbalance metrics (paper Table 1)\n" + metrics_table(metrics))
     return {
         "train": len(train),

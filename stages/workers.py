@@ -42,7 +42,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from lfme import storage
-from lfme.engine import rng_state, set_rng_state
+from lfme.engine import NonFiniteLossError, rng_state, set_rng_state
 from lfme.precision import Precision, resolve
 from rundir.config import Resources
 from stages import ray_compat
@@ -50,6 +50,7 @@ from stages import ray_compat
 STATE_FILE = "state.pt"
 
 CHECKPOINTS_KEY = "checkpoints"  # where `fit` puts the loop's EpochCheckpoints in its config
+DIVERGED_NOTE = "diverged.txt"  # beside a run's checkpoints: why its loop stopped (`EpochCheckpoints.stop_diverged`)
 
 # On Ctrl-C: how long `fit` waits for Ray Train to stop its workers before the
 # driver goes on stopping (the CLI promises an exit within 10 s of Ctrl-C).
@@ -77,6 +78,7 @@ class EpochCheckpoints:
     """
 
     local_dir: Optional[str] = None
+    divergence_note: Optional[str] = None  # where `stop_diverged` leaves its message for `fit`
 
     def restore(self, model, optimizer, scheduler) -> Optional[dict[str, Any]]:
         """Load the last checkpoint into model, optimiser and scheduler, and this rank's RNG state.
@@ -97,6 +99,18 @@ class EpochCheckpoints:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         return state
+
+    def stop_diverged(self, rank: int, message: str) -> None:
+        """Instead of `report`, for an epoch whose loss went non-finite: no checkpoint; `fit` then raises `message`.
+
+        Every rank calls it and then ends its loop, so the run finishes with
+        the last good checkpoint as its latest. Raising in the workers instead
+        would make Ray Train restart them from that checkpoint, `max_failures`
+        times, into the same divergence. Ray Train's result carries only the
+        metrics of checkpointed reports, so the message goes by a file.
+        """
+        if rank == 0 and self.divergence_note is not None:
+            storage.write_text_atomic(self.divergence_note, message)
 
     def report(self, metrics: dict[str, Any], model, optimizer, scheduler, rank: int, **extra: Any) -> None:
         """Checkpoint the epoch and report it (a barrier over all ranks).
@@ -130,6 +144,7 @@ def fit(
     least one worker) runs `loop` here, in Ray Train's local mode: one process,
     no actors, no checkpoint in `storage_path`, no restart on failure.
     """
+    note = storage.join(storage_path, name, DIVERGED_NOTE)
     storage_filesystem, storage_path = storage.arrow_filesystem(storage_path)
     worker_resources = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
@@ -138,7 +153,7 @@ def fit(
     def trainer(local_dir: Optional[str]) -> TorchTrainer:
         return TorchTrainer(
             loop,
-            train_loop_config={**loop_config, CHECKPOINTS_KEY: EpochCheckpoints(local_dir)},
+            train_loop_config={**loop_config, CHECKPOINTS_KEY: EpochCheckpoints(local_dir, note)},
             # gloo on CPU, NCCL when the workers hold GPUs.
             torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
             scaling_config=ScalingConfig(
@@ -168,16 +183,21 @@ def fit(
                 # checkpoint stays in storage, and the same run name resumes from it.
                 ray_compat.abort_train_runs(controllers, timeout_s=ABORT_WAIT_S)
                 raise
-        return final_state(result, name)
+        return final_state(result, name, note)
     threads = torch.get_num_threads()  # `worker_setup` sizes them for the loop, in this process
     with tempfile.TemporaryDirectory() as directory:
         try:
-            return final_state(trainer(directory).fit(), name)
+            return final_state(trainer(directory).fit(), name, note)
         finally:
             torch.set_num_threads(threads)
 
 
-def final_state(result, name: str) -> dict[str, Any]:
+def final_state(result, name: str, divergence_note: str) -> dict[str, Any]:
+    """The state in the run's last checkpoint; NonFiniteLossError if the loop stopped on a diverged epoch."""
+    if storage.exists(divergence_note):
+        message = storage.read_text(divergence_note)
+        storage.remove(divergence_note)  # the next attempt (after the user's fix) starts without it
+        raise NonFiniteLossError(message)
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train run '{name}' finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
@@ -221,6 +241,11 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(tensor)
     return tensor
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every worker when `flag` is True on any one of them."""
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
 
 
 def rng_file(rank: int) -> str:

@@ -6,6 +6,8 @@ label before any training starts, so they need no Ray.
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +92,40 @@ def test_label_out_of_range_names_file_and_value(tmp_path, image_tree):
     assert result.returncode == 1
     line = last_line(result)
     assert "test.txt" in line and "7" in line
+
+
+def test_images_added_after_a_split_rerun_it_with_one_line_saying_what_changed(tmp_path, image_tree):
+    run_dir = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", run_dir, {"source": "imagefolder", "root": str(image_tree)})
+    first = run_lfme("run", str(config), "--stage", "split", timeout=120)
+    assert first.returncode == 0, first.stderr
+    sizes = json.loads((run_dir / "split" / "split.json").read_text())["sizes"]
+    again = run_lfme("run", str(config), "--stage", "split", timeout=120)
+    assert "== split: up to date" in again.stdout  # nothing changed: skipped
+
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(image_tree / "train" / "bee" / f"new{i}.jpg")
+    verify = run_lfme("verify", str(run_dir))
+    assert verify.returncode == 1
+    assert "split: DATA CHANGED since the split: train/bee/ has 6 files more (12 -> 18)" in verify.stdout
+
+    rerun = run_lfme("run", str(config), "--stage", "split", timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "== split: the data changed since it ran (train/bee/ has 6 files more (12 -> 18)); running it again" in rerun.stdout
+    now = json.loads((run_dir / "split" / "split.json").read_text())["sizes"]
+    assert now["train"] + now["val"] > sizes["train"] + sizes["val"]
+    assert run_lfme("verify", str(run_dir)).returncode == 0
+
+
+def test_a_truncated_png_is_named_with_the_decoder_reason_only(tmp_path, image_tree):
+    png = image_tree / "train" / "cat" / "0007.png"
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(buffer, "PNG")
+    png.write_bytes(buffer.getvalue()[:30])
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run", {"source": "imagefolder", "root": str(image_tree)})
+    result = run_lfme("run", str(config), "--stage", "split", timeout=120)
+    assert result.returncode == 1
+    line = last_line(result)
+    assert f"cannot decode image {png}: not an image format PIL recognises" in line
+    assert "BytesIO" not in line and " at 0x" not in line

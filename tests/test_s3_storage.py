@@ -42,7 +42,7 @@ def test_every_output_is_an_object_in_the_bucket(s3_run):
     keys = set(s3_objects(s3_run["endpoint"], s3_run["bucket"]))
     manifest = get_json(s3_run, "manifest.json")
     assert [s for s in STAGES if manifest["stages"][s]["status"] == "done"] == STAGES
-    expected = {"manifest.json", "config.yaml", "split/split.json", "split/samples.parquet", "cache/manifest.json",
+    expected = {"manifest.json", "config.yaml", "split/split.json", "split/samples.parquet", "split/inputs.json", "cache/manifest.json",
                 "distill/student.pt", "distill/history.json", "evaluate/report.json", "evaluate/report.md",
                 "evaluate/per_class_accuracy.png", "evaluate/expert_weights.png"}
     expected |= {f"{stage}/settings.json" for stage in STAGES}

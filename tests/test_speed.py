@@ -31,7 +31,7 @@ def digits_run(finished_run, tmp_path_factory):
     from rundir.config import load_config, with_absolute_paths
     from pipeline.manifest import Manifest
     from pipeline.graph import fingerprints
-    from pipeline.runner import init_ray
+    from pipeline.ray_session import init_ray
 
     run_dir = copy_run(finished_run, tmp_path_factory.mktemp("speed") / "run")
     config = with_absolute_paths(load_config("ray_config.yaml", FAST + ["distill.epochs=2", f"run_dir={run_dir}"]))

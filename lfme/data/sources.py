@@ -29,11 +29,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
+from lfme.choices import IMAGE_EXTENSIONS
+
 VAL_ID_OFFSET = 1_000_000_000
 TEST_ID_OFFSET = 2_000_000_000
 
-# The extensions torchvision's ImageFolder accepts, so the same folder yields the same list.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 class CorruptImageError(ValueError):

@@ -1,0 +1,186 @@
+"""The files a data config reads, and a signature of them that tells when the data changed.
+
+The split stage's fingerprint covers the data *settings*; a data set changed
+on disk under the same settings (images added to a class folder, a list file
+edited) would otherwise be served from the old split, with every later stage
+"up to date". So the split records the signature of its inputs
+(`split/inputs.json`), and before skipping it the runner (and `lfme verify`)
+compares the signature of the files as they are now: a difference reruns the
+split and everything after it, with one line saying what changed.
+
+What is signed, per source:
+- list, annotation and Parquet files (`oltr` lists, `inat` JSON, `parquet`
+  shards and classes file, the CIFAR batches): their content (SHA-256);
+- image files (`imagefolder` trees, the images an `oltr` list or `inat` JSON
+  names): their size and modification time, not their bytes (reading every
+  image at each `lfme run` would cost as much as the split). A copy that
+  does not keep modification times (`cp` without `-p`, `rsync` without `-t`)
+  therefore counts as a change.
+- `digits` (bundled with scikit-learn) and `synthetic` (generated from its
+  settings, which the fingerprint holds) read no files.
+
+Images are signed by folder: one entry per directory holding them (a class
+folder of an ImageFolder tree), with its file count, total bytes and a digest
+of (name, size, mtime) of each file; a content-signed file is an entry of its
+own. Changes are described entry by entry (`describe_changes`). The cost at
+iNaturalist 2018 size is measured by `python -m benchmarks.signature`
+(docs/RESULTS.md).
+
+No torch here: `lfme verify` reads it.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Optional
+
+from lfme import storage
+from lfme.choices import IMAGE_EXTENSIONS
+from rundir.config import DataConfig
+from rundir.layout import split_inputs_file
+
+FORMAT = 1
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}  # torchvision's base_folder
+
+
+def _resolve(root: Optional[str], path: Optional[str]) -> Optional[str]:
+    if path is None:
+        return None
+    return path if os.path.isabs(path) or root is None else os.path.join(root, path)
+
+
+def _key(path: str, root: Optional[str]) -> str:
+    """A path as the signature names it: relative to the data root when under it."""
+    if root is not None:
+        relative = os.path.relpath(path, root)
+        if not relative.startswith(".."):
+            return relative
+    return path
+
+
+def content_files(cfg: DataConfig) -> list[str]:
+    """The list, annotation and Parquet files the source reads (signed by content)."""
+    root = cfg.root
+    if cfg.source in ("oltr", "inat"):
+        return [p for p in (_resolve(root, cfg.train), _resolve(root, cfg.val), _resolve(root, cfg.test)) if p]
+    if cfg.source == "parquet":
+        files = []
+        for pattern in (cfg.train, cfg.val, cfg.test):
+            if pattern is not None:
+                resolved = str(Path(_resolve(root, pattern)).expanduser())
+                files += sorted(glob.glob(resolved)) if any(c in resolved for c in "*?[") else [resolved]
+        return files + ([_resolve(root, cfg.classes_file)] if cfg.classes_file else [])
+    if cfg.source in CIFAR_FOLDERS:
+        folder = Path(root or "data").expanduser() / CIFAR_FOLDERS[cfg.source]
+        return sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    return []
+
+
+def image_files(cfg: DataConfig) -> list[str]:
+    """The image files the source reads (signed by size and modification time)."""
+    root = cfg.root
+    if cfg.source == "imagefolder":
+        files = []
+        for part in (cfg.train or "train", cfg.val, cfg.test or "test"):
+            if part is not None:
+                files += _walk_images(os.path.join(root, part))
+        return files
+    if cfg.source == "oltr":
+        return [os.path.join(root, p) for path in content_files(cfg) for p in _oltr_paths(path)]
+    if cfg.source == "inat":
+        return [os.path.join(root, p) for path in content_files(cfg) for p in _inat_paths(path)]
+    return []
+
+
+def _walk_images(folder: str) -> list[str]:
+    """The images of an ImageFolder split folder: the files in its class folders, as the source reads them."""
+    if not os.path.isdir(folder):
+        return []
+    found = []
+    for entry in os.scandir(folder):
+        if entry.is_dir():
+            found += [f.path for f in os.scandir(entry.path) if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS)]
+    return found
+
+
+def _oltr_paths(path: str) -> Iterable[str]:
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.strip().rsplit(maxsplit=1)
+                if len(parts) == 2:
+                    yield parts[0]
+
+
+def _inat_paths(path: str) -> Iterable[str]:
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        for image in data.get("images", []) if isinstance(data, dict) else []:
+            if isinstance(image, dict) and isinstance(image.get("file_name"), str):
+                yield image["file_name"]
+
+
+def data_signature(cfg: DataConfig) -> dict:
+    """{"format", "entries": {name: {"files", "bytes", "digest"}}} of the files `cfg` reads now.
+
+    A file that is missing is an entry with 0 files (the split itself names
+    it as an error when it runs).
+    """
+    entries: dict[str, dict] = {}
+    for path in content_files(cfg):
+        name = _key(path, cfg.root)
+        if os.path.isfile(path):
+            entries[name] = {"files": 1, "bytes": os.path.getsize(path), "digest": storage.file_sha256(path)}
+        else:
+            entries[name] = {"files": 0, "bytes": 0, "digest": ""}
+    folders: dict[str, list[tuple[str, int, int]]] = {}
+    for path in image_files(cfg):
+        try:
+            stat = os.stat(path)
+            seen = (os.path.basename(path), stat.st_size, stat.st_mtime_ns)
+        except FileNotFoundError:
+            seen = (os.path.basename(path), -1, 0)
+        folders.setdefault(_key(os.path.dirname(path), cfg.root), []).append(seen)
+    for folder, files in sorted(folders.items()):
+        files.sort()
+        digest = hashlib.sha256("\n".join(f"{n}\t{s}\t{m}" for n, s, m in files).encode()).hexdigest()
+        present = [s for _, s, _ in files if s >= 0]
+        entries[f"{folder}/"] = {"files": len(present), "bytes": sum(present), "digest": digest}
+    return {"format": FORMAT, "entries": dict(sorted(entries.items()))}
+
+
+def describe_changes(before: dict, now: dict, limit: int = 3) -> list[str]:
+    """What differs between two signatures, one phrase per entry (at most `limit`, then how many more)."""
+    old, new = before.get("entries", {}), now.get("entries", {})
+    changes = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if a == b:
+            continue
+        if a is None or not a["files"]:
+            changes.append(f"{name} is new ({b['files']} files)")
+        elif b is None or not b["files"]:
+            changes.append(f"{name} is gone ({a['files']} files before)")
+        elif a["files"] != b["files"]:
+            more = b["files"] - a["files"]
+            changes.append(f"{name} has {abs(more)} files {'more' if more > 0 else 'fewer'} ({a['files']} -> {b['files']})")
+        elif a["files"] == 1 and not name.endswith("/"):
+            changes.append(f"{name} has other content")
+        else:
+            changes.append(f"{name} has files of other sizes or modification times ({a['files']} files)")
+    if len(changes) > limit:
+        changes = changes[:limit] + [f"and {len(changes) - limit} more"]
+    return changes
+
+
+def changes_since_split(run_dir: str, cfg: DataConfig) -> list[str]:
+    """What changed in the data since the split recorded its inputs (nothing for a split that recorded none)."""
+    location = split_inputs_file(run_dir)
+    if not storage.exists(location):  # a split written before inputs were signed: trusted as it is
+        return []
+    return describe_changes(storage.read_json(location), data_signature(cfg))
