@@ -20,7 +20,7 @@
   to the console (`stages.ray_compat.route_worker_output`), and after
   `ray.resource_wait_s` seconds without such a node it gives up the same way.
 - **When it stops.** `RaySession.close` shuts down a Ray this driver started
-  (a cluster is only disconnected). The CLI closes it after its last line:
+  and disconnects from a cluster it joined (the cluster runs on). The CLI closes it after its last line:
   Ray's teardown can end the process (its SIGTERM handler exits the driver
   with status 1), and a failure's one line must be on the console before.
 """
@@ -86,7 +86,8 @@ def check_reachable(address: str, timeout_s: float, log: Callable[[str], None] =
 
 
 def init_ray(cfg: RayConfig, log: Callable[[str], None] = print) -> bool:
-    """Connect to Ray; returns True when this call started it (and so must shut it down).
+    """Connect to Ray; returns True when this call connected (and so must call `ray.shutdown`, which
+    stops a local Ray and only disconnects from a cluster); False when Ray was connected already.
 
     Where the CLI asked for it (`stages.ray_compat.send_ray_output`), what Ray
     forwards from its workers is then routed: our progress lines to the
@@ -117,7 +118,7 @@ def init_ray(cfg: RayConfig, log: Callable[[str], None] = print) -> bool:
         ray.shutdown()
         raise
     ray_compat.route_worker_output()
-    return address is None
+    return True
 
 
 # ------------------------------------------------------------------ resources
@@ -217,13 +218,13 @@ def _setting(stage: str) -> str:
 
 
 class RaySession:
-    """Ray for one driver: connected on first use (`connect`), shut down by `close` only where this driver started it."""
+    """Ray for one driver: connected on first use (`connect`); `close` lets go of what `connect` took (nothing if Ray was connected already)."""
 
     def __init__(self, cfg: RayConfig, log: Callable[[str], None] = print):
         self.cfg = cfg
         self.log = log
         self.connected = False
-        self.started = False  # this driver started the Ray it is connected to (a local one)
+        self.owned = False  # this session connected Ray (started a local one or joined a cluster): close() lets go of it
 
     def check_reachable(self) -> None:
         """Before any work: the cluster to join answers (nothing to check for a local Ray)."""
@@ -233,7 +234,7 @@ class RaySession:
 
     def connect(self) -> None:
         if not self.connected:
-            self.started = init_ray(self.cfg, self.log)
+            self.owned = init_ray(self.cfg, self.log)
             self.connected = True
 
     def wait_for(self, config: Config, stage: str) -> None:
@@ -242,11 +243,12 @@ class RaySession:
         wait_for_resources(config, stage, local=address_to_join(self.cfg) is None, log=self.log)
 
     def close(self) -> None:
-        if self.started:
+        """Stop the local Ray this session started, or disconnect from the cluster it joined."""
+        if self.owned:
             import ray
 
             ray.shutdown()
-        self.connected = self.started = False
+        self.connected = self.owned = False
 
     def __enter__(self) -> "RaySession":
         return self

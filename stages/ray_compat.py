@@ -259,8 +259,9 @@ def route_worker_output() -> None:
         if data.get("pid") == "autoscaler":  # its whole monitor log arrives; Ray prints only the events in it
             lines = [line for line in module.filter_autoscaler_events(lines) if not line.startswith("Tip: ")]
         origin = worker_origin(data)
-        log.write("".join(f"{origin} {line}\n" for line in lines))
-        log.flush()
+        if not log.closed:  # Ray's printing thread can outlive the command's log (closed after its last line)
+            log.write("".join(f"{origin} {line}\n" for line in lines))
+            log.flush()
         # The autoscaler's events (nodes added, requests no node type can fulfil)
         # are what a driver waiting for resources on a cluster waits on: the
         # console shows them too (Ray's printer filters the events again itself).

@@ -2,9 +2,11 @@
 
 A real two-node cluster on this host (`ray start --head` plus a second
 `ray start --address=...`, each its own raylet), the default pipeline submitted
-through the Jobs API with the repository as working_dir and `ray.address=auto`,
-as on a launched cluster. Also checks that the cluster files in `cluster/`
-parse and that the overrides they pass are valid config keys.
+through the Jobs API with the repository as working_dir and no `ray.address`
+(inside a job the driver joins the job's cluster), as on a launched cluster.
+On the same cluster, a driver whose stage no node can hold waits for the
+cluster to grow, then stops with one line. Also checks that the cluster
+files in `cluster/` parse and that the overrides they pass are valid config keys.
 
 Two raylets on one host need distinct dashboard-agent ports (the default,
 52365, is fixed); every other port is chosen by Ray or given free here. The
@@ -14,6 +16,7 @@ would also stop every other Ray on this machine.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -28,7 +31,7 @@ import pytest
 import yaml
 
 from rundir.config import load_config
-from tests.pipeline_helpers import REPO, manifest
+from tests.pipeline_helpers import FAST, REPO, copy_run, manifest, run_lfme
 
 STAGES = ["split", "experts", "cache", "distill", "evaluate"]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -64,10 +67,15 @@ def kill_sessions(session_ids: list[int]) -> None:
             pass
 
 
-@pytest.fixture
-def two_node_cluster(monkeypatch):
-    """A head (2 CPUs) and a second node (1 CPU) on loopback; yields the dashboard URL."""
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """A head (2 CPUs) and a second node (1 CPU) on loopback, shared by this module's tests; yields (dashboard URL, GCS address)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "disabled")
+        yield from _two_node_cluster()
+
+
+def _two_node_cluster():
     temp_dir = tempfile.mkdtemp(prefix="lfmejob", dir="/tmp")  # short: Unix socket paths are limited to 107 bytes
     gcs_port, dashboard_port = free_port(), free_port()
     sessions: list[int] = []
@@ -82,7 +90,7 @@ def two_node_cluster(monkeypatch):
             f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1",
             f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=1",
         ))
-        yield f"http://127.0.0.1:{dashboard_port}"
+        yield f"http://127.0.0.1:{dashboard_port}", f"127.0.0.1:{gcs_port}"
     finally:
         kill_sessions(sessions)
         subprocess.run(["rm", "-rf", temp_dir], check=False)
@@ -93,14 +101,16 @@ def test_default_pipeline_as_a_ray_job_on_two_nodes(two_node_cluster, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
     from ray.util.state import list_nodes
 
-    address = two_node_cluster
+    address, _ = two_node_cluster
     nodes = list_nodes(address=address)
     assert sorted((n.state, n.resources_total.get("CPU")) for n in nodes) == [("ALIVE", 1.0), ("ALIVE", 2.0)]
 
     run_dir = tmp_path / "run"
+    # No ray.address: inside a Ray Job the driver joins the job's cluster (RAY_ADDRESS), whose
+    # workers hold the job's working_dir package; a Ray of its own would not have it.
     entrypoint = shlex.join([
         sys.executable, "-m", "pipeline.cli", "run", "ray_config.yaml", "--run-dir", str(run_dir),
-        "--set", "ray.address=auto", "--set", "experts.epochs=2", "--set", "distill.epochs=2",
+        "--set", "experts.epochs=2", "--set", "distill.epochs=2",
     ])
     client = JobSubmissionClient(address)
     job = client.submit_job(
@@ -118,10 +128,37 @@ def test_default_pipeline_as_a_ray_job_on_two_nodes(two_node_cluster, tmp_path):
     assert [s for s in STAGES if data["stages"][s]["status"] == "done"] == STAGES, logs[-3000:]
     assert (run_dir / "evaluate" / "report.json").stat().st_size > 0
     assert "[student] epoch 2/2" in logs
+    assert "ray: joining the cluster at " in logs and "(RAY_ADDRESS is set, as inside a Ray Job)" in logs
+    assert "\x1b[" not in logs  # the job's output is a file, not a terminal: no colour codes
     # Both nodes served the whole run: neither died or was replaced.
     after = list_nodes(address=address)
     assert sorted(n.node_id for n in after) == sorted(n.node_id for n in nodes)
     assert all(n.state == "ALIVE" for n in after)
+
+
+@pytest.mark.integration
+def test_a_stage_no_node_can_hold_waits_for_the_cluster_to_grow_then_stops(two_node_cluster, finished_run, tmp_path):
+    _, gcs = two_node_cluster
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    data = manifest(run_dir)
+    data["stages"]["experts"]["status"] = "failed"  # the experts stage runs again, on the cluster
+    (run_dir / "manifest.json").write_text(json.dumps(data))
+    started = time.monotonic()
+    result = run_lfme(
+        "run", "ray_config.yaml", "--run-dir", str(run_dir),
+        sets=FAST + [f"ray.address={gcs}", "experts.resources.cpus_per_worker=4", "ray.resource_wait_s=6"], timeout=300,
+    )
+    took = time.monotonic() - started
+    assert result.returncode == 1
+    assert (
+        "== experts: each task asks for {CPU: 4}, but no node has that (the nodes have {CPU: 1}, {CPU: 2}): "
+        "waiting up to 6 s for the cluster to grow (ray.resource_wait_s)"
+    ) in result.stdout.replace("{CPU: 2}, {CPU: 1}", "{CPU: 1}, {CPU: 2}")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "lfme: error: InsufficientResourcesError: experts: each task asks for {CPU: 4}, but after 6 s of waiting no node has that"
+    ), result.stderr[-3000:]
+    assert took < 120
 
 
 def test_cluster_files_parse_and_pass_valid_settings():
