@@ -305,7 +305,7 @@ def cancelled_on_interrupt(refs: Iterable[ray.ObjectRef]) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        _cancel(refs)
+        _cancel(refs, force=True)
         raise
 
 
@@ -317,11 +317,18 @@ def cancelled_on_failure(refs: Iterable[ray.ObjectRef]) -> Iterator[None]:
     to discard (the cache stage's new data directory). It waits (up to
     `CANCEL_WAIT_S`) until they have ended: a cancel only asks, and a task
     still running could write its file after the folder was discarded.
+
+    Not forced: each task stops at its next Python instruction. A forced
+    cancel of a task whose result is on its way to the driver crashes the
+    driver inside Ray 2.60 (task_manager.cc "Check failed: Tried to complete
+    task that was not pending", seen when every shard task failed at once on a
+    damaged expert): the process ended with status 1 before the CLI could
+    print its line.
     """
     try:
         yield
     except Exception:
-        _cancel(refs)
+        _cancel(refs, force=False)
         pending = list(refs)
         try:
             ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
@@ -330,11 +337,11 @@ def cancelled_on_failure(refs: Iterable[ray.ObjectRef]) -> Iterator[None]:
         raise
 
 
-def _cancel(refs: Iterable[ray.ObjectRef]) -> None:
-    """Force-cancel each of `refs` (read now: a dict of pending tasks may have changed) that still runs."""
+def _cancel(refs: Iterable[ray.ObjectRef], force: bool) -> None:
+    """Cancel each of `refs` (read now: a dict of pending tasks may have changed) that still runs."""
     for ref in list(refs):
         try:
-            ray.cancel(ref, force=True)
+            ray.cancel(ref, force=force)
         except Exception:  # noqa: BLE001 - finished, or Ray is going away: nothing to cancel
             pass
 

@@ -57,7 +57,8 @@ def test_a_failure_cancels_the_other_tasks_and_waits_for_them_before_it_is_raise
     with pytest.raises(ValueError, match="shard 1 failed"):  # the task's error, not the wait's
         with workers.cancelled_on_failure(["a", "b"]):
             raise ValueError("shard 1 failed")
-    assert calls == [("cancel", "a", True), ("cancel", "b", True), ("wait", ["a", "b"], 2, workers.CANCEL_WAIT_S)]
+    # Not forced: a forced cancel racing a finishing task crashes the driver in Ray 2.60 (workers.cancelled_on_failure).
+    assert calls == [("cancel", "a", False), ("cancel", "b", False), ("wait", ["a", "b"], 2, workers.CANCEL_WAIT_S)]
 
 
 def test_a_worker_error_is_named_by_the_exception_the_worker_raised():
