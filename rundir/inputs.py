@@ -80,31 +80,24 @@ def content_files(cfg: DataConfig) -> list[str]:
     return []
 
 
-def image_files(cfg: DataConfig) -> list[str]:
-    """The image files the source reads (signed by size and modification time)."""
+def image_folders(cfg: DataConfig) -> dict[str, list[str]]:
+    """The image files the source reads (signed by size and modification time), by folder relative to the root."""
     root = cfg.root
+    folders: dict[str, list[str]] = {}
     if cfg.source == "imagefolder":
-        files = []
         for part in (cfg.train or "train", cfg.val, cfg.test or "test"):
-            if part is not None:
-                files += _walk_images(os.path.join(root, part))
-        return files
-    if cfg.source == "oltr":
-        return [os.path.join(root, p) for path in content_files(cfg) for p in _oltr_paths(path)]
-    if cfg.source == "inat":
-        return [os.path.join(root, p) for path in content_files(cfg) for p in _inat_paths(path)]
-    return []
-
-
-def _walk_images(folder: str) -> list[str]:
-    """The images of an ImageFolder split folder: the files in its class folders, as the source reads them."""
-    if not os.path.isdir(folder):
-        return []
-    found = []
-    for entry in os.scandir(folder):
-        if entry.is_dir():
-            found += [f.path for f in os.scandir(entry.path) if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS)]
-    return found
+            if part is not None and os.path.isdir(os.path.join(root, part)):
+                for entry in os.scandir(os.path.join(root, part)):
+                    if entry.is_dir():  # the class folders, as the source reads them
+                        names = [f.name for f in os.scandir(entry.path) if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS)]
+                        folders[f"{part}/{entry.name}"] = names
+        return folders
+    readers = {"oltr": _oltr_paths, "inat": _inat_paths}
+    for listing in content_files(cfg) if cfg.source in readers else []:
+        for path in readers[cfg.source](listing):
+            folder, _, name = path.rpartition("/")
+            folders.setdefault(folder, []).append(name)
+    return folders
 
 
 def _oltr_paths(path: str) -> Iterable[str]:
@@ -138,19 +131,18 @@ def data_signature(cfg: DataConfig) -> dict:
             entries[name] = {"files": 1, "bytes": os.path.getsize(path), "digest": storage.file_sha256(path)}
         else:
             entries[name] = {"files": 0, "bytes": 0, "digest": ""}
-    folders: dict[str, list[tuple[str, int, int]]] = {}
-    for path in image_files(cfg):
-        try:
-            stat = os.stat(path)
-            seen = (os.path.basename(path), stat.st_size, stat.st_mtime_ns)
-        except FileNotFoundError:
-            seen = (os.path.basename(path), -1, 0)
-        folders.setdefault(_key(os.path.dirname(path), cfg.root), []).append(seen)
-    for folder, files in sorted(folders.items()):
-        files.sort()
-        digest = hashlib.sha256("\n".join(f"{n}\t{s}\t{m}" for n, s, m in files).encode()).hexdigest()
-        present = [s for _, s, _ in files if s >= 0]
-        entries[f"{folder}/"] = {"files": len(present), "bytes": sum(present), "digest": digest}
+    for folder, names in image_folders(cfg).items():
+        base = os.path.join(cfg.root, folder)
+        seen, files, size = [], 0, 0
+        for name in sorted(names):
+            try:
+                stat = os.stat(os.path.join(base, name))
+            except FileNotFoundError:
+                seen.append(f"{name}\tmissing")
+                continue
+            seen.append(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}")
+            files, size = files + 1, size + stat.st_size
+        entries[f"{folder}/"] = {"files": files, "bytes": size, "digest": hashlib.sha256("\n".join(seen).encode()).hexdigest()}
     return {"format": FORMAT, "entries": dict(sorted(entries.items()))}
 
 
