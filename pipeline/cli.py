@@ -347,7 +347,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SystemExit as err:
         # Ray's SIGTERM handler in a driver that started a local Ray ends it with
         # sys.exit(1) (ray._private.node); said, not left silent.
-        code, last = EXIT_FAILED, f"lfme: error: stopped by SystemExit({err.code}) (Ray's handler of a SIGTERM to the driver)"
+        code, last = EXIT_FAILED, f"lfme: error: the driver was told to exit (SystemExit({err.code}), as Ray's SIGTERM handler does)"
     except Exception as err:  # a user-facing CLI: one line, the traceback in the log
         code, last = EXIT_FAILED, error_line(err)
         trace = "".join(traceback.format_exception(err))

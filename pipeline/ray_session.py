@@ -20,9 +20,11 @@
   to the console (`stages.ray_compat.route_worker_output`), and after
   `ray.resource_wait_s` seconds without such a node it gives up the same way.
 - **When it stops.** `RaySession.close` shuts down a Ray this driver started
-  and disconnects from a cluster it joined (the cluster runs on). The CLI closes it after its last line:
-  Ray's teardown can end the process (its SIGTERM handler exits the driver
-  with status 1), and a failure's one line must be on the console before.
+  and disconnects from a cluster it joined (the cluster runs on). The CLI
+  closes it after its last line, so that a failure's line is on the console
+  before Ray's teardown, which runs native code that can still end the
+  process (Ray's SIGTERM handler in a driver that started a local Ray exits
+  with status 1).
 """
 
 from __future__ import annotations
