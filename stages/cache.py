@@ -15,8 +15,10 @@ other experts. It never holds logits: its memory does not grow with the data
 or the label space (iNaturalist 2018's 437,513 x 8,142 logits are 7.1 GB in
 float16), and a task holds one shard. A failed or interrupted stage discards
 the new data directory; the last good cache stays. (A failure waits for the
-cancelled tasks first; after Ctrl-C a killed task's last shard may still land
-in the discarded folder, which the next commit removes as unreferenced.)
+tasks in flight to end first, `workers.drained_on_failure`; after Ctrl-C a
+killed task's last shard may still land in the discarded folder, which the
+next commit removes as unreferenced.) The driver keeps as many tasks in flight
+as the cluster runs at once and hands out the next range as one ends.
 
 Shard size: `cache.shard_rows` rows, or by default as many as make
 `SHARD_BYTES` of float16 logits; and at least as many shards as the cluster
@@ -90,21 +92,25 @@ def run(ctx: StageContext) -> dict:
     resources = cfg.cache.resources
     data_dir = new_data_dir(ctx.fingerprint)
     slots = task_slots(cfg)
-    futures = []
+    todo = []  # (part, shard index, positions in the part)
     for part in PARTS:
         images = split.train if part == "train" else split.val
         order = np.argsort(images.sample_ids, kind="stable")  # shards cover increasing ranges of ids
         ranges = shard_ranges(len(images), split.num_classes, cfg.cache.shard_rows, slots)
-        for index, (start, stop) in enumerate(ranges):
-            futures.append(
-                cache_shard.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker).remote(
-                    cfg, ctx.run_dir, data_dir, ctx.fingerprint, part, index, order[start:stop]
-                )
-            )
-    ctx.log(f"cache: {len(futures)} shard tasks over {' and '.join(PARTS)}, each running all {len(split.subsets)} experts, {slots} at a time")
+        todo += [(part, index, order[start:stop]) for index, (start, stop) in enumerate(ranges)]
+    ctx.log(f"cache: {len(todo)} shard tasks over {' and '.join(PARTS)}, each running all {len(split.subsets)} experts, {slots} at a time")
+    task = cache_shard.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)
+    pending: dict = {}  # at most `slots` tasks in flight: on a failure the stage waits for those only
+    shards = []
     try:
-        with workers.cancelled_on_interrupt(futures), workers.cancelled_on_failure(futures):
-            shards = ray.get(futures)
+        with workers.cancelled_on_interrupt(pending), workers.drained_on_failure(pending):
+            while todo or pending:
+                while todo and len(pending) < slots:
+                    part, index, positions = todo.pop(0)
+                    pending[task.remote(cfg, ctx.run_dir, data_dir, ctx.fingerprint, part, index, positions)] = index
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                del pending[ref]
+                shards.append(ray.get(ref))
         manifest = commit_cache(
             cache_dir(ctx.run_dir),
             data_dir,

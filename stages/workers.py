@@ -55,8 +55,8 @@ DIVERGED_NOTE = "diverged.txt"  # beside a run's checkpoints: why its loop stopp
 # On Ctrl-C: how long `fit` waits for Ray Train to stop its workers before the
 # driver goes on stopping (the CLI promises an exit within 10 s of Ctrl-C).
 ABORT_WAIT_S = 3.0
-# How long a failed stage waits for the tasks it cancelled to end before it discards what they were writing.
-CANCEL_WAIT_S = 30.0
+# How long a failed stage waits for its other running tasks to end before it discards what they were writing.
+DRAIN_WAIT_S = 300.0
 
 
 REBUILD_HINT = "`lfme verify` lists damaged outputs, `lfme run` rebuilds them"
@@ -305,43 +305,42 @@ def cancelled_on_interrupt(refs: Iterable[ray.ObjectRef]) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        _cancel(refs, force=True)
+        _cancel(refs)
         raise
 
 
 @contextlib.contextmanager
-def cancelled_on_failure(refs: Iterable[ray.ObjectRef]) -> Iterator[None]:
-    """Around waiting for tasks that write into a shared folder: when one fails, cancel the others, then re-raise.
+def drained_on_failure(pending: Iterable[ray.ObjectRef]) -> Iterator[None]:
+    """Around waiting for tasks that write into a shared folder: when one fails, let the others end, then re-raise.
 
-    Without it the rest would go on writing into a folder the stage is about
-    to discard (the cache stage's new data directory). It waits (up to
-    `CANCEL_WAIT_S`) until they have ended: a cancel only asks, and a task
-    still running could write its file after the folder was discarded.
-
-    Not forced: each task stops at its next Python instruction. A forced
-    cancel of a task whose result is on its way to the driver crashes the
-    driver inside Ray 2.60 (task_manager.cc "Check failed: Tried to complete
-    task that was not pending", seen when every shard task failed at once on a
-    damaged expert): the process ended with status 1 before the CLI could
-    print its line.
+    The stage discards that folder (the cache stage's new data directory)
+    after a failure, so the tasks still running must have ended first, or one
+    could write its file after the folder was discarded. They are not
+    cancelled: cancelling a task whose result is on its way to the driver
+    crashes the driver inside Ray 2.60 (task_manager.cc "Check failed: Tried
+    to complete task that was not pending", forced or not; seen twice in 20
+    runs when every shard task failed at once on a damaged expert), and the
+    process ended with status 1 before the CLI could print its line. So the
+    stage keeps few tasks in flight (as many as run at once) and waits for
+    those, at most `DRAIN_WAIT_S` seconds. `pending` is read when the failure comes.
     """
     try:
         yield
     except Exception:
-        _cancel(refs, force=False)
-        pending = list(refs)
-        try:
-            ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
-        except Exception:  # noqa: BLE001 - Ray going away: the task's own error is the one to raise
-            pass
+        refs = list(pending)
+        if refs:
+            try:
+                ray.wait(refs, num_returns=len(refs), timeout=DRAIN_WAIT_S)
+            except Exception:  # noqa: BLE001 - Ray going away: the task's own error is the one to raise
+                pass
         raise
 
 
-def _cancel(refs: Iterable[ray.ObjectRef], force: bool) -> None:
-    """Cancel each of `refs` (read now: a dict of pending tasks may have changed) that still runs."""
+def _cancel(refs: Iterable[ray.ObjectRef]) -> None:
+    """Force-cancel each of `refs` (read now: a dict of pending tasks may have changed) that still runs."""
     for ref in list(refs):
         try:
-            ray.cancel(ref, force=force)
+            ray.cancel(ref, force=True)
         except Exception:  # noqa: BLE001 - finished, or Ray is going away: nothing to cancel
             pass
 

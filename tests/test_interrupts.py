@@ -42,7 +42,7 @@ RAY_CHATTER = ("core_worker.cc", "PYTHON worker processes have been started", "T
 
 
 @pytest.mark.parametrize("wait_fails", [False, True])
-def test_a_failure_cancels_the_other_tasks_and_waits_for_them_before_it_is_raised(monkeypatch, wait_fails):
+def test_a_failure_waits_for_the_tasks_in_flight_without_cancelling_them(monkeypatch, wait_fails):
     from stages import workers
 
     calls = []
@@ -52,13 +52,15 @@ def test_a_failure_cancels_the_other_tasks_and_waits_for_them_before_it_is_raise
         if wait_fails:
             raise ConnectionError("Ray is shutting down")
 
+    # Not cancelled: a cancel racing a finishing task crashes the driver in Ray 2.60 (workers.drained_on_failure).
     monkeypatch.setattr(workers.ray, "cancel", lambda ref, force: calls.append(("cancel", ref, force)))
     monkeypatch.setattr(workers.ray, "wait", wait)
+    pending = {"a": 0}
     with pytest.raises(ValueError, match="shard 1 failed"):  # the task's error, not the wait's
-        with workers.cancelled_on_failure(["a", "b"]):
+        with workers.drained_on_failure(pending):
+            pending["b"] = 1  # read when the failure comes, not when the block starts
             raise ValueError("shard 1 failed")
-    # Not forced: a forced cancel racing a finishing task crashes the driver in Ray 2.60 (workers.cancelled_on_failure).
-    assert calls == [("cancel", "a", False), ("cancel", "b", False), ("wait", ["a", "b"], 2, workers.CANCEL_WAIT_S)]
+    assert calls == [("wait", ["a", "b"], 2, workers.DRAIN_WAIT_S)]
 
 
 def test_a_worker_error_is_named_by_the_exception_the_worker_raised():
