@@ -3,6 +3,8 @@
     lfme run [CONFIG] [--run-dir DIR] [--stage NAME] [--reuse OTHER_RUN] [--set key=value ...] [--verbose] [--debug]
     lfme status RUN_DIR
     lfme verify RUN_DIR
+    lfme predict RUN_DIR INPUT... [--top-k 5] [--out FILE.csv|FILE.parquet] [--root DIR]
+    lfme export RUN_DIR OUT_DIR [--format safetensors|torchscript|onnx]
     lfme tune [CONFIG] [--run-dir DIR] [--num-samples N] [--resume] [--set key=value ...] [--verbose] [--debug]
     lfme metrics (--class-counts FILE | CONFIG) [--thresholds 20,100] [--json]
 
@@ -221,6 +223,50 @@ def data_changes(run_dir: str) -> list[str]:
     return changes_since_split(run_dir, load_config(location).data)
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """The run's student over images, folders or a data source: top-k per image; accuracy where labels are known."""
+    from lfme.report import summary_table
+    from pipeline import predict
+    from pipeline.student import load_student
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k: must be >= 1, got {args.top_k}")
+    student = load_student(args.run_dir)
+    sources = predict.collect(args.inputs, student.class_names, student.mode, root=args.root)
+    result = predict.predict(student, sources, top_k=args.top_k, batch_size=args.batch_size)
+    for message in result.skipped:
+        print(f"lfme: {message}", file=sys.stderr)
+    if args.out is not None:
+        predict.write_rows(result.rows, args.out)
+        print(f"{len(result.rows)} predictions written to {args.out}")
+    elif result.rows:
+        columns = ["input", *(["label"] if any(r["label"] is not None for r in result.rows) else [])]
+        columns += [f"{kind}_{rank}" for rank in range(1, min(args.top_k, len(student.class_names)) + 1) for kind in ("name", "prob")]
+        print(summary_table(result.rows, columns))
+    report = predict.accuracy(student, result)
+    if report is not None:
+        shots = report["shots"]["inclusive"]
+        groups = "  ".join(f"{g} {_percent(shots[g])}" for g in ("many", "medium", "few"))
+        print(f"top-1 {_percent(report['overall'])}  {groups}  ({report['num_samples']} labelled images; {shots['rule']})")
+    if result.skipped:
+        print(f"lfme: {len(result.skipped)} image(s) skipped: they cannot be read (named above)", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """The run's student in a standard format, with its model card."""
+    from pipeline.export import export
+    from pipeline.student import load_student
+
+    written = export(load_student(args.run_dir), args.out_dir, args.format)
+    print(f"exported {args.run_dir}'s student as {args.format}: " + ", ".join(written.values()))
+    return 0
+
+
+def _percent(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
 def read_class_counts(path: str) -> np.ndarray:
     """One count per line, line i = class i (blank lines and # comments ignored)."""
     counts = []
@@ -305,6 +351,21 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. tune.name=lr-sweep")
     add_output_flags(tune)
     tune.set_defaults(func=cmd_tune)
+
+    predict = sub.add_parser("predict", help="classify images with a run's student: top-k per image, accuracy where labels are known")
+    predict.add_argument("run_dir")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, Parquet files (image.bytes[, label]) or .txt lists (path label)")
+    predict.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    predict.add_argument("--out", help="write the rows to FILE (.csv or .parquet) instead of the console")
+    predict.add_argument("--root", help="the folder a .txt list's paths are relative to (default: the list's folder)")
+    predict.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    predict.set_defaults(func=cmd_predict)
+
+    export = sub.add_parser("export", help="write a run's student as safetensors, TorchScript or ONNX, with its model card")
+    export.add_argument("run_dir")
+    export.add_argument("out_dir")
+    export.add_argument("--format", default="torchscript", choices=["safetensors", "torchscript", "onnx"])
+    export.set_defaults(func=cmd_export)
 
     metrics = sub.add_parser("metrics", help="imbalance metrics of a class-count vector and its subsets (paper Table 1)")
     metrics.add_argument("config", nargs="?", help="YAML config whose long-tailed training set to measure")

@@ -328,7 +328,7 @@ def imagefolder(root, train: str = "train", val: str | None = None, test: str = 
 # --------------------------------------------------------------------------- OLTR lists
 
 
-def _read_oltr_list(path) -> tuple[list[str], np.ndarray, list[int]]:
+def read_oltr_list(path) -> tuple[list[str], np.ndarray, list[int]]:
     """(relative paths, labels, line numbers) of a `relative/path label` list file with at least one entry."""
     path = _existing(path, "split list")
     paths, labels, lines = [], [], []
@@ -360,13 +360,13 @@ def oltr_lists(image_root, train_list, val_list, test_list) -> SourceSplits:
     """
     root = str(_existing(image_root, "image root"))
 
-    train_paths, train_labels, train_lines = _read_oltr_list(train_list)
+    train_paths, train_labels, train_lines = read_oltr_list(train_list)
     _check_labels(train_labels, None, lambda j: f"{train_list} line {train_lines[j]}")
     num_classes = int(train_labels.max()) + 1
     counted_by = f", up to the largest label in {train_list}"
 
     def split(list_path, offset):
-        paths, labels, lines = _read_oltr_list(list_path)
+        paths, labels, lines = read_oltr_list(list_path)
         _check_labels(labels, num_classes, lambda j: f"{list_path} line {lines[j]}", counted_by)
         return ImageList(_ids(len(paths), offset), labels, FileStore(root, paths), "RGB")
 

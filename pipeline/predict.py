@@ -1,0 +1,192 @@
+"""`lfme predict RUN_DIR INPUT...`: the run's student over new images; each image's top-k classes.
+
+INPUT, any mix of:
+- image files (the extensions ImageFolder reads);
+- folders, read recursively. A folder whose subfolders are named after the
+  student's classes (an ImageFolder tree, like the one it trained on) labels
+  each image by its subfolder;
+- Parquet files in the Hugging Face image layout (`image.bytes`, and `label`
+  where present), as `data.source: parquet` reads them;
+- list files (`.txt`, `relative/path label` per line, as `data.source: oltr`
+  reads them), paths relative to `--root` (default: the list's folder).
+
+Each image gets the run's evaluation transform (`pipeline.student`). One row
+per image: the input (path, or Parquet file and row), its label where known,
+and the k most probable classes with their names and probabilities. Where
+labels are known, top-1 and the Many/Medium/Few accuracy are computed exactly
+as the evaluate stage computes them (`lfme.evaluation.accuracy_report` with the
+run's training counts and shot thresholds), so the run's own test set gives
+the numbers of `evaluate/report.json`. An image that cannot be read or decoded
+is named on its own line and skipped, and counted at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from lfme import storage
+from lfme.choices import IMAGE_EXTENSIONS
+from lfme.data import ImageList
+from lfme.data.sources import BytesStore, CorruptImageError, FileStore, read_oltr_list
+from lfme.evaluation import accuracy_report
+from lfme.subsets import Subset
+from pipeline.student import TrainedStudent
+from rundir.layout import SPLIT_JSON
+
+UNKNOWN = -1  # the label of an image whose class is not given
+
+
+@dataclass
+class Source:
+    """One INPUT: its images (labels UNKNOWN where not given) and the name of each in the output."""
+
+    images: ImageList
+    names: list[str]
+
+
+def collect(inputs: list[str], class_names: list[str], mode: str, root: Optional[str] = None) -> list[Source]:
+    """The images each INPUT names (module docstring), decoded to PIL `mode`; FileNotFoundError for an input that is not there."""
+    sources = []
+    for given in inputs:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            sources.append(_folder(path, class_names, mode))
+        elif not path.is_file():
+            raise FileNotFoundError(f"{given}: no such file or folder")
+        elif path.suffix.lower() == ".parquet":
+            sources.append(_parquet(path, mode))
+        elif path.suffix.lower() == ".txt":
+            sources.append(_image_list(path, Path(root) if root else path.parent, mode))
+        elif path.name.lower().endswith(IMAGE_EXTENSIONS):
+            sources.append(_files([str(path)], [UNKNOWN], mode))
+        else:
+            raise ValueError(f"{given}: not an image, a folder, a Parquet file or a .txt list")
+    return sources
+
+
+def _files(paths: list[str], labels: list[int], mode: str) -> Source:
+    images = ImageList(np.arange(len(paths), dtype=np.int64), np.asarray(labels, dtype=np.int64), FileStore("", paths), mode)
+    return Source(images, paths)
+
+
+def _folder(folder: Path, class_names: list[str], mode: str) -> Source:
+    paths = sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS))
+    subfolders = {p.relative_to(folder).parts[0] for p in map(Path, paths) if len(p.relative_to(folder).parts) > 1}
+    labelled = bool(paths) and subfolders <= set(class_names) and all(len(Path(p).relative_to(folder).parts) == 2 for p in paths)
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = [index[Path(p).relative_to(folder).parts[0]] if labelled else UNKNOWN for p in paths]
+    return _files(paths, labels, mode)
+
+
+def _parquet(path: Path, mode: str) -> Source:
+    table = pq.read_table(path)
+    if "image" not in table.column_names:
+        raise ValueError(f"{path}: no 'image' column (expected the Hugging Face image layout: image.bytes)")
+    image = table.column("image").combine_chunks()
+    blobs = image.flatten()[image.type.get_field_index("bytes")] if pa.types.is_struct(image.type) else image
+    labels = table.column("label").to_numpy().astype(np.int64) if "label" in table.column_names else np.full(len(table), UNKNOWN)
+    rows = np.arange(len(table), dtype=np.int64)
+    store = BytesStore(blobs, [str(path)], np.zeros(len(table), dtype=np.int32), rows)
+    return Source(ImageList(rows, labels, store, mode), [f"{path} row {r}" for r in rows])
+
+
+def _image_list(path: Path, root: Path, mode: str) -> Source:
+    relative, labels, _ = read_oltr_list(path)
+    return _files([str(root / p) for p in relative], list(labels), mode)
+
+
+@dataclass
+class Predictions:
+    rows: list[dict]  # one per image read: input, label, class_i, name_i, prob_i for i = 1..k
+    labelled_logits: np.ndarray  # float32 (n, C): the images with a known label, for the accuracy
+    labels: np.ndarray
+    skipped: list[str]  # one message per image that could not be read
+
+
+def predict(
+    student: TrainedStudent,
+    sources: list[Source],
+    top_k: int = 5,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> Predictions:
+    """The student's top-k over every image of `sources` (images that cannot be read are skipped and named)."""
+    k = min(top_k, len(student.class_names))
+    rows, logits, labels, skipped = [], [], [], []
+    total = sum(len(s.images) for s in sources)
+    done = 0
+    for batch in _batches(student, sources, batch_size, skipped):
+        names, images, batch_labels = zip(*batch)
+        out = student.logits(torch.stack(images)).cpu()
+        probs = torch.softmax(out, dim=1)
+        top_p, top_i = probs.topk(k, dim=1)
+        for name, label, p, i in zip(names, batch_labels, top_p.tolist(), top_i.tolist()):
+            row = {"input": name, "label": None if label == UNKNOWN else int(label)}
+            for rank, (class_id, prob) in enumerate(zip(i, p), start=1):
+                row.update({f"class_{rank}": class_id, f"name_{rank}": student.class_names[class_id], f"prob_{rank}": prob})
+            rows.append(row)
+        known = np.asarray(batch_labels) != UNKNOWN
+        logits.append(out.numpy()[known])
+        labels.append(np.asarray(batch_labels)[known])
+        done += len(batch)
+        progress(done, total)
+    num_classes = len(student.class_names)
+    return Predictions(
+        rows,
+        np.concatenate(logits) if logits else np.zeros((0, num_classes), np.float32),
+        np.concatenate(labels) if labels else np.zeros(0, np.int64),
+        skipped,
+    )
+
+
+def _batches(student: TrainedStudent, sources: list[Source], batch_size: int, skipped: list[str]) -> Iterator[list]:
+    batch = []
+    for source in sources:
+        for i in range(len(source.images)):
+            try:
+                image = source.images.load(i)
+            except (CorruptImageError, OSError) as err:
+                skipped.append(f"skipped {source.images.where(i)}: {err}" if isinstance(err, OSError) else f"skipped: {err}")
+                continue
+            batch.append((source.names[i], student.preprocess(image), int(source.images.labels[i])))
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def accuracy(student: TrainedStudent, predictions: Predictions) -> Optional[dict]:
+    """The evaluate stage's accuracy report over the images with a known label (None if there are none)."""
+    if not len(predictions.labels):
+        return None
+    meta = storage.read_json(storage.join(student.run_dir, "split", SPLIT_JSON))
+    subsets = [Subset(s["name"], tuple(s["classes"])) for s in meta["subsets"]]
+    thresholds = tuple(student.config.evaluate.shot_thresholds)
+    return accuracy_report(predictions.labelled_logits, predictions.labels, np.asarray(meta["class_counts"]), subsets, thresholds)
+
+
+def write_rows(rows: list[dict], location: str) -> None:
+    """The rows as CSV or Parquet, by the file's extension, written atomically (local path or URL)."""
+    suffix = os.path.splitext(location)[1].lower()
+    if suffix == ".parquet":
+        with storage.atomic_file(location) as f:
+            pq.write_table(pa.Table.from_pylist(rows), f)
+    elif suffix == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["input"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        storage.write_text_atomic(location, buffer.getvalue())
+    else:
+        raise ValueError(f"--out {location}: write .csv or .parquet")
