@@ -1,7 +1,7 @@
 """`lfme`: run the pipeline, show a run's status, measure a data set's imbalance.
 
     lfme run [CONFIG] [--run-dir DIR] [--stage NAME] [--reuse OTHER_RUN] [--set key=value ...] [--verbose] [--debug]
-    lfme status RUN_DIR
+    lfme status RUN_DIR [--watch [SECONDS]]
     lfme verify RUN_DIR
     lfme predict RUN_DIR INPUT... [--top-k 5] [--out FILE.csv|FILE.parquet] [--root DIR]
     lfme export RUN_DIR OUT_DIR [--format safetensors|torchscript|onnx]
@@ -40,6 +40,7 @@ import math
 import os
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Optional
@@ -158,25 +159,61 @@ def _manifest_data(run_dir: str) -> dict:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """The stage table and the driver; with --watch, again every few seconds (with the latest epoch line) until Ctrl-C."""
+    if args.watch is None:
+        print(status_text(args.run_dir))
+        return 0
+    if args.watch <= 0:
+        raise ConfigError(f"--watch: seconds between refreshes must be > 0, got {args.watch}")
+    clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
+    try:
+        while True:
+            latest = latest_progress(args.run_dir)
+            print(f"{clear}{status_text(args.run_dir)}\n{latest or 'no epoch finished yet'}\n", flush=True)
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+def status_text(run_dir: str) -> str:
     from lfme.report import summary_table
     from pipeline.lease import TIMEOUT_S, read_holder
 
-    data = _manifest_data(args.run_dir)
-    print(f"run {args.run_dir}  (created {data.get('created_at')}, updated {data.get('updated_at')})")
-    holder = read_holder(args.run_dir)
+    data = _manifest_data(run_dir)
+    lines = [f"run {run_dir}  (created {data.get('created_at')}, updated {data.get('updated_at')})"]
+    holder = read_holder(run_dir)
     gone = holder.stale_because(TIMEOUT_S) if holder is not None else "no driver holds the run"
     if holder is None:
-        print("driver: none")
+        lines.append("driver: none")
     elif gone:
-        print(f"driver: gone ({gone}); its lease: {holder.describe()}")
+        lines.append(f"driver: gone ({gone}); its lease: {holder.describe()}")
     else:
-        print(f"driver: {holder.describe()}")
+        lines.append(f"driver: {holder.describe()}")
     rows = _summary_rows(data)
     for row in rows:
         if row["status"] == "running" and gone:  # what the next driver will record
             row["status"] = "interrupted"
-    print(summary_table(rows, ["stage", "status", "fingerprint", "seconds", "attempts", "resumed", "result"]))
-    return 0
+    lines.append(summary_table(rows, ["stage", "status", "fingerprint", "seconds", "attempts", "resumed", "result"]))
+    return "\n".join(lines)
+
+
+def latest_progress(run_dir: str) -> Optional[str]:
+    """The last epoch line (`[expert few] epoch 3/15 ...`, `[student] ...`) of the run's newest log, without Ray's prefix."""
+    from lfme import storage
+    from pipeline.console import LOGS_DIR
+
+    folder = storage.join(run_dir, LOGS_DIR)
+    if not storage.exists(folder):
+        return None
+    logs = sorted(name for name in storage.list_files(folder) if name.startswith("lfme-"))
+    if not logs:
+        return None
+    for name in sorted(logs, key=lambda name: name.split("-")[2:4], reverse=True):  # lfme-<command>-<date>-<time>-<pid>.log
+        for line in reversed(storage.read_text(storage.join(folder, name)).splitlines()):
+            _, bracket, rest = line.partition(" [")
+            if bracket and " epoch " in rest:
+                return "latest: [" + rest
+    return None
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -337,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show what each stage of a run did")
     status.add_argument("run_dir")
+    status.add_argument(
+        "--watch", nargs="?", type=float, const=5.0, metavar="SECONDS",
+        help="refresh the table and the latest epoch line every SECONDS (default 5) until Ctrl-C",
+    )
     status.set_defaults(func=cmd_status)
 
     verify = sub.add_parser("verify", help="check every output of a run against its recorded size and SHA-256")

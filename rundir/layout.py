@@ -15,6 +15,7 @@ A run directory (a local path or an object-storage URL, `lfme.storage`)::
     cache/                               the teacher cache (lfme.teacher_cache documents it)
     distill/student.pt, history.json     the student (arch, num_classes, class_names, model); per-epoch log
     evaluate/report.{json,md}, *.png     the test report (lfme.report)
+    tensorboard/<stage>/<name>/          per-epoch scalars of each expert and of the student (lfme.scalars)
     ray/<stage>-<name>-<fingerprint>/    Ray Train's checkpoints of a training run
     tune/<sweep>/                        a sweep (pipeline.tune)
 
@@ -271,6 +272,11 @@ def load_student(location: str, channels: int, device: torch.device) -> torch.nn
 
 def report_dir(run_dir: str) -> str:
     return storage.join(run_dir, "evaluate")
+
+
+def tensorboard_dir(run_dir: str, stage: str, name: str) -> str:
+    """Where a training loop's per-epoch scalars go (lfme.scalars): `tensorboard --logdir RUN_DIR` shows them."""
+    return storage.join(run_dir, "tensorboard", stage, name)
 
 
 def ray_storage(run_dir: str) -> str:

@@ -34,6 +34,7 @@ from lfme.evaluation import subset_accuracy
 from lfme.losses import DistillationLoss
 from lfme.models import build_model
 from lfme.precision import resolve
+from lfme.scalars import ScalarLog
 from lfme.sampling import DistributedClassBalancedSampler
 from lfme.selfpaced import expert_weights, initial_instance_weights, scheduled_instance_weights
 from lfme.subsets import Subset
@@ -50,6 +51,7 @@ from rundir.layout import (
     ray_storage,
     save_student,
     student_file,
+    tensorboard_dir,
     verified_cache,
 )
 from stages import workers
@@ -171,6 +173,7 @@ def distill_loop(loop_config: dict) -> None:
     # reported to Ray Train). Its own checkpoint holds the history, so it cannot
     # time itself; the first epoch after a (re)start counts no checkpoint.
     epoch_start = start
+    scalars = ScalarLog(tensorboard_dir(run_dir, "distill", "student")) if rank == 0 else None
     for epoch in range(first_epoch, dcfg.epochs + 1):
         sampler.set_epoch(epoch)
         v = scheduled_instance_weights(v1, epoch, dcfg.epochs, dcfg.schedule, dcfg.spis_horizon, dcfg.spis_clip) if dcfg.spis else None
@@ -208,17 +211,28 @@ def distill_loop(loop_config: dict) -> None:
             loss = stats.loss if not math.isfinite(stats.loss) else float("nan")  # another rank's went non-finite
             message = divergence_message("distill", epoch, loss, "distill.lr")
             checkpoints.stop_diverged(rank, message)
+            if scalars is not None:
+                scalars.close()
             return
         if rank == 0:
             eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (dcfg.epochs - epoch)
             workers.say(progress_line("student", epoch, dcfg.epochs, stats, val_acc, eta))
+            scalars.write(epoch, epoch_scalars(history[-1]))
         epoch_start = time.perf_counter()
         checkpoints.report(epoch_metrics(history[-1]), model, optimizer, scheduler, rank, weights=weights, history=history)
+    if scalars is not None:
+        scalars.close()
     if first_epoch > dcfg.epochs:
         # Resumed after its last epoch (killed between that checkpoint and the run's end; Ray Train resumes a
         # finished run too): report that epoch again. A restored Tune trial otherwise keeps the result it had
         # before the kill, whose val_acc is older and whose checkpoint may have been pruned since.
         checkpoints.report(epoch_metrics(history[-1]), model, optimizer, scheduler, rank, weights=weights, history=history)
+
+
+def epoch_scalars(record: dict) -> dict:
+    """What TensorBoard shows of a history record: loss and its parts, accuracies, lr, w_l per expert, mean v_i, seconds."""
+    keys = ("loss", "ce", "kd", "train_acc", "val_acc", "lr", "mean_instance_weight", "seconds")
+    return {**{key: record[key] for key in keys}, **{f"w/{name}": w for name, w in record["weights_used"].items()}}
 
 
 def epoch_metrics(record: dict) -> dict:

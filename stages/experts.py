@@ -49,11 +49,12 @@ from lfme.engine import (
     train_epoch,
 )
 from lfme.models import build_model
+from lfme.scalars import ScalarLog
 from lfme.subsets import Subset
 from rundir.config import Config
 from rundir.context import StageContext
 from rundir.data import make_loader, restrict_to_subset
-from rundir.layout import expert_checkpoint, expert_result, load_split, save_expert
+from rundir.layout import expert_checkpoint, expert_result, load_split, save_expert, tensorboard_dir
 from stages import ray_compat, workers
 
 
@@ -116,34 +117,37 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
 
     start = time.perf_counter()
     first_epoch = len(history) + 1
-    for epoch in range(first_epoch, epochs + 1):
-        epoch_start = time.perf_counter()
-        sampler.set_epoch(epoch)
-        stats = train_epoch(model, train_loader, optimizer, cross_entropy_loss, device, precision=precision, scaler=scaler)
-        if not math.isfinite(stats.loss):  # not retried: the same epoch would diverge again
-            raise NonFiniteLossError(divergence_message(f"experts: {subset.name}", epoch, stats.loss, "experts.lr"))
-        scheduler.step()
-        val_acc = validation_accuracy(model, val_loader, device, precision)
-        if val_acc > best["accuracy"]:
-            best = {"accuracy": val_acc, "epoch": epoch, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        history.append(
-            {"epoch": epoch, "loss": stats.loss, "train_acc": stats.accuracy, "val_acc": val_acc, "seconds": time.perf_counter() - epoch_start}
-        )
-        eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (epochs - epoch)
-        workers.say(progress_line(tag, epoch, epochs, stats, val_acc, eta))
-        storage.save_torch_atomic(
-            checkpoint_path,
-            {
-                "fingerprint": fingerprint,
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
-                "history": history,
-                "best": best,
-            },
-        )
+    with ScalarLog(tensorboard_dir(run_dir, "experts", subset.name)) as scalars:
+        for epoch in range(first_epoch, epochs + 1):
+            epoch_start = time.perf_counter()
+            sampler.set_epoch(epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            stats = train_epoch(model, train_loader, optimizer, cross_entropy_loss, device, precision=precision, scaler=scaler)
+            if not math.isfinite(stats.loss):  # not retried: the same epoch would diverge again
+                raise NonFiniteLossError(divergence_message(f"experts: {subset.name}", epoch, stats.loss, "experts.lr"))
+            scheduler.step()
+            val_acc = validation_accuracy(model, val_loader, device, precision)
+            if val_acc > best["accuracy"]:
+                best = {"accuracy": val_acc, "epoch": epoch, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            history.append(
+                {"epoch": epoch, "loss": stats.loss, "train_acc": stats.accuracy, "val_acc": val_acc, "seconds": time.perf_counter() - epoch_start}
+            )
+            eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (epochs - epoch)
+            workers.say(progress_line(tag, epoch, epochs, stats, val_acc, eta))
+            scalars.write(epoch, {"loss": stats.loss, "train_acc": stats.accuracy, "val_acc": val_acc, "lr": lr, "seconds": history[-1]["seconds"]})
+            storage.save_torch_atomic(
+                checkpoint_path,
+                {
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(),
+                    "history": history,
+                    "best": best,
+                },
+            )
 
     result = {
         "fingerprint": fingerprint,

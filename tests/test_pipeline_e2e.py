@@ -249,3 +249,37 @@ def test_experts_min_steps_gives_small_subsets_more_epochs(default_run, tmp_path
         assert expert["epochs"] == expected and [h["epoch"] for h in expert["history"]] == list(range(1, expected + 1))
         assert expert["steps"] == expected * steps_per_epoch >= min_steps
     assert len({read_json(run_dir / "experts" / s["name"] / "result.json")["epochs"] for s in split["subsets"]}) > 1
+
+
+def read_scalars(folder: Path) -> dict[str, dict[int, float]]:
+    """Every scalar of the TensorBoard event files in `folder`, read record by record (TFRecord framing, Event protos)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, dict[int, float]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+def test_every_epoch_of_every_expert_and_of_the_student_is_in_tensorboard(default_run):
+    history = read_json(default_run / "distill" / "history.json")
+    student = read_scalars(default_run / "tensorboard" / "distill" / "student")
+    assert {"loss", "ce", "kd", "train_acc", "val_acc", "lr", "mean_instance_weight", "seconds"} <= set(student)
+    assert student["val_acc"] == {h["epoch"]: pytest.approx(h["val_acc"]) for h in history}
+    assert student["mean_instance_weight"] == {h["epoch"]: pytest.approx(h["mean_instance_weight"]) for h in history}
+    for name in history[0]["weights_used"]:  # w_l of each expert, as SpES set it for that epoch
+        assert student[f"w/{name}"] == {h["epoch"]: pytest.approx(h["weights_used"][name]) for h in history}
+    for subset in read_json(default_run / "split" / "split.json")["subsets"]:
+        result = read_json(default_run / "experts" / subset["name"] / "result.json")
+        expert = read_scalars(default_run / "tensorboard" / "experts" / subset["name"])
+        assert expert["val_acc"] == {h["epoch"]: pytest.approx(h["val_acc"]) for h in result["history"]}
+        assert expert["lr"][1] == pytest.approx(0.05)  # ray_config.yaml's experts.lr, the first epoch's

@@ -76,3 +76,27 @@ def test_a_refused_second_driver_imports_no_torch(tmp_path):
     assert refused.returncode == 1
     assert refused.stderr.startswith("lfme: error: LeaseHeldError: ") and f"pid {os.getpid()}" in refused.stderr
     assert heavy_imports(refused) == []
+
+
+def test_status_watch_refreshes_with_the_latest_epoch_line_until_ctrl_c(tmp_path):
+    import signal
+    import time
+
+    run_dir = make_run_dir(tmp_path)
+    logs = run_dir / "logs"
+    logs.mkdir()
+    (logs / "lfme-run-20261206-040000-1.log").write_text("(train_expert pid=3 stdout) [expert few] epoch 9/9  loss 0.1\n")
+    (logs / "lfme-run-20261206-050000-2.log").write_text(
+        "== distill: running\n(RayTrainWorker pid=7 stdout) [student] epoch 2/20  loss 4.1  val acc 40.0%\n== distill: done\n"
+    )
+    (logs / "lfme-tune-20261206-060000-3.log").write_text("== split: up to date\n")  # newest, but no epoch line in it
+    watch = subprocess.Popen(
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY), "status", str(run_dir), "--watch", "0.2"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(3)
+    watch.send_signal(signal.SIGINT)
+    out, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    assert out.count("latest: [student] epoch 2/20  loss 4.1  val acc 40.0%") >= 2  # refreshed, newest epoch line
+    assert out.count("driver: none") >= 2 and heavy_imports(subprocess.CompletedProcess([], 0, out, err)) == []
