@@ -173,7 +173,7 @@ def distill_loop(loop_config: dict) -> None:
     # reported to Ray Train). Its own checkpoint holds the history, so it cannot
     # time itself; the first epoch after a (re)start counts no checkpoint.
     epoch_start = start
-    scalars = ScalarLog(tensorboard_dir(run_dir, "distill", "student")) if rank == 0 else None
+    scalars = ScalarLog(tensorboard_dir(run_dir, "distill", "student"), storage.name(run_dir), "distill/student") if rank == 0 else None
     for epoch in range(first_epoch, dcfg.epochs + 1):
         sampler.set_epoch(epoch)
         v = scheduled_instance_weights(v1, epoch, dcfg.epochs, dcfg.schedule, dcfg.spis_horizon, dcfg.spis_clip) if dcfg.spis else None

@@ -117,7 +117,7 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
 
     start = time.perf_counter()
     first_epoch = len(history) + 1
-    with ScalarLog(tensorboard_dir(run_dir, "experts", subset.name)) as scalars:
+    with ScalarLog(tensorboard_dir(run_dir, "experts", subset.name), storage.name(run_dir), f"experts/{subset.name}") as scalars:
         for epoch in range(first_epoch, epochs + 1):
             epoch_start = time.perf_counter()
             sampler.set_epoch(epoch)

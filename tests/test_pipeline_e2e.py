@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from lfme.storage import read_json
+from tests.test_scalars import read_scalars
 from tests.pipeline_helpers import FAST, copy_run, kill_group, manifest, run_lfme, start_lfme, wait_for
 
 pytestmark = pytest.mark.integration
@@ -249,25 +250,6 @@ def test_experts_min_steps_gives_small_subsets_more_epochs(default_run, tmp_path
         assert expert["epochs"] == expected and [h["epoch"] for h in expert["history"]] == list(range(1, expected + 1))
         assert expert["steps"] == expected * steps_per_epoch >= min_steps
     assert len({read_json(run_dir / "experts" / s["name"] / "result.json")["epochs"] for s in split["subsets"]}) > 1
-
-
-def read_scalars(folder: Path) -> dict[str, dict[int, float]]:
-    """Every scalar of the TensorBoard event files in `folder`, read record by record (TFRecord framing, Event protos)."""
-    import struct
-
-    from tensorboardX.proto.event_pb2 import Event
-
-    scalars: dict[str, dict[int, float]] = {}
-    for path in sorted(folder.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        at = 0
-        while at < len(data):
-            (length,) = struct.unpack("<Q", data[at:at + 8])
-            event = Event.FromString(data[at + 12:at + 12 + length])
-            at += 12 + length + 4
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
-    return scalars
 
 
 def test_every_epoch_of_every_expert_and_of_the_student_is_in_tensorboard(default_run):
