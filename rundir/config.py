@@ -94,7 +94,9 @@ class SyntheticData:
     test_per_class: int = 1
     seed: int = 0
 
-    def check(self, path: str) -> None:
+    def validate(self, path: str) -> None:
+        """Called by `DataConfig.check` for source 'synthetic' only (not `check`, which loading calls on every
+        section): the profile check needs lfme.data, and so torch, which no other config needs to load."""
         if self.classes < 1 or self.test_per_class < 1:
             raise ConfigError(f"{path}.classes and {path}.test_per_class: must be >= 1")
         from lfme.data.sources import check_profile  # torch comes with lfme.data: only a synthetic config pays for it
@@ -147,7 +149,7 @@ class DataConfig:
 
     def check(self, path: str) -> None:
         if self.source == "synthetic":
-            self.synthetic.check(f"{path}.synthetic")
+            self.synthetic.validate(f"{path}.synthetic")
         if self.source in ("imagefolder", "oltr", "parquet", "inat") and not self.root:
             raise ConfigError(f"{path}.root: required for source '{self.source}'")
         if self.source == "oltr" and not (self.train and self.test):

@@ -88,20 +88,6 @@ def test_a_stage_asking_more_than_the_local_ray_has_fails_at_once(finished_run, 
     assert manifest(run_dir)["stages"]["experts"]["status"] == "failed"
 
 
-def test_the_student_workers_must_fit_together(finished_run, tmp_path):
-    run_dir = copy_run(finished_run, tmp_path / "run")
-    rerun_alone(run_dir, "distill")
-    result = run_lfme(
-        "run", "ray_config.yaml", "--run-dir", str(run_dir),
-        sets=FAST + ["ray.num_cpus=2", "distill.resources.num_workers=3", "distill.resources.cpus_per_worker=1"], timeout=300,
-    )
-    assert result.returncode == 1
-    assert only_line(result).startswith(
-        "lfme: error: InsufficientResourcesError: distill: each of its 3 workers asks for {CPU: 1}, but together they "
-        "need {CPU: 3} and the cluster has {CPU: 2}, and no node can join this local Ray"
-    )
-
-
 def test_an_address_where_nothing_listens_fails_within_the_connect_timeout(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

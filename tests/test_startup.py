@@ -17,6 +17,7 @@ import sys
 
 from pipeline.lease import LEASE_FILE, Holder
 from pipeline.manifest import FORMAT
+from rundir.config import dump_config, load_config
 from tests.pipeline_helpers import REPO
 
 HEAVY = ("torch", "torchvision", "ray")
@@ -54,6 +55,8 @@ def make_run_dir(tmp_path):
         }
     }
     (run_dir / "manifest.json").write_text(json.dumps({"format": FORMAT, "stages": stages}))
+    # The resolved config a run keeps, every section written out (`lfme verify` loads it to check the data).
+    (run_dir / "config.yaml").write_text(dump_config(load_config(REPO / "ray_config.yaml")))
     return run_dir
 
 
