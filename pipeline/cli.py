@@ -395,10 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="classify images with a run's student: top-k per image, accuracy where labels are known")
     predict.add_argument("run_dir")
-    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, Parquet files (image.bytes[, label]) or .txt lists (path label)")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, Parquet files (image.bytes[, label]), .txt lists (path label) or iNaturalist .json files")
     predict.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
     predict.add_argument("--out", help="write the rows to FILE (.csv or .parquet) instead of the console")
-    predict.add_argument("--root", help="the folder a .txt list's paths are relative to (default: the list's folder)")
+    predict.add_argument("--root", help="the folder the paths of a .txt list or .json file are relative to (default: its folder)")
     predict.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
     predict.set_defaults(func=cmd_predict)
 

@@ -8,7 +8,10 @@ INPUT, any mix of:
 - Parquet files in the Hugging Face image layout (`image.bytes`, and `label`
   where present), as `data.source: parquet` reads them;
 - list files (`.txt`, `relative/path label` per line, as `data.source: oltr`
-  reads them), paths relative to `--root` (default: the list's folder).
+  reads them), paths relative to `--root` (default: the list's folder);
+- iNaturalist JSON annotation files (`.json`, as `data.source: inat` reads
+  them), paths relative to `--root` (default: the file's folder), each image
+  labelled by its category's name where the student has that class.
 
 Each image gets the run's evaluation transform (`pipeline.student`). One row
 per image: the input (path, or Parquet file and row), its label where known,
@@ -37,7 +40,7 @@ import torch
 from lfme import storage
 from lfme.choices import IMAGE_EXTENSIONS
 from lfme.data import ImageList
-from lfme.data.sources import BytesStore, CorruptImageError, FileStore, read_oltr_list
+from lfme.data.sources import BytesStore, CorruptImageError, FileStore, read_inat_file, read_oltr_list
 from lfme.evaluation import accuracy_report
 from lfme.subsets import Subset
 from pipeline.student import TrainedStudent
@@ -67,10 +70,12 @@ def collect(inputs: list[str], class_names: list[str], mode: str, root: Optional
             sources.append(_parquet(path, mode))
         elif path.suffix.lower() == ".txt":
             sources.append(_image_list(path, Path(root) if root else path.parent, mode))
+        elif path.suffix.lower() == ".json":
+            sources.append(_inat(path, Path(root) if root else path.parent, class_names, mode))
         elif path.name.lower().endswith(IMAGE_EXTENSIONS):
             sources.append(_files([str(path)], [UNKNOWN], mode))
         else:
-            raise ValueError(f"{given}: not an image, a folder, a Parquet file or a .txt list")
+            raise ValueError(f"{given}: not an image, a folder, a Parquet file, a .txt list or an iNaturalist .json")
     return sources
 
 
@@ -98,6 +103,12 @@ def _parquet(path: Path, mode: str) -> Source:
     rows = np.arange(len(table), dtype=np.int64)
     store = BytesStore(blobs, [str(path)], np.zeros(len(table), dtype=np.int32), rows)
     return Source(ImageList(rows, labels, store, mode), [f"{path} row {r}" for r in rows])
+
+
+def _inat(path: Path, root: Path, class_names: list[str], mode: str) -> Source:
+    file_names, categories = read_inat_file(path)
+    index = {name: i for i, name in enumerate(class_names)}
+    return _files([str(root / f) for f in file_names], [index.get(c, UNKNOWN) for c in categories], mode)
 
 
 def _image_list(path: Path, root: Path, mode: str) -> Source:

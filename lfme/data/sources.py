@@ -697,6 +697,14 @@ def _read_inat_file(path, train: _InatFile | None = None) -> _InatFile:
     return _InatFile(path, file_names, image_categories, sorted_category_ids, category_names)
 
 
+def read_inat_file(path) -> tuple[list[str], list[str]]:
+    """(file names, each image's category name; the id as text where a category has none) of one iNaturalist JSON file."""
+    parsed = _read_inat_file(path)
+    names = [name if name is not None else str(int(c)) for c, name in zip(parsed.category_ids, parsed.category_names)]
+    by_id = dict(zip(parsed.category_ids.tolist(), names))
+    return parsed.file_names, [by_id[int(c)] for c in parsed.image_categories]
+
+
 def _check_same_category_names(path: Path, category_ids: np.ndarray, names: list, train: _InatFile) -> None:
     """A category id both files list under two different names: the files are from different releases."""
     pos, found = _lookup(train.category_ids, category_ids)
