@@ -71,30 +71,43 @@ def _shot_rule(thresholds, convention: str) -> str:
 
 
 def accuracy_report(logits, labels, train_counts, subsets, thresholds=(20, 100)) -> dict:
-    """JSON-serialisable accuracy report (NaN becomes None).
+    """JSON-serialisable accuracy report of `logits` (NaN becomes None); see `prediction_report`."""
+    logits = _numpy(logits)
+    return prediction_report(logits.argmax(axis=1), labels, logits.shape[1], train_counts, subsets, thresholds)
+
+
+def prediction_report(preds, labels, num_classes: int, train_counts, subsets, thresholds=(20, 100)) -> dict:
+    """The accuracy report of argmax predictions `preds` (every entry depends on the argmax only).
 
     {"overall", "num_samples",
      "subsets": {name: acc},                      # the given training subsets, all-class argmax
      "shots": {"inclusive": {"rule", "many", "medium", "few", "classes": {group: n_classes}},
                "strict": {...}},
      "per_class": [acc or None, ...]}
-    A group with no classes or no test samples has accuracy None.
+    A group with no classes or no test samples has accuracy None. Computed
+    from predictions, a caller scoring many images (`lfme predict`) keeps one
+    integer per image rather than a row of logits.
     """
-    logits, labels = _numpy(logits), _numpy(labels)
-    num_classes = logits.shape[1]
+    preds, labels = _numpy(preds).astype(np.int64), _numpy(labels).astype(np.int64)
+    if labels.size == 0:
+        raise ValueError("an accuracy report of no samples is undefined")
+
+    def accuracy_on(classes) -> float:
+        rows = np.isin(labels, np.asarray(list(classes), dtype=np.int64))
+        return float(np.mean(preds[rows] == labels[rows])) if rows.any() else float("nan")
+
     shots = {}
     for convention in CONVENTIONS:
         groups = shot_groups(train_counts, thresholds, convention)
         shots[convention] = {
             "rule": _shot_rule(thresholds, convention),
-            **{g.name: _json_float(subset_accuracy(logits, labels, g.classes)) for g in groups},
+            **{g.name: _json_float(accuracy_on(g.classes)) for g in groups},
             "classes": {g.name: len(g) for g in groups},
         }
-    preds = logits.argmax(axis=1)
     return {
-        "overall": top1(logits, labels),
+        "overall": float(np.mean(preds == labels)),
         "num_samples": int(labels.size),
-        "subsets": {s.name: _json_float(subset_accuracy(logits, labels, s.classes)) for s in subsets},
+        "subsets": {s.name: _json_float(accuracy_on(s.classes)) for s in subsets},
         "shots": shots,
         "per_class": [_json_float(a) for a in per_class_accuracy(preds, labels, num_classes)],
     }

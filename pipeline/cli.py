@@ -3,7 +3,7 @@
     lfme run [CONFIG] [--run-dir DIR] [--stage NAME] [--reuse OTHER_RUN] [--set key=value ...] [--verbose] [--debug]
     lfme status RUN_DIR [--watch [SECONDS]]
     lfme verify RUN_DIR
-    lfme predict RUN_DIR INPUT... [--top-k 5] [--out FILE.csv|FILE.parquet] [--root DIR]
+    lfme predict RUN_DIR INPUT... [--top-k 5] [--out FILE.csv|FILE.parquet] [--root DIR] [--ray [--chunk N]]
     lfme export RUN_DIR OUT_DIR [--format safetensors|torchscript|onnx]
     lfme tune [CONFIG] [--run-dir DIR] [--num-samples N] [--resume] [--set key=value ...] [--verbose] [--debug]
     lfme metrics (--class-counts FILE | CONFIG) [--thresholds 20,100] [--json]
@@ -266,11 +266,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline import predict
     from pipeline.student import load_student
 
-    if args.top_k < 1:
-        raise ConfigError(f"--top-k: must be >= 1, got {args.top_k}")
+    for flag, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size), ("--chunk", args.chunk)):
+        if value < 1:
+            raise ConfigError(f"{flag}: must be >= 1, got {value}")
     student = load_student(args.run_dir)
     sources = predict.collect(args.inputs, student.class_names, student.mode, root=args.root)
-    result = predict.predict(student, sources, top_k=args.top_k, batch_size=args.batch_size)
+    if args.ray:
+        ray = open_ray(args, student.config)
+        ray.check_reachable()
+        ray.connect()
+        result = predict.predict_on_ray(
+            student.run_dir, sources, student.config.evaluate.resources, args.top_k, args.batch_size, args.chunk, log=print
+        )
+    else:
+        result = predict.predict(student, sources, top_k=args.top_k, batch_size=args.batch_size)
     for message in result.skipped:
         print(f"lfme: {message}", file=sys.stderr)
     if args.out is not None:
@@ -400,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="write the rows to FILE (.csv or .parquet) instead of the console")
     predict.add_argument("--root", help="the folder the paths of a .txt list or .json file are relative to (default: its folder)")
     predict.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    predict.add_argument("--ray", action="store_true", help="run on the run's Ray cluster (ray.address, or RAY_ADDRESS), one task per chunk")
+    predict.add_argument("--chunk", type=int, default=4096, help="images per Ray task with --ray (default 4096)")
     predict.set_defaults(func=cmd_predict)
 
     export = sub.add_parser("export", help="write a run's student as safetensors, TorchScript or ONNX, with its model card")

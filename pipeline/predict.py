@@ -21,6 +21,12 @@ as the evaluate stage computes them (`lfme.evaluation.accuracy_report` with the
 run's training counts and shot thresholds), so the run's own test set gives
 the numbers of `evaluate/report.json`. An image that cannot be read or decoded
 is named on its own line and skipped, and counted at the end.
+
+In this process by default; with `--ray`, in Ray tasks of `--chunk` images on
+the run's cluster (`ray.address` of the run's config, or `RAY_ADDRESS`), the
+way the cache stage runs its inference: the tasks load the student from the
+run directory, a GPU where `evaluate.resources` asks for one, and the driver
+holds only the output rows (accuracy needs one integer per labelled image).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -41,9 +48,10 @@ from lfme import storage
 from lfme.choices import IMAGE_EXTENSIONS
 from lfme.data import ImageList
 from lfme.data.sources import BytesStore, CorruptImageError, FileStore, read_inat_file, read_oltr_list
-from lfme.evaluation import accuracy_report
+from lfme.engine import format_eta
+from lfme.evaluation import prediction_report
 from lfme.subsets import Subset
-from pipeline.student import TrainedStudent
+from pipeline.student import TrainedStudent, load_student
 from rundir.layout import SPLIT_JSON
 
 UNKNOWN = -1  # the label of an image whose class is not given
@@ -119,45 +127,93 @@ def _image_list(path: Path, root: Path, mode: str) -> Source:
 @dataclass
 class Predictions:
     rows: list[dict]  # one per image read: input, label, class_i, name_i, prob_i for i = 1..k
-    labelled_logits: np.ndarray  # float32 (n, C): the images with a known label, for the accuracy
-    labels: np.ndarray
+    predicted: np.ndarray  # int64: the argmax class of each image with a known label, for the accuracy
+    labels: np.ndarray  # int64: those labels
     skipped: list[str]  # one message per image that could not be read
 
+    @staticmethod
+    def concat(parts: list["Predictions"]) -> "Predictions":
+        return Predictions(
+            [row for p in parts for row in p.rows],
+            np.concatenate([p.predicted for p in parts]) if parts else np.zeros(0, np.int64),
+            np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, np.int64),
+            [message for p in parts for message in p.skipped],
+        )
 
-def predict(
-    student: TrainedStudent,
-    sources: list[Source],
-    top_k: int = 5,
-    batch_size: int = 256,
-    progress: Callable[[int, int], None] = lambda done, total: None,
-) -> Predictions:
-    """The student's top-k over every image of `sources` (images that cannot be read are skipped and named)."""
+
+def predict(student: TrainedStudent, sources: list[Source], top_k: int = 5, batch_size: int = 256) -> Predictions:
+    """The student's top-k over every image of `sources`, in this process (images that cannot be read are skipped and named)."""
     k = min(top_k, len(student.class_names))
-    rows, logits, labels, skipped = [], [], [], []
-    total = sum(len(s.images) for s in sources)
-    done = 0
+    parts, skipped = [], []
     for batch in _batches(student, sources, batch_size, skipped):
         names, images, batch_labels = zip(*batch)
-        out = student.logits(torch.stack(images)).cpu()
-        probs = torch.softmax(out, dim=1)
+        probs = torch.softmax(student.logits(torch.stack(images)).cpu(), dim=1)
         top_p, top_i = probs.topk(k, dim=1)
+        rows = []
         for name, label, p, i in zip(names, batch_labels, top_p.tolist(), top_i.tolist()):
             row = {"input": name, "label": None if label == UNKNOWN else int(label)}
             for rank, (class_id, prob) in enumerate(zip(i, p), start=1):
                 row.update({f"class_{rank}": class_id, f"name_{rank}": student.class_names[class_id], f"prob_{rank}": prob})
             rows.append(row)
-        known = np.asarray(batch_labels) != UNKNOWN
-        logits.append(out.numpy()[known])
-        labels.append(np.asarray(batch_labels)[known])
-        done += len(batch)
-        progress(done, total)
-    num_classes = len(student.class_names)
-    return Predictions(
-        rows,
-        np.concatenate(logits) if logits else np.zeros((0, num_classes), np.float32),
-        np.concatenate(labels) if labels else np.zeros(0, np.int64),
-        skipped,
-    )
+        labels = np.asarray(batch_labels, dtype=np.int64)
+        known = labels != UNKNOWN
+        parts.append(Predictions(rows, top_i[:, 0].numpy().astype(np.int64)[known], labels[known], []))
+    return Predictions.concat(parts + [Predictions([], np.zeros(0, np.int64), np.zeros(0, np.int64), skipped)])
+
+
+def chunks(sources: list[Source], size: int) -> Iterator[Source]:
+    """The images of `sources` in pieces of at most `size` (each a Source of its own, cheap to send to a task)."""
+    for source in sources:
+        for start in range(0, len(source.images), size):
+            stop = min(start + size, len(source.images))
+            yield Source(source.images.subset(np.arange(start, stop)), source.names[start:stop])
+
+
+def predict_on_ray(
+    run_dir: str, sources: list[Source], resources, top_k: int, batch_size: int, chunk: int, log: Callable[[str], None]
+) -> Predictions:
+    """`predict` in Ray tasks of `chunk` images each, as many at once as the cluster runs (`resources` per task).
+
+    Each task loads the student from the run directory (GPU where Ray gave it
+    one) and returns its rows and predictions; the driver holds no image and
+    no logits, only the output rows. A progress line with the rate and ETA
+    after each chunk, at most every 10 s.
+    """
+    import ray
+
+    from stages import workers
+
+    task = ray.remote(_predict_chunk).options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)
+    per_task = resources.gpus_per_worker or resources.cpus_per_worker
+    capacity = ray.cluster_resources().get("GPU" if resources.gpus_per_worker else "CPU", 1)
+    slots = max(1, int(capacity // per_task))
+    total = sum(len(s.images) for s in sources)
+    todo, pending, parts, done = enumerate(chunks(sources, chunk)), {}, {}, 0
+    start, said = time.monotonic(), 0.0
+    with workers.cancelled_on_interrupt(pending):
+        while True:
+            while len(pending) < slots and (item := next(todo, None)) is not None:
+                index, piece = item
+                pending[task.remote(run_dir, piece, top_k, batch_size, resources.cpus_per_worker)] = (index, len(piece.images))
+            if not pending:
+                break
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            index, size = pending.pop(ref)
+            parts[index] = ray.get(ref)
+            done += size
+            elapsed = time.monotonic() - start
+            if elapsed - said >= 10 or done == total:
+                said = elapsed
+                rate = done / max(elapsed, 1e-9)
+                log(f"predict: {done:,} of {total:,} images, {rate:.0f}/s, ETA {format_eta((total - done) / max(rate, 1e-9))}")
+    return Predictions.concat([parts[index] for index in sorted(parts)])  # the inputs' order
+
+
+def _predict_chunk(run_dir: str, piece: Source, top_k: int, batch_size: int, cpus: float) -> Predictions:
+    from stages import workers
+
+    torch.set_num_threads(max(1, int(cpus)))
+    return predict(load_student(run_dir, workers.task_device()), [piece], top_k, batch_size)
 
 
 def _batches(student: TrainedStudent, sources: list[Source], batch_size: int, skipped: list[str]) -> Iterator[list]:
@@ -184,7 +240,8 @@ def accuracy(student: TrainedStudent, predictions: Predictions) -> Optional[dict
     meta = storage.read_json(storage.join(student.run_dir, "split", SPLIT_JSON))
     subsets = [Subset(s["name"], tuple(s["classes"])) for s in meta["subsets"]]
     thresholds = tuple(student.config.evaluate.shot_thresholds)
-    return accuracy_report(predictions.labelled_logits, predictions.labels, np.asarray(meta["class_counts"]), subsets, thresholds)
+    counts = np.asarray(meta["class_counts"])
+    return prediction_report(predictions.predicted, predictions.labels, len(student.class_names), counts, subsets, thresholds)
 
 
 def write_rows(rows: list[dict], location: str) -> None:

@@ -89,6 +89,12 @@ def test_predict_on_the_test_set_gives_the_evaluate_stage_numbers(finished_run, 
     assert hits == round(expected["overall"] * 400)
     assert all(float(r["prob_1"]) >= float(r["prob_2"]) >= float(r["prob_3"]) for r in rows)
 
+    # On Ray, in tasks of 128 images: the same rows in the same order, the same numbers.
+    on_ray = run_lfme("predict", str(finished_run), str(test_images), "--top-k", "3", "--ray", "--chunk", "128", "--out", str(tmp_path / "r.csv"))
+    assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+    assert list(csv.DictReader((tmp_path / "r.csv").open())) == rows
+    assert line in on_ray.stdout and "predict: 400 of 400 images" in on_ray.stdout
+
 
 FRESH = {
     "torchscript": "import torch\nmodel = torch.jit.load('{file}')\nout = model(torch.from_numpy(x)).detach().numpy()",
