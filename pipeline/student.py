@@ -80,10 +80,9 @@ class TrainedStudent:
         return torch.softmax(self.logits(batch), dim=1).cpu().numpy()
 
 
-def checked_student_file(run_dir: str) -> str:
+def checked_student_file(run_dir: str, manifest: Manifest) -> str:
     """`distill/student.pt` of the run, after checking it is the file the distill stage wrote (StudentError otherwise)."""
     location = student_file(run_dir)
-    manifest = Manifest.load(run_dir)
     if not storage.exists(manifest.path):
         raise StudentError(f"{run_dir} is not a run directory (no {storage.name(manifest.path)})")
     record = manifest.record("distill")
@@ -106,8 +105,8 @@ def input_channels(state: dict[str, torch.Tensor]) -> int:
 def load_student(run_dir: str, device: torch.device | str = "cpu") -> TrainedStudent:
     """The run's student in eval mode on `device`, with what inference needs (module docstring)."""
     run_dir = storage.absolute(run_dir)
-    location = checked_student_file(run_dir)
-    saved = storage.load_torch(location)
+    manifest = Manifest.load(run_dir)
+    saved = storage.load_torch(checked_student_file(run_dir, manifest))
     channels = input_channels(saved["model"])
     model = build_model(saved["arch"], saved["num_classes"], in_channels=channels)
     model.load_state_dict(saved["model"])
@@ -117,7 +116,6 @@ def load_student(run_dir: str, device: torch.device | str = "cpu") -> TrainedStu
     accuracy = storage.read_json(report)["student"] if storage.exists(report) else None
     history = storage.read_json(history_file(run_dir)) if storage.exists(history_file(run_dir)) else []
     mean, std = NORMALISATION[config.data.transform]
-    manifest = Manifest.load(run_dir)
     return TrainedStudent(
         model=model,
         arch=saved["arch"],
