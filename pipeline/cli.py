@@ -271,7 +271,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag}: must be >= 1, got {value}")
     student = load_student(args.run_dir)
     sources = predict.collect(args.inputs, student.class_names, student.mode, root=args.root)
-    if args.ray:
+    if args.on_ray:
         ray = open_ray(args, student.config)
         ray.check_reachable()
         ray.connect()
@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="write the rows to FILE (.csv or .parquet) instead of the console")
     predict.add_argument("--root", help="the folder the paths of a .txt list or .json file are relative to (default: its folder)")
     predict.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
-    predict.add_argument("--ray", action="store_true", help="run on the run's Ray cluster (ray.address, or RAY_ADDRESS), one task per chunk")
+    predict.add_argument("--ray", dest="on_ray", action="store_true", help="run on the run's Ray cluster (ray.address, or RAY_ADDRESS), one task per chunk")
     predict.add_argument("--chunk", type=int, default=4096, help="images per Ray task with --ray (default 4096)")
     predict.set_defaults(func=cmd_predict)
 
