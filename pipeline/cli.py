@@ -54,31 +54,6 @@ from stages import ray_compat
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
-def _summary_rows(manifest_data: dict) -> list[dict]:
-    rows = []
-    for stage, rec in manifest_data.get("stages", {}).items():
-        summary = rec.get("summary") or {}
-        headline = ", ".join(
-            f"{k}={_short(v)}" for k, v in summary.items() if not isinstance(v, (dict, list))
-        )
-        rows.append(
-            {
-                "stage": stage,
-                "status": rec["status"],
-                "fingerprint": rec["fingerprint"],
-                "seconds": rec.get("duration_s"),
-                "attempts": rec.get("attempts"),
-                "resumed": "yes" if rec.get("resumes") else "",
-                "result": headline[:80],
-            }
-        )
-    return rows
-
-
-def _short(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
 def _overrides(args: argparse.Namespace) -> list[str]:
     """The --set values, with --run-dir as one more (so it is validated like the config's own run_dir)."""
     sets = list(args.set or [])
@@ -109,6 +84,7 @@ def run_with_lease(args: argparse.Namespace, config, lease) -> int:
     from lfme import storage
     from lfme.report import summary_table
     from pipeline.reuse import reuse_stages
+    from pipeline.status import summary_rows
     from pipeline.runner import run_pipeline
     from rundir.layout import report_dir
 
@@ -118,7 +94,7 @@ def run_with_lease(args: argparse.Namespace, config, lease) -> int:
         reuse_stages(config, args.reuse, config.run_dir, log=console.say)
     manifest = run_pipeline(config, only=args.stage, log=console.say, lease=lease, ray=open_ray(args, config))
     console.say("")
-    console.say(summary_table(_summary_rows(manifest.data), ["stage", "status", "seconds", "attempts", "resumed", "result"]))
+    console.say(summary_table(summary_rows(manifest.data), ["stage", "status", "seconds", "attempts", "resumed", "result"]))
     evaluate = manifest.data["stages"].get("evaluate", {}).get("summary")
     if evaluate and args.stage in (None, "evaluate"):
         report = storage.join(report_dir(storage.absolute(config.run_dir)), "report.md")
@@ -149,17 +125,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _manifest_data(run_dir: str) -> dict:
-    from lfme import storage
-
-    path = storage.join(run_dir, "manifest.json")
-    if not storage.exists(path):
-        raise FileNotFoundError(f"{path} not found: {run_dir} is not a run directory")
-    return storage.read_json(path)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     """The stage table and the driver; with --watch, again every few seconds (with the latest epoch line) until Ctrl-C."""
+    from pipeline.status import latest_progress, status_text
+
     if args.watch is None:
         print(status_text(args.run_dir))
         return 0
@@ -175,53 +144,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
 
 
-def status_text(run_dir: str) -> str:
-    from lfme.report import summary_table
-    from pipeline.lease import TIMEOUT_S, read_holder
-
-    data = _manifest_data(run_dir)
-    lines = [f"run {run_dir}  (created {data.get('created_at')}, updated {data.get('updated_at')})"]
-    holder = read_holder(run_dir)
-    gone = holder.stale_because(TIMEOUT_S) if holder is not None else "no driver holds the run"
-    if holder is None:
-        lines.append("driver: none")
-    elif gone:
-        lines.append(f"driver: gone ({gone}); its lease: {holder.describe()}")
-    else:
-        lines.append(f"driver: {holder.describe()}")
-    rows = _summary_rows(data)
-    for row in rows:
-        if row["status"] == "running" and gone:  # what the next driver will record
-            row["status"] = "interrupted"
-    lines.append(summary_table(rows, ["stage", "status", "fingerprint", "seconds", "attempts", "resumed", "result"]))
-    return "\n".join(lines)
-
-
-def latest_progress(run_dir: str) -> Optional[str]:
-    """The last epoch line (`[expert few] epoch 3/15 ...`, `[student] ...`) of the run's newest log, without Ray's prefix."""
-    from lfme import storage
-    from pipeline.console import LOGS_DIR
-
-    folder = storage.join(run_dir, LOGS_DIR)
-    if not storage.exists(folder):
-        return None
-    logs = sorted(name for name in storage.list_files(folder) if name.startswith("lfme-"))
-    if not logs:
-        return None
-    for name in sorted(logs, key=lambda name: name.split("-")[2:4], reverse=True):  # lfme-<command>-<date>-<time>-<pid>.log
-        for line in reversed(storage.read_text(storage.join(folder, name)).splitlines()):
-            _, bracket, rest = line.partition(" [")
-            if bracket and " epoch " in rest:
-                return "latest: [" + rest
-    return None
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
     """Every output of every done stage against its recorded size and SHA-256."""
     from pipeline.manifest import Manifest
     from pipeline.runner import damaged_outputs
+    from pipeline.status import manifest_data
 
-    _manifest_data(args.run_dir)
+    manifest_data(args.run_dir)
     manifest = Manifest.load(args.run_dir)
     damaged = 0
     for stage in manifest.data["stages"]:
@@ -402,6 +331,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_flags(tune)
     tune.set_defaults(func=cmd_tune)
 
+    add_student_commands(sub)
+
+    metrics = sub.add_parser("metrics", help="imbalance metrics of a class-count vector and its subsets (paper Table 1)")
+    metrics.add_argument("config", nargs="?", help="YAML config whose long-tailed training set to measure")
+    metrics.add_argument("--class-counts", help="file with one count per line, line i = class i")
+    metrics.add_argument("--thresholds", help="comma-separated thresholds, e.g. 20,100")
+    metrics.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    metrics.set_defaults(func=cmd_metrics)
+    return parser
+
+
+def add_student_commands(sub) -> None:
+    """`lfme predict` and `lfme export`: using a run's trained student."""
     predict = sub.add_parser("predict", help="classify images with a run's student: top-k per image, accuracy where labels are known")
     predict.add_argument("run_dir")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, Parquet files (image.bytes[, label]), .txt lists (path label) or iNaturalist .json files")
@@ -418,14 +360,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out_dir")
     export.add_argument("--format", default="torchscript", choices=["safetensors", "torchscript", "onnx"])
     export.set_defaults(func=cmd_export)
-
-    metrics = sub.add_parser("metrics", help="imbalance metrics of a class-count vector and its subsets (paper Table 1)")
-    metrics.add_argument("config", nargs="?", help="YAML config whose long-tailed training set to measure")
-    metrics.add_argument("--class-counts", help="file with one count per line, line i = class i")
-    metrics.add_argument("--thresholds", help="comma-separated thresholds, e.g. 20,100")
-    metrics.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    metrics.set_defaults(func=cmd_metrics)
-    return parser
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
