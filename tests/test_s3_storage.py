@@ -96,3 +96,19 @@ def test_a_local_run_reuses_the_buckets_experts_and_cache(s3_run, tmp_path):
     # the copied cache is the bucket's, byte for byte (the student's check against the experts' hashes passed)
     cache = get_json(s3_run, "cache/manifest.json")
     assert json.loads((local / "cache" / "manifest.json").read_text()) == cache
+
+
+def test_the_student_loads_from_the_bucket_and_its_curves_are_there(s3_run):
+    from pipeline.student import load_student
+    from tests.test_scalars import parse_events
+
+    student = load_student(s3_run["run_dir"])  # checked against the manifest's SHA-256, read through fsspec
+    assert student.class_names == [str(d) for d in range(10)] and student.accuracy["overall"] == get_json(s3_run, "evaluate/report.json")["student"]["overall"]
+    keys = s3_objects(s3_run["endpoint"], s3_run["bucket"])
+    events = [k for k in keys if k.startswith("runs/digits/tensorboard/distill/student/events.out.tfevents.")]
+    assert len(events) == 1  # uploaded after each epoch, one file
+    body = boto3.client("s3", endpoint_url=s3_run["endpoint"]).get_object(Bucket=s3_run["bucket"], Key=events[0])["Body"].read()
+    history = get_json(s3_run, "distill/history.json")
+    assert parse_events(body)["val_acc"] == {h["epoch"]: pytest.approx(h["val_acc"]) for h in history}
+    for subset in get_json(s3_run, "split/split.json")["subsets"]:
+        assert any(k.startswith(f"runs/digits/tensorboard/experts/{subset['name']}/events.") for k in keys)
