@@ -28,13 +28,14 @@ from typing import Any
 import torch
 
 from lfme import storage
+from lfme.choices import TORCHVISION_RESNETS
 from pipeline.manifest import library_versions
 from pipeline.student import TrainedStudent
 
 FORMATS = {"torchscript": "student.torchscript.pt", "onnx": "student.onnx", "safetensors": "student.safetensors"}
 EXTRA_PACKAGES = {"onnx": ("onnx",), "safetensors": ("safetensors",)}
 ONNX_OPSET = 17
-TORCHVISION_LAYOUT = {"resnet10": "ResNet(BasicBlock, [1, 1, 1, 1])", **{f"tv_{n}": n for n in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")}}
+TORCHVISION_LAYOUT = {"resnet10": "ResNet(BasicBlock, [1, 1, 1, 1])", **{f"tv_{n}": n for n in TORCHVISION_RESNETS}}
 
 
 class ExportError(ValueError):
