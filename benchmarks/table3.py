@@ -105,6 +105,11 @@ VARIANTS = {
     "lfme_live": ("LFME, live teachers", switches("class", True, True, True, teachers="live"), None),
     # A cache of each expert's TOP_K largest logits (lfme.teacher_cache.TopK): its own cache stage.
     "lfme_topk": (f"LFME, top-{TOP_K} cache", switches("class", True, True, True) + [f"cache.top_k={TOP_K}"], None),
+    # Caches of K augmented views per image that the student replays (lfme.data.views): each its own cache stage.
+    **{
+        f"lfme_views{k}": (f"LFME, cache of {k} views", switches("class", True, True, True) + [f"cache.views={k}"], None)
+        for k in (2, 4, 8)
+    },
 }
 
 def variant_row(name: str, run_dir: str) -> dict:
@@ -127,6 +132,10 @@ def variant_row(name: str, run_dir: str) -> dict:
         "shot_rule": shots["rule"],
         "paper_imagenet_lt_overall": paper,
         "distill_seconds": distill.duration_s,
+        # The cache this student read: its own stage, or base's when shared (reuse copies the record).
+        "cache_seconds": Manifest.load(run_dir).record("cache").duration_s,
+        # A student epoch (training and validation), the median of those after the first (which pays start-up).
+        "epoch_seconds": statistics.median(h["seconds"] for h in history[1:] or history),
         # What the student ran in: a requested bf16 falls back to fp32 on a CPU without native bf16.
         "precision": history[-1]["precision"],
         "experts": report["experts"],
@@ -144,6 +153,8 @@ CLAIMS = [
     ("the official SpIS beats the paper's", "lfme_official", "lfme"),
     ("live teachers beat the cache (the cache's cost)", "lfme_live", "lfme"),
     (f"the top-{TOP_K} cache beats the full one (its cost)", "lfme_topk", "lfme"),
+    *((f"live teachers beat a cache of {k} views (its cost)", "lfme_live", f"lfme_views{k}") for k in (2, 4, 8)),
+    *((f"a cache of {k} views beats one of the un-augmented image", f"lfme_views{k}", "lfme") for k in (2, 4, 8)),
 ]
 # Variants run with the first seed only: instance sampling is far behind class
 # sampling at CPU scale (docs/RESULTS.md), so its rows are not among the claims
@@ -185,7 +196,12 @@ def claims_over_seeds(runs: dict[int, dict[str, dict]]) -> list[dict]:
         if not seeds:
             continue
         differences = {s: runs[s][better]["overall"] - runs[s][worse]["overall"] for s in seeds}
-        out.append({"claim": claim, "better": better, "worse": worse, "differences": differences, **paired(list(differences.values()))})
+        subsets = {
+            name: paired([runs[s][better]["subsets"][name] - runs[s][worse]["subsets"][name] for s in seeds])
+            for name in runs[seeds[0]][better]["subsets"]
+        }
+        out.append({"claim": claim, "better": better, "worse": worse, "differences": differences,
+                     **paired(list(differences.values())), "subsets": subsets})
     return out
 
 
@@ -202,8 +218,15 @@ def variants_over_seeds(runs: dict[int, dict[str, dict]]) -> dict[str, dict]:
             **{k: spread([r[k] for r in rows]) if all(r[k] is not None for r in rows) else None for k in ("many", "medium", "few")},
             "paper_imagenet_lt_overall": rows[0]["paper_imagenet_lt_overall"],
             "distill_seconds": statistics.fmean(r["distill_seconds"] for r in rows),
+            **{key: _mean_of(rows, key) for key in ("cache_seconds", "epoch_seconds")},
         }
     return out
+
+
+def _mean_of(rows: list[dict], key: str) -> float | None:
+    """The mean of `key` over rows that recorded it (rows of older tables may not have)."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.fmean(values) if values else None
 
 
 def premise(runs: dict[int, dict[str, dict]], student: str = "cls_samp") -> list[dict]:
@@ -237,7 +260,7 @@ def render(runs: dict[int, dict[str, dict]], meta: dict) -> str:
 
     table = markdown_table(
         ["variant", "seeds", "overall", "per seed", *(f"subset {s}" for s in subsets), "many", "medium", "few",
-         "paper (ImageNet-LT)", "student wall s"],
+         "paper (ImageNet-LT)", "student wall s", "cache stage s", "student s/epoch"],
         [
             [
                 v["label"],
@@ -250,23 +273,27 @@ def render(runs: dict[int, dict[str, dict]], meta: dict) -> str:
                 pm(v["few"]),
                 "" if v["paper_imagenet_lt_overall"] is None else f"{v['paper_imagenet_lt_overall']:.1f}",
                 f"{v['distill_seconds']:.0f}",
+                "" if v["cache_seconds"] is None else f"{v['cache_seconds']:.0f}",
+                "" if v["epoch_seconds"] is None else f"{v['epoch_seconds']:.1f}",
             ]
             for v in variants.values()
         ],
-        ["l", "l", "r", "l"] + ["r"] * (5 + len(subsets)),
+        ["l", "l", "r", "l"] + ["r"] * (7 + len(subsets)),
     )
 
     def points(x: float | None) -> str:
         return "" if x is None else f"{100 * x:+.1f}"
 
     claim_table = markdown_table(
-        ["claim", "per seed (points)", "mean", "standard error", "verdict"],
+        ["claim", "per seed (points)", "mean", "standard error", "verdict", "per subset: mean ± SE (verdict)"],
         [
             [c["claim"], ", ".join(points(d) for d in c["differences"].values()), points(c["mean"]),
-             "" if c["se"] is None else f"{100 * c['se']:.1f}", c["verdict"]]
+             "" if c["se"] is None else f"{100 * c['se']:.1f}", c["verdict"],
+             "; ".join(f"{name} {points(p['mean'])}" + ("" if p["se"] is None else f" ± {100 * p['se']:.1f} ({p['verdict']})")
+                       for name, p in c.get("subsets", {}).items())]
             for c in claims
         ],
-        ["l", "l", "r", "r", "l"],
+        ["l", "l", "r", "r", "l", "l"],
     )
     premise_rows = premise(runs)
     premise_table = markdown_table(

@@ -25,6 +25,18 @@ rest logit for the mass of its other classes), `logits` gives way to
 
 and the manifest records `"top_k": k`.
 
+With `cache.views = K > 1` (FKD-style views, `lfme.data.views`) the training
+part stores, per sample, the experts' signal on K augmented views of the
+image, view by view in one row: `logits` is K x C wide (view 0's C logits,
+then view 1's, ...), a top-k cache's three arrays are K times as wide, and
+
+    view_params   fixed_size_list<float32>[K x 9]  each view's crop box, flip and
+                                                   colour jitter (`VIEW_FIELDS`)
+
+is added; `confidence` stays one p_i per sample, from the un-augmented view.
+The manifest's part entry records `"views": K`. The validation part keeps
+one un-augmented row per sample.
+
 Layout of a cache directory ``D``::
 
     D/manifest.json                 the only entry point for readers
@@ -81,21 +93,27 @@ class CacheDamagedError(ValueError):
     """A shard on disk is not the one the manifest recorded (truncated, overwritten, unreadable)."""
 
 
-def arrow_schema(num_classes: int, top_k: tuple[int, int] | None = None) -> pa.Schema:
+VIEW_WIDTH = 9  # numbers per stored view (lfme.data.views.VIEW_FIELDS)
+
+
+def arrow_schema(num_classes: int, top_k: tuple[int, int] | None = None, views: int = 1) -> pa.Schema:
     """The documented Arrow schema of a part's table (without the `lfme` metadata).
 
     `top_k`: (K, L) for a top-k cache (`TopK`): K kept logits and their
     classes, and one rest logit per subset, instead of the C logits.
+    `views`: signal columns `views` times as wide, and the views' parameters.
     """
     if top_k is None:
-        signal = [pa.field("logits", pa.list_(pa.float16(), int(num_classes)), nullable=False)]
+        signal = [pa.field("logits", pa.list_(pa.float16(), int(num_classes) * views), nullable=False)]
     else:
         width, num_subsets = top_k
         signal = [
-            pa.field("topk_logits", pa.list_(pa.float16(), int(width)), nullable=False),
-            pa.field("topk_classes", pa.list_(pa.int32(), int(width)), nullable=False),
-            pa.field("rest_logits", pa.list_(pa.float16(), int(num_subsets)), nullable=False),
+            pa.field("topk_logits", pa.list_(pa.float16(), int(width) * views), nullable=False),
+            pa.field("topk_classes", pa.list_(pa.int32(), int(width) * views), nullable=False),
+            pa.field("rest_logits", pa.list_(pa.float16(), int(num_subsets) * views), nullable=False),
         ]
+    if views > 1:
+        signal.append(pa.field("view_params", pa.list_(pa.float32(), VIEW_WIDTH * views), nullable=False))
     return pa.schema(
         [
             pa.field("sample_id", pa.int64(), nullable=False),
@@ -162,6 +180,9 @@ class TeacherRows:
 
     A full cache has `logits`; a top-k cache has `topk` instead (and `logits`
     None). `dense` gives either as float32 logits in global class order.
+    With `views` > 1 each row holds the signal of that many augmented views,
+    view by view (`logits` (n, views x C)), and `view_params` (n, views x 9)
+    their parameters; `dense` then takes the view of each row.
     """
 
     sample_ids: np.ndarray  # int64 (n,)
@@ -170,6 +191,8 @@ class TeacherRows:
     logits: np.ndarray | None  # float16 (n, C), global class order
     confidence: np.ndarray  # float32 (n,)
     topk: TopK | None = None
+    views: int = 1
+    view_params: np.ndarray | None = None  # float32 (n, views x VIEW_WIDTH) when views > 1
     # (the sample_ids array it was computed for, argsort or None when already sorted)
     _index: tuple | None = field(default=None, init=False, repr=False)
 
@@ -178,13 +201,24 @@ class TeacherRows:
 
     @property
     def num_classes(self) -> int:
-        return int(self.topk.owner.size if self.topk is not None else np.shape(self.logits)[1])
+        return int(self.topk.owner.size if self.topk is not None else np.shape(self.logits)[1] // self.views)
 
-    def dense(self, positions) -> np.ndarray:
-        """The rows at `positions` as (len(positions), C) float32 logits."""
+    def dense(self, positions, views=None) -> np.ndarray:
+        """The rows at `positions` as (len(positions), C) float32 logits; `views`: each row's view (views cache only)."""
+        if self.views == 1:
+            signal = self.topk if self.topk is not None else self.logits
+            return signal.dense(positions) if self.topk is not None else np.asarray(signal[positions], dtype=np.float32)
+        if views is None:
+            raise ValueError(f"these rows hold {self.views} views per sample: name the view of each row")
+        positions, views = np.asarray(positions), np.asarray(views)
+
+        def pick(array: np.ndarray) -> np.ndarray:  # (n, V x w) -> the w columns of each row's view
+            return array.reshape(array.shape[0], self.views, -1)[positions, views]
+
         if self.topk is not None:
-            return self.topk.dense(positions)
-        return np.asarray(self.logits[positions], dtype=np.float32)
+            t = self.topk
+            return TopK(t.k, pick(t.values), pick(t.classes), pick(t.rest), t.owner).dense(np.arange(positions.size))
+        return np.asarray(pick(self.logits), dtype=np.float32)
 
     def take(self, index) -> TeacherRows:
         """The rows at `index` (a slice gives views, an index array copies)."""
@@ -195,6 +229,8 @@ class TeacherRows:
             None if self.logits is None else self.logits[index],
             self.confidence[index],
             None if self.topk is None else self.topk.take(index),
+            self.views,
+            None if self.view_params is None else self.view_params[index],
         )
 
     def slice(self, start: int, stop: int) -> TeacherRows:
@@ -205,7 +241,10 @@ class TeacherRows:
     def concat(pieces: list[TeacherRows]) -> TeacherRows:
         """The pieces (at least one) one after another."""
         cat = {f: np.concatenate([getattr(p, f) for p in pieces]) for f in ("sample_ids", "labels", "subsets", "confidence")}
-        if pieces[0].topk is not None:
+        first = pieces[0]
+        if first.view_params is not None:
+            cat.update(views=first.views, view_params=np.concatenate([p.view_params for p in pieces]))
+        if first.topk is not None:
             return TeacherRows(logits=None, topk=TopK.concat([p.topk for p in pieces]), **cat)
         return TeacherRows(logits=np.concatenate([p.logits for p in pieces]), **cat)
 
@@ -347,10 +386,26 @@ def _validate_part(part: str, rows: TeacherRows, owner: np.ndarray) -> TeacherRo
     labels = _as_int_column(rows.labels, part, "labels", n, np.int64)
     subsets = _as_int_column(rows.subsets, part, "subsets", n, np.int32)
 
+    views = int(rows.views)
+    if views < 1:
+        raise ValueError(f"part {part!r}: views must be >= 1, got {views}")
     if rows.topk is not None:
-        logits, topk = None, _validate_topk(part, rows.topk, n, owner)
+        # Each view's signal is checked as a row of its own.
+        t = rows.topk
+        arrays = [np.asarray(a) for a in (t.values, t.classes, t.rest)]
+        if any(a.ndim != 2 or a.shape[1] % views for a in arrays):
+            raise ValueError(f"part {part!r}: the top-k arrays must be 2-D with {views} views per row")
+        per_view = TopK(t.k, *(a.reshape(n * views, a.shape[1] // views) for a in arrays), t.owner)
+        checked = _validate_topk(part, per_view, n * views, owner)
+        logits = None
+        topk = TopK(checked.k, *(a.reshape(n, a.shape[1] * views) for a in (checked.values, checked.classes, checked.rest)), owner)
     else:
-        logits, topk = _validate_logits(part, rows.logits, (n, num_classes), "logits"), None
+        logits, topk = _validate_logits(part, rows.logits, (n, views * num_classes), "logits"), None
+    view_params = None
+    if views > 1:
+        view_params = np.asarray(rows.view_params if rows.view_params is not None else np.zeros((n, 0)), dtype=np.float32)
+        if view_params.shape != (n, views * VIEW_WIDTH) or not np.isfinite(view_params).all():
+            raise ValueError(f"part {part!r}: field 'view_params' must be finite of shape {(n, views * VIEW_WIDTH)}, got {view_params.shape}")
 
     conf = np.asarray(rows.confidence)
     if conf.ndim != 1 or conf.shape[0] != n:
@@ -380,11 +435,13 @@ def _validate_part(part: str, rows: TeacherRows, owner: np.ndarray) -> TeacherRo
         dup = ids[1:] == ids[:-1]
         if dup.any():
             raise ValueError(f"part {part!r}: duplicate sample_id {int(ids[1:][np.argmax(dup)])}")
+    clean = TeacherRows(ids, labels, subsets, logits, conf, topk, views, view_params)
     identity = n == 0 or np.array_equal(order, np.arange(n))
     if identity:
-        return TeacherRows(ids, labels, subsets, logits, conf, topk)
-    return TeacherRows(ids, labels[order], subsets[order], None if logits is None else logits[order], conf[order],
-                       None if topk is None else topk.take(order))
+        return clean
+    clean = clean.take(order)
+    clean.sample_ids = ids
+    return clean
 
 
 def _fixed_size_list(values: np.ndarray, arrow_type) -> pa.FixedSizeListArray:
@@ -398,6 +455,8 @@ def _to_table(rows: TeacherRows, schema: pa.Schema) -> pa.Table:
     else:
         t = rows.topk
         signal = [_fixed_size_list(t.values, pa.float16()), _fixed_size_list(t.classes, pa.int32()), _fixed_size_list(t.rest, pa.float16())]
+    if rows.views > 1:
+        signal.append(_fixed_size_list(rows.view_params, pa.float32()))
     return pa.Table.from_arrays(
         [
             pa.array(rows.sample_ids, type=pa.int64()),
@@ -459,8 +518,8 @@ def _remove_unreferenced(directory: str, keep: str) -> list[str]:
 # shards' records and replaces the manifest. `write_cache` is the three for rows at hand.
 
 
-def _shard_schema(num_classes: int, fingerprint: str, top_k: tuple[int, int] | None = None) -> pa.Schema:
-    return arrow_schema(num_classes, top_k).with_metadata(
+def _shard_schema(num_classes: int, fingerprint: str, top_k: tuple[int, int] | None = None, views: int = 1) -> pa.Schema:
+    return arrow_schema(num_classes, top_k, views).with_metadata(
         {SCHEMA_METADATA_KEY: json.dumps({"format": FORMAT, "num_classes": num_classes, "fingerprint": fingerprint})}
     )
 
@@ -491,11 +550,13 @@ def write_shard(directory, data_dir: str, part: str, index: int, rows: TeacherRo
     name = f"{part}-{int(index):05d}.parquet"
     top_k = None if clean.topk is None else clean.topk.k
     shape = None if top_k is None else top_k_shape(top_k, subset_list)
-    size, digest = _write_shard(_to_table(clean, _shard_schema(num_classes, fingerprint, shape)), storage.join(directory, data_dir, name))
+    schema = _shard_schema(num_classes, fingerprint, shape, clean.views)
+    size, digest = _write_shard(_to_table(clean, schema), storage.join(directory, data_dir, name))
     ids = clean.sample_ids
     return {
         "part": part,
         "top_k": top_k,
+        "views": clean.views,
         "index": int(index),
         "name": name,
         "rows": len(clean),
@@ -529,6 +590,9 @@ def commit_cache(directory, data_dir: str, shards: list[dict], *, fingerprint: s
         ordered = sorted((s for s in shards if s["part"] == part), key=lambda s: s["index"])
         if [s["index"] for s in ordered] != list(range(len(ordered))):
             raise ValueError(f"part {part!r}: shard indices {[s['index'] for s in ordered]} are not 0..{len(ordered) - 1}")
+        views = {s.get("views", 1) for s in ordered}
+        if len(views) > 1:
+            raise ValueError(f"part {part!r}: the shards mix views {sorted(views)}: one part has one")
         last = None
         for s in ordered:
             if s["first_id"] is None:
@@ -545,6 +609,7 @@ def commit_cache(directory, data_dir: str, shards: list[dict], *, fingerprint: s
             "shard_rows": [s["rows"] for s in ordered],
             "shard_bytes": [s["bytes"] for s in ordered],
             "shard_sha256": [s["sha256"] for s in ordered],
+            **({"views": views.pop()} if views != {1} else {}),
         }
     directory = str(directory)
     storage.sync_directory(storage.join(directory, data_dir))
@@ -707,7 +772,7 @@ def _read_shard(directory: str, manifest: dict, part: str, k: int) -> pa.Table:
     except (pa.ArrowInvalid, OSError) as err:
         raise CacheDamagedError(f"teacher cache shard {path} is unreadable ({err}); rerun the cache stage") from None
     got = [(f.name, f.type) for f in table.schema]
-    want = [(f.name, f.type) for f in _manifest_schema(manifest)]
+    want = [(f.name, f.type) for f in _part_schema(manifest, part)]
     if got != want:
         raise ValueError(f"shard {path} has columns {got}, expected {want}")
     meta = json.loads((table.schema.metadata or {}).get(SCHEMA_METADATA_KEY, b"{}"))
@@ -724,9 +789,14 @@ def _read_shard(directory: str, manifest: dict, part: str, k: int) -> pa.Table:
     return table
 
 
-def _manifest_schema(manifest: dict) -> pa.Schema:
+def _part_schema(manifest: dict, part: str) -> pa.Schema:
     top_k = manifest.get("top_k")
-    return arrow_schema(int(manifest["num_classes"]), None if top_k is None else top_k_shape(top_k, manifest["subsets"]))
+    shape = None if top_k is None else top_k_shape(top_k, manifest["subsets"])
+    return arrow_schema(int(manifest["num_classes"]), shape, _part_views(manifest, part))
+
+
+def _part_views(manifest: dict, part: str) -> int:
+    return int(manifest["parts"].get(part, {}).get("views", 1))
 
 
 def _owner(manifest: dict) -> np.ndarray:
@@ -749,12 +819,13 @@ def _fixed_size_numpy(table: pa.Table, name: str) -> np.ndarray:
     return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
 
 
-def _rows_from(manifest: dict, wide: dict[str, np.ndarray], small: dict[str, np.ndarray]) -> TeacherRows:
+def _rows_from(manifest: dict, part: str, wide: dict[str, np.ndarray], small: dict[str, np.ndarray]) -> TeacherRows:
     """A part's rows from its array columns (`_wide_columns`' names) and the small ones: full logits or top-k, as the manifest says."""
+    views = {"views": _part_views(manifest, part), "view_params": wide.get("view_params")}
     if manifest.get("top_k") is not None:
         topk = TopK(int(manifest["top_k"]), wide["topk_logits"], wide["topk_classes"], wide["rest_logits"], _owner(manifest))
-        return TeacherRows(logits=None, topk=topk, **small)
-    return TeacherRows(logits=wide["logits"], **small)
+        return TeacherRows(logits=None, topk=topk, **small, **views)
+    return TeacherRows(logits=wide["logits"], **small, **views)
 
 
 def _small_columns(table: pa.Table) -> dict[str, np.ndarray]:
@@ -779,9 +850,9 @@ def _check_rows(directory: str, part: str, entry: dict, rows: TeacherRows) -> Te
 def _read_part(directory: str, manifest: dict, part: str) -> TeacherRows:
     entry = _part_entry(directory, manifest, part)
     tables = [_read_shard(directory, manifest, part, k) for k in range(len(entry["shards"]))]
-    table = pa.concat_tables(tables) if tables else _manifest_schema(manifest).empty_table()
-    wide = {name: _fixed_size_numpy(table, name) for name in _wide_columns(manifest)}
-    return _check_rows(directory, part, entry, _rows_from(manifest, wide, _small_columns(table)))
+    table = pa.concat_tables(tables) if tables else _part_schema(manifest, part).empty_table()
+    wide = {name: _fixed_size_numpy(table, name) for name in _wide_columns(manifest, part)}
+    return _check_rows(directory, part, entry, _rows_from(manifest, part, wide, _small_columns(table)))
 
 
 def _with_current_manifest(directory: str, expected_fingerprint, expected_experts, read):
@@ -880,16 +951,16 @@ def _remove_stale_copies(directory: str, local_root: Path, data_dir: str) -> Non
             pass
 
 
-def signal_bytes_per_row(manifest: dict) -> int:
-    """Bytes of teacher signal per row, uncompressed: the C float16 logits, or a top-k cache's three arrays."""
-    return sum(width * np.dtype(dtype).itemsize for width, dtype in _wide_columns(manifest).values())
+def signal_bytes_per_row(manifest: dict, part: str = "train") -> int:
+    """Bytes of teacher signal per row of `part`, uncompressed: the C float16 logits, or a top-k cache's three arrays, per view, and the views' parameters."""
+    return sum(width * np.dtype(dtype).itemsize for width, dtype in _wide_columns(manifest, part).values())
 
 
-def _wide_columns(manifest: dict) -> dict[str, tuple[int, type]]:
-    """The per-row array columns of the cache's schema: name -> (width, numpy dtype)."""
+def _wide_columns(manifest: dict, part: str) -> dict[str, tuple[int, type]]:
+    """The per-row array columns of `part`'s schema: name -> (width, numpy dtype)."""
     return {
         f.name: (f.type.list_size, f.type.value_type.to_pandas_dtype())
-        for f in _manifest_schema(manifest)
+        for f in _part_schema(manifest, part)
         if pa.types.is_fixed_size_list(f.type)
     }
 
@@ -909,9 +980,9 @@ def _map_part(directory: str, manifest: dict, part: str, local_root: Path) -> Te
         small = {name: columns[name] for name in columns.files}
     wide = {
         name: np.load(copy / f"{name}.npy", mmap_mode="r") if entry["rows"] else np.zeros((0, width), dtype)
-        for name, (width, dtype) in _wide_columns(manifest).items()
+        for name, (width, dtype) in _wide_columns(manifest, part).items()
     }
-    return _check_rows(directory, part, entry, _rows_from(manifest, wide, small))
+    return _check_rows(directory, part, entry, _rows_from(manifest, part, wide, small))
 
 
 def _copy_part(directory: str, manifest: dict, part: str, target: Path) -> None:
@@ -920,7 +991,7 @@ def _copy_part(directory: str, manifest: dict, part: str, target: Path) -> None:
     rows = int(entry["rows"])
     wide = {
         name: np.lib.format.open_memmap(target / f"{name}.npy", mode="w+", dtype=dtype, shape=(rows, width))
-        for name, (width, dtype) in _wide_columns(manifest).items()
+        for name, (width, dtype) in _wide_columns(manifest, part).items()
     } if rows else {}
     columns, at = [], 0
     for k in range(len(entry["shards"])):

@@ -9,9 +9,12 @@ cache stage. Its output has the cache's layout, one C-wide row per image in
 global class order with expert l filling the columns of its subset's classes,
 so `lfme.losses.lfme_loss` takes either.
 
-Note the signal differs from the cache's when the images differ: the cache
-stage runs the experts on the un-augmented (test-transform) image, while live
-teachers fed a training batch see the augmented one.
+Note the signal differs from the cache's when the images differ: a cache of
+one view (`cache.views: 1`) holds the experts on the un-augmented
+(test-transform) image, while live teachers fed a training batch see the
+augmented one. A cache of K views holds the experts on K augmented views, and
+the student replays one of them each epoch (`lfme.data.views`): then the
+student and its cached teachers see the same pixels, as with live teachers.
 
 Plain PyTorch, no Ray.
 """
@@ -24,11 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from lfme.data.views import StoredViews, chosen_views
 from lfme.devices import to_device
 from lfme.engine import Batch
 from lfme.precision import FP32, Precision
 from lfme.subsets import Subset, subset_of_class
-from lfme.teacher_cache import TeacherRows, TopK
+from lfme.teacher_cache import VIEW_WIDTH, TeacherRows, TopK
 
 
 class TeacherSignal(Protocol):
@@ -46,14 +50,27 @@ class CachedTeachers:
     from the node's copy by `lfme.teacher_cache.map_cache`, shared by every
     worker on the node); only a batch's rows are gathered, copied, and moved
     to its device as float32.
+
+    `views`: the rows hold several views per image; each image's signal is
+    read for the view the loader replays in the epoch set by `set_epoch`
+    (`lfme.data.views.chosen_views`, the same pure function the loader uses).
     """
 
-    def __init__(self, rows: TeacherRows):
+    def __init__(self, rows: TeacherRows, views: StoredViews | None = None):
+        if (views is None) != (rows.views == 1):
+            raise ValueError(f"the rows hold {rows.views} views per image: pass the StoredViews the loader replays" if views is None
+                             else "views given for rows of one view per image")
         self.rows = rows
+        self.views = views
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def targets(self, batch: Batch) -> torch.Tensor:
-        positions = self.rows.rows_for(batch.sample_ids.numpy())
-        return to_device(torch.from_numpy(self.rows.dense(positions)), batch.images.device)
+        ids = batch.sample_ids.numpy()
+        chosen = None if self.views is None else chosen_views(self.views.seed, self.epoch, ids, self.views.count)
+        return to_device(torch.from_numpy(self.rows.dense(self.rows.rows_for(ids), chosen)), batch.images.device)
 
 
 class LiveTeachers(nn.Module):
@@ -169,7 +186,13 @@ def top_k_signal(logits: np.ndarray, subsets: Sequence[Subset], k: int) -> TopK:
 
 
 def teacher_rows(
-    sample_ids: np.ndarray, labels: np.ndarray, logits: np.ndarray, subsets: Sequence[Subset], top_k: int | None = None
+    sample_ids: np.ndarray,
+    labels: np.ndarray,
+    logits: np.ndarray,
+    subsets: Sequence[Subset],
+    top_k: int | None = None,
+    view_logits: np.ndarray | None = None,
+    view_params: np.ndarray | None = None,
 ) -> TeacherRows:
     """The teacher cache's rows for these samples, from the experts' float32 logits in global class order.
 
@@ -177,14 +200,55 @@ def teacher_rows(
     one holding its label) and p_i (`expert_confidence`, from the float32
     logits, before they are stored as float16). `top_k`: keep each expert's k
     largest logits only (`top_k_signal`); p_i is still computed from all.
+
+    `view_logits` (n, K, C), `view_params` (n, K, 9): the experts on K
+    augmented views of each image and the views (`lfme.data.views`). The
+    stored signal is then theirs, view by view; `logits` (the un-augmented
+    view) give p_i only, one per image, as the official code computes it.
     """
     labels = np.asarray(labels).astype(np.int64)
-    owner = subset_of_class(subsets, logits.shape[1])
+    n, num_classes = np.shape(logits)
+    owner = subset_of_class(subsets, num_classes)
+    views = 1 if view_logits is None else int(np.shape(view_logits)[1])
+    signal = np.asarray(logits if view_logits is None else view_logits).reshape(n * views, num_classes)
+    topk = None
+    if top_k:
+        t = top_k_signal(signal, subsets, top_k)
+        topk = TopK(t.k, *(a.reshape(n, views * a.shape[1]) for a in (t.values, t.classes, t.rest)), t.owner)
     return TeacherRows(
         sample_ids=np.asarray(sample_ids).astype(np.int64),
         labels=labels,
         subsets=owner[labels].astype(np.int32),
-        logits=None if top_k else np.asarray(logits).astype(np.float16),
+        logits=None if top_k else signal.astype(np.float16).reshape(n, views * num_classes),
         confidence=expert_confidence(logits, labels, subsets),
-        topk=top_k_signal(logits, subsets, top_k) if top_k else None,
+        topk=topk,
+        views=views,
+        view_params=None if view_params is None else np.asarray(view_params, np.float32).reshape(n, views * VIEW_WIDTH),
     )
+
+
+def score_batches(teachers: LiveTeachers, batches, subsets: Sequence[Subset], top_k: int | None, device, views: int = 1) -> TeacherRows:
+    """The cache's rows for every image of `batches`: the experts run once over each image and each of its views.
+
+    A batch is `(images, labels, sample_ids)` (one un-augmented view per
+    image; `views` 1) or `(images, views_images (B, K, ...), views (B, K, 9),
+    labels, sample_ids)` (`lfme.data.views.ViewsOfImages`; `views` K).
+    """
+
+    def experts_on(images: torch.Tensor) -> np.ndarray:
+        with teachers.precision.autocast():
+            return teachers(teachers.precision.inputs(images.to(device, non_blocking=True))).cpu().numpy()
+
+    pieces = []
+    for batch in batches:
+        labels, sample_ids = batch[-2].numpy(), batch[-1].numpy()
+        view_logits = view_params = None
+        if views > 1:
+            crops, view_params = batch[1], batch[2].numpy()
+            view_logits = np.stack([experts_on(crops[:, v]) for v in range(views)], axis=1)
+        pieces.append(teacher_rows(sample_ids, labels, experts_on(batch[0]), subsets, top_k, view_logits, view_params))
+    if not pieces:  # no images: no rows, in the cache's layout
+        c = teachers.num_classes
+        empty = (np.zeros((0, views, c), np.float32), np.zeros((0, views, 9), np.float32)) if views > 1 else (None, None)
+        pieces.append(teacher_rows(np.zeros(0), np.zeros(0), np.zeros((0, c), np.float32), subsets, top_k, *empty))
+    return TeacherRows.concat(pieces)

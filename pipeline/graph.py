@@ -63,10 +63,15 @@ def stage_settings(config: Config, stage: str) -> dict[str, Any]:
     if stage == "cache":
         # Inference with the test transform is deterministic: nothing else of
         # the cache section changes what is stored (batch size, shards and
-        # the node-local folder only change the speed). top_k enters only
-        # when set, so full caches keep their fingerprints.
-        top_k = c["cache"]["top_k"]
-        return {"precision": c["precision"], **({"top_k": top_k} if top_k is not None else {})}
+        # the node-local folder only change the speed). top_k, and views with
+        # the seed they are drawn from, enter only when set, so caches of one
+        # full view keep their fingerprints.
+        top_k, views = c["cache"]["top_k"], c["cache"]["views"]
+        return {
+            "precision": c["precision"],
+            **({"top_k": top_k} if top_k is not None else {}),
+            **({"views": views, "seed": c["seed"]} if views > 1 else {}),
+        }
     if stage == "evaluate":
         return {"precision": c["precision"], "evaluate": {"shot_thresholds": c["evaluate"]["shot_thresholds"]}}
     raise ValueError(f"unknown stage '{stage}' (stages: {', '.join(STAGES)})")

@@ -275,6 +275,14 @@ class CacheConfig:
     # subset (lfme.teacher_cache.TopK documents the exact KD target); null:
     # every logit. For label spaces whose full logits do not fit.
     top_k: int | None = None
+    # Augmented views per training image (FKD; lfme.data.views): the experts'
+    # signal on `views` views drawn with the training transform's distribution
+    # (seeded by `seed`), stored with the views' parameters; the student replays
+    # one of them each epoch, so it trains on exactly the pixels its cached
+    # teachers scored. 1: one un-augmented view per image, computed with the
+    # test transform. Costs `views` x the logits on disk and `views` + 1
+    # expert passes over the training set.
+    views: int = 1
     resources: Resources = field(default_factory=Resources)  # one inference task
 
     def check(self, path: str) -> None:
@@ -284,6 +292,8 @@ class CacheConfig:
             raise ConfigError(f"{path}.shard_rows: must be >= 1 or null, got {self.shard_rows}")
         if self.top_k is not None and self.top_k < 1:
             raise ConfigError(f"{path}.top_k: must be >= 1 or null (every logit), got {self.top_k}")
+        if self.views < 1:
+            raise ConfigError(f"{path}.views: must be a positive integer, got {self.views}")
 
 
 @dataclass
@@ -295,12 +305,13 @@ class DistillConfig(TrainingConfig):
     # official: max class count x C draws, the official code's epoch.
     epoch_length: Literal["dataset", "official"] = "dataset"
     kd: bool = True
-    # Where the KD targets come from (lfme.teachers). cache: the teacher cache
-    # (the experts on the un-augmented image, computed once, as the official
-    # code computes its teacher signals). live: the experts run on each
-    # augmented training batch, the student's own view; for measuring what the
-    # cache costs (benchmarks.table3). SpES's Acc_E and SpIS's p_i come from
-    # the cache either way.
+    # Where the KD targets come from (lfme.teachers). cache: the teacher cache,
+    # computed once (the experts on the un-augmented image, or with
+    # cache.views > 1 on stored augmented views the student replays). live: the
+    # experts run on each augmented training batch, the student's own view, as
+    # the official code runs them; for measuring what the cache costs
+    # (benchmarks.table3). SpES's Acc_E and SpIS's p_i come from the cache
+    # either way (p_i on the un-augmented image, as the official code).
     teachers: Literal["cache", "live"] = "cache"
     temperature: float = 2.0
     t_squared: bool = False

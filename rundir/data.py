@@ -15,6 +15,7 @@ import torch.utils.data
 
 from lfme import data as lfme_data
 from lfme.data import BatchTransform, DeviceBatches, ImageDataset, ImageList, PixelDataset, SourceSplits, build_transform
+from lfme.data.views import EpochTagged, ReplayedImages, ReplayedPixels, StoredViews, ViewsOfImages
 from rundir.config import DataConfig
 
 
@@ -70,8 +71,13 @@ def make_loader(
     sampler: Optional[torch.utils.data.Sampler] = None,
     every_epoch: bool = False,
     device: torch.device | str = "cpu",
+    views: StoredViews | None = None,
 ) -> torch.utils.data.DataLoader | DeviceBatches:
     """Batches `(images, labels, sample_ids)`: training batches augmented, everything else the test transform.
+
+    `views`: training batches replay these stored views (`lfme.data.views`),
+    the one each sample is given for the epoch of `sampler` (required then),
+    instead of drawing new crops.
 
     `every_epoch`: the loader is read once per epoch (training and validation
     loaders). With `data.decode_once` its images are then decoded here, once,
@@ -86,6 +92,11 @@ def make_loader(
         dataset = PixelDataset(images.decoded(lfme_data.fixed_size_step(cfg.transform, cfg.image_size)))
     else:
         dataset = ImageDataset(images, build_transform(cfg.transform, train=train, image_size=cfg.image_size))
+    if views is not None:
+        if not train or sampler is None:
+            raise ValueError("stored views replace the training augmentation: a training loader with a sampler is needed")
+        sampler = EpochTagged(sampler)  # the item of a replayed view depends on the epoch, also in loader workers
+        dataset = ReplayedPixels(dataset, views) if decode_once else ReplayedImages(images, cfg.transform, cfg.image_size, views)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -100,3 +111,13 @@ def make_loader(
     if not decode_once:
         return loader
     return DeviceBatches(loader, BatchTransform(cfg.transform, train=train, image_size=cfg.image_size), device)
+
+
+def views_loader(images: ImageList, cfg: DataConfig, batch_size: int, seed: int, views: int) -> torch.utils.data.DataLoader:
+    """The cache stage's batches over training images with `views` augmented views each (`lfme.data.views.ViewsOfImages`)."""
+    return torch.utils.data.DataLoader(
+        ViewsOfImages(images, cfg.transform, cfg.image_size, seed, views),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=cfg.loader_workers,
+    )

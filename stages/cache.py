@@ -1,12 +1,17 @@
 """Stage 3, cache: every expert over the training and validation sets, once, to Parquet.
 
 Each part is cut into ranges of samples in sample-id order. One Ray task per
-range loads every expert, runs them with the test transform (the un-augmented
-image, as the official code computes the teacher signals) over its images,
-computes p_i from the expert of each sample's own subset, and writes its rows
-as one shard straight into the cache's new data directory
-(`lfme.teacher_cache.write_shard`). Every expert runs over every sample, not
-only its subset's: every expert's KD term applies to every instance (paper 4.5).
+range loads every expert, runs them over its images, computes p_i from the
+expert of each sample's own subset on the un-augmented image (the test
+transform, as the official code computes p_i), and writes its rows as one
+shard straight into the cache's new data directory
+(`lfme.teacher_cache.write_shard`). The KD signal of a training image is the
+experts on that un-augmented image (`cache.views: 1`), or on `cache.views`
+augmented views drawn here and stored with their parameters, which the
+student replays (`lfme.data.views`; the official code runs its experts on the
+augmented batch the student sees). Validation rows are one un-augmented view.
+Every expert runs over every sample, not only its subset's: every expert's KD
+term applies to every instance (paper 4.5).
 
 The driver only names the data directory, hands out the ranges and, once
 every shard is written, commits the manifest (`commit_cache`) with the
@@ -21,7 +26,7 @@ next commit removes as unreferenced.) The driver keeps as many tasks in flight
 as the cluster runs at once and hands out the next range as one ends.
 
 Shard size: `cache.shard_rows` rows, or by default as many as make
-`SHARD_BYTES` of float16 logits; and at least as many shards as the cluster
+`SHARD_BYTES` of float16 logits (over all views); and at least as many shards as the cluster
 runs tasks at once, so a small data set still uses every worker.
 """
 
@@ -30,12 +35,11 @@ from __future__ import annotations
 import numpy as np
 import ray
 
-from lfme.engine import Batch
-from lfme.teacher_cache import TeacherRows, commit_cache, discard_data_dir, new_data_dir, write_shard
-from lfme.teachers import LiveTeachers, teacher_rows
+from lfme.teacher_cache import commit_cache, discard_data_dir, new_data_dir, write_shard
+from lfme.teachers import LiveTeachers, score_batches
 from rundir.config import Config
 from rundir.context import StageContext
-from rundir.data import make_loader
+from rundir.data import make_loader, views_loader
 from rundir.layout import EXPERT_MODEL, cache_dir, expert_dir, expert_hashes, load_expert, load_split
 from lfme import storage
 from stages import workers
@@ -47,9 +51,9 @@ PARTS = ("train", "val")
 SHARD_BYTES = 128 << 20
 
 
-def shard_ranges(num_rows: int, num_classes: int, shard_rows: int | None, slots: int) -> list[tuple[int, int]]:
+def shard_ranges(num_rows: int, num_classes: int, shard_rows: int | None, slots: int, views: int = 1) -> list[tuple[int, int]]:
     """[start, stop) positions of each shard of a part (an empty part gets one empty shard)."""
-    rows = shard_rows or max(1, SHARD_BYTES // (2 * num_classes))
+    rows = shard_rows or max(1, SHARD_BYTES // (2 * num_classes * views))
     rows = min(rows, max(1, -(-num_rows // max(1, slots))))
     return [(start, min(start + rows, num_rows)) for start in range(0, max(num_rows, 1), rows)]
 
@@ -74,15 +78,18 @@ def cache_shard(cfg: Config, run_dir: str, data_dir: str, fingerprint: str, part
             experts.append(precision.prepare(load_expert(run_dir, s, split.channels, device)))
     teachers = LiveTeachers(experts, split.subsets, split.num_classes, precision).to(device)
     images = (split.train if part == "train" else split.val).subset(positions)
-    pieces = []
-    for pixels, labels, sample_ids in make_loader(images, cfg.data, False, cfg.cache.batch_size):
-        logits = teachers.targets(Batch(precision.inputs(pixels.to(device, non_blocking=True)), labels, sample_ids))
-        pieces.append(teacher_rows(sample_ids.numpy(), labels.numpy(), logits.cpu().numpy(), split.subsets, cfg.cache.top_k))
-    if not pieces:  # an empty part: no rows, in the cache's layout
-        empty = np.zeros((0, split.num_classes), np.float32)
-        pieces.append(teacher_rows(np.zeros(0), np.zeros(0), empty, split.subsets, cfg.cache.top_k))
-    rows = TeacherRows.concat(pieces)
+    views = part_views(cfg, part)
+    if views > 1:
+        batches = views_loader(images, cfg.data, cfg.cache.batch_size, cfg.seed, views)
+    else:
+        batches = make_loader(images, cfg.data, False, cfg.cache.batch_size)
+    rows = score_batches(teachers, batches, split.subsets, cfg.cache.top_k, device, views)
     return write_shard(cache_dir(run_dir), data_dir, part, index, rows, fingerprint=fingerprint, subsets=split.subsets)
+
+
+def part_views(cfg: Config, part: str) -> int:
+    """Views per image stored in `part`: `cache.views` for the training images, one un-augmented view for validation."""
+    return cfg.cache.views if part == "train" else 1
 
 
 def run(ctx: StageContext) -> dict:
@@ -96,9 +103,10 @@ def run(ctx: StageContext) -> dict:
     for part in PARTS:
         images = split.train if part == "train" else split.val
         order = np.argsort(images.sample_ids, kind="stable")  # shards cover increasing ranges of ids
-        ranges = shard_ranges(len(images), split.num_classes, cfg.cache.shard_rows, slots)
+        ranges = shard_ranges(len(images), split.num_classes, cfg.cache.shard_rows, slots, part_views(cfg, part))
         todo += [(part, index, order[start:stop]) for index, (start, stop) in enumerate(ranges)]
-    ctx.log(f"cache: {len(todo)} shard tasks over {' and '.join(PARTS)}, each running all {len(split.subsets)} experts, {slots} at a time")
+    views = f", {cfg.cache.views} augmented views of each training image" if cfg.cache.views > 1 else ""
+    ctx.log(f"cache: {len(todo)} shard tasks over {' and '.join(PARTS)}, each running all {len(split.subsets)} experts{views}, {slots} at a time")
     task = cache_shard.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)
     pending: dict = {}  # at most `slots` tasks in flight: on a failure the stage waits for those only
     shards = []

@@ -16,6 +16,10 @@ history and the RNG state, so a killed or failed run continues where it was.
 Every ablation of the paper's Table 3 is a switch: `sampling`, `kd`, `spes`,
 `spis`, `schedule`. `teachers: live` runs the experts on each augmented batch
 instead of reading their logits from the cache (the cache's accuracy cost).
+A cache of several views per image (`cache.views`) replaces the student's
+random augmentation when the student reads its KD targets from it: each
+epoch the loader replays one stored view per image and the teachers' logits
+are read for that view (`lfme.data.views`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from lfme import storage
 from lfme.engine import divergence_message, make_optimizer, make_scheduler, predict, progress_line, seed_everything, train_epoch
+from lfme.data.views import StoredViews
 from lfme.evaluation import subset_accuracy
 from lfme.losses import DistillationLoss
 from lfme.models import build_model
@@ -127,11 +132,15 @@ def distill_loop(loop_config: dict) -> None:
     except KeyError as err:
         raise CacheMismatchError(f"the teacher cache has no row for training {err}: it was built from other data") from err
     teachers = None  # the KD targets (lfme.teachers): the same call for cached rows and live experts
+    views = None  # the stored views the loader replays, when the KD targets are a views cache's
     if dcfg.kd and dcfg.teachers == "live":
         experts = [precision.prepare(load_expert(run_dir, s, split.channels, device)) for s in subsets]
         teachers = LiveTeachers(experts, subsets, split.num_classes, precision).to(device)
     elif dcfg.kd:
-        teachers = CachedTeachers(train_rows)
+        if train_rows.views > 1:
+            params = np.asarray(train_rows.view_params).reshape(len(train_rows), train_rows.views, -1)
+            views = StoredViews(train_rows.sample_ids, params, cfg.seed)
+        teachers = CachedTeachers(train_rows, views)
     loss_fn = DistillationLoss(
         teachers,
         train_rows,
@@ -147,7 +156,7 @@ def distill_loop(loop_config: dict) -> None:
 
     sampler = make_sampler(dcfg, split.train.labels, split.class_counts, world, rank, cfg.seed)
     train_loader = make_loader(
-        split.train, cfg.data, True, dcfg.batch_size // world, sampler=sampler, every_epoch=True, device=device
+        split.train, cfg.data, True, dcfg.batch_size // world, sampler=sampler, every_epoch=True, device=device, views=views
     )
     val_rank = split.val.subset(np.arange(rank, len(split.val), world))
     val_loader = make_loader(val_rank, cfg.data, False, cfg.evaluate.batch_size, every_epoch=True, device=device)
@@ -176,6 +185,8 @@ def distill_loop(loop_config: dict) -> None:
     scalars = ScalarLog(tensorboard_dir(run_dir, "distill", "student"), storage.name(run_dir), "distill/student") if rank == 0 else None
     for epoch in range(first_epoch, dcfg.epochs + 1):
         sampler.set_epoch(epoch)
+        if views is not None:
+            teachers.set_epoch(epoch)
         v = scheduled_instance_weights(v1, epoch, dcfg.epochs, dcfg.schedule, dcfg.spis_horizon, dcfg.spis_clip) if dcfg.spis else None
         loss_fn.expert_weights = torch.tensor(weights) if dcfg.kd else None
         loss_fn.instance_weights = v

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import torch.utils.data
 
 from lfme.devices import DeviceCopies, to_device
-from lfme.data.transforms import CIFAR_MEAN, CIFAR_STD, DIGITS_MEAN, DIGITS_STD, KEEPS_DECODED
+from lfme.data.transforms import CIFAR_MEAN, CIFAR_STD, DIGITS_MEAN, DIGITS_STD, KEEPS_DECODED, crop_padding, flips_in
 
 
 class BatchTransform:
@@ -38,8 +38,8 @@ class BatchTransform:
             raise ValueError(f"no batched transform for family {family!r}; families that have one: {list(KEEPS_DECODED)}")
         self.train = train
         self.image_size = image_size
-        self.padding = 1 if family == "digits" else image_size // 8
-        self.flips = family == "cifar"
+        self.padding = crop_padding(family, image_size)
+        self.flips = flips_in(family)
         mean, std = (DIGITS_MEAN, DIGITS_STD) if family == "digits" else (CIFAR_MEAN, CIFAR_STD)
         self.mean, self.std = torch.tensor(mean), torch.tensor(std)
         self._copies = DeviceCopies()
@@ -94,6 +94,8 @@ class DeviceBatches:
 
     Each iteration iterates `loader` anew, so its sampler's `set_epoch` still
     takes effect; labels and sample ids stay where the loader made them.
+    A loader of replayed views (`lfme.data.views.ReplayedPixels`) adds each
+    image's stored view, (B, 9): its crop and flip are applied instead of new draws.
     """
 
     def __init__(self, loader: torch.utils.data.DataLoader, transform: BatchTransform, device: torch.device | str):
@@ -105,5 +107,10 @@ class DeviceBatches:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        for pixels, labels, sample_ids in self.loader:
-            yield self.transform(pixels.to(self.device, non_blocking=True)), labels, sample_ids
+        for pixels, labels, sample_ids, *view in self.loader:
+            pixels = pixels.to(self.device, non_blocking=True)
+            if view:
+                tops, lefts, flips = view[0][:, 0].long(), view[0][:, 1].long(), view[0][:, 4] > 0
+                yield self.transform.apply(pixels, tops, lefts, flips), labels, sample_ids
+            else:
+                yield self.transform(pixels), labels, sample_ids

@@ -26,6 +26,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_MEAN = (0.5,)
 DIGITS_STD = (0.5,)
+# The OLTR / LFME ImageNet recipe's colour jitter (hue left alone).
+IMAGENET_JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0}
 
 
 def fixed_size_step(family: str, image_size: int) -> Callable[[Image.Image], Image.Image] | None:
@@ -40,26 +42,51 @@ def fixed_size_step(family: str, image_size: int) -> Callable[[Image.Image], Ima
     return T.Resize((image_size, image_size)) if family == "cifar" else None
 
 
+def crop_padding(family: str, image_size: int) -> int:
+    """p of the padded crop of the digits and cifar families: each crop offset is uniform over 0..2p."""
+    return 1 if family == "digits" else image_size // 8
+
+
+def flips_in(family: str) -> bool:
+    """Whether `family`'s training transform flips horizontally (digits do not: a mirrored digit is another glyph)."""
+    return family != "digits"
+
+
+def family_normalize(family: str) -> T.Normalize:
+    if family == "digits":
+        return T.Normalize(DIGITS_MEAN, DIGITS_STD)
+    if family == "cifar":
+        return T.Normalize(CIFAR_MEAN, CIFAR_STD)
+    if family == "imagenet":
+        return T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    raise ValueError(f"unknown transform family {family!r}; expected one of {list(FAMILIES)}")
+
+
+def test_steps(family: str, image_size: int) -> list:
+    """The PIL steps of `family`'s test transform, before ToTensor and Normalize."""
+    if family == "digits":
+        return []
+    if family == "cifar":
+        return [fixed_size_step(family, image_size)]
+    if family == "imagenet":
+        return [T.Resize(int(image_size * 256 / 224)), T.CenterCrop(image_size)]
+    raise ValueError(f"unknown transform family {family!r}; expected one of {list(FAMILIES)}")
+
+
 def build_transform(family: str, train: bool, image_size: int) -> T.Compose:
     """PIL image -> normalised tensor for `family` in FAMILIES; `train` adds the augmentation."""
+    normalize = family_normalize(family)
+    if not train:
+        return T.Compose([*test_steps(family, image_size), T.ToTensor(), normalize])
     if family == "digits":
-        augment = [T.RandomCrop(image_size, padding=1)]
-        resize = []
-        normalize = T.Normalize(DIGITS_MEAN, DIGITS_STD)
+        augment = [T.RandomCrop(image_size, padding=crop_padding(family, image_size))]
     elif family == "cifar":
         # (s, s), not s: an int keeps the aspect ratio and a non-square image would not batch.
-        square = fixed_size_step(family, image_size)
-        augment = [square, T.RandomCrop(image_size, padding=image_size // 8), T.RandomHorizontalFlip()]
-        resize = [square]
-        normalize = T.Normalize(CIFAR_MEAN, CIFAR_STD)
-    elif family == "imagenet":
         augment = [
-            T.RandomResizedCrop(image_size),
+            fixed_size_step(family, image_size),
+            T.RandomCrop(image_size, padding=crop_padding(family, image_size)),
             T.RandomHorizontalFlip(),
-            T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0),
         ]
-        resize = [T.Resize(int(image_size * 256 / 224)), T.CenterCrop(image_size)]
-        normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     else:
-        raise ValueError(f"unknown transform family {family!r}; expected one of {list(FAMILIES)}")
-    return T.Compose([*(augment if train else resize), T.ToTensor(), normalize])
+        augment = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ColorJitter(**IMAGENET_JITTER)]
+    return T.Compose([*augment, T.ToTensor(), normalize])

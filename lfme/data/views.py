@@ -1,0 +1,246 @@
+"""Augmented views written down: drawn once, stored beside the teachers' logits, replayed by the student.
+
+A teacher cache of the un-augmented image is not the signal the official code
+distils: its experts run on the augmented training batch, the very crop and
+flip the student sees (docs/METHOD.md section 4). FKD (Shen & Xing, ECCV 2022)
+and Apple's ml-dr keep the cache and the faithfulness by storing, for each
+training image, the teachers' outputs on K augmented views together with
+each view's parameters; the student's loader then replays exactly those views.
+
+A view is `VIEW_FIELDS`, nine float32 numbers (exact for every integer they hold):
+
+    top, left, height, width   the crop box. cifar and digits: the offsets into
+                               the image zero-padded by p (each 0..2p) and the
+                               output size; imagenet: RandomResizedCrop's box in
+                               the original image
+    flip                       1.0 for a horizontal flip
+    brightness, contrast,      ColorJitter's factors (imagenet; 1.0 = unchanged)
+    saturation
+    order                      the order the three are applied in, an index into
+                               `JITTER_ORDERS`
+
+`draw_views` draws K of them for one image from its own seeded torch
+generator state, with torchvision's own parameter samplers
+(`RandomCrop`'s offsets, `RandomResizedCrop.get_params`,
+`ColorJitter.get_params`): the training transform's distribution, and the same
+views whichever shard or worker draws them. `replay_pil` turns an image and a
+view into the view's pixels (the PIL path); `BatchTransform.apply` does the
+same for decoded cifar and digits batches, on the device. `chosen_views` says
+which of the K views the student trains on in an epoch: a hash of (seed,
+epoch, sample id), so every rank, loader worker and teacher lookup agrees
+without talking.
+
+Plain PyTorch and numpy, no Ray.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+import torch.utils.data
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
+
+from lfme.data.datasets import PixelDataset
+from lfme.data.sources import ImageList
+from lfme.data.transforms import IMAGENET_JITTER, KEEPS_DECODED, build_transform, crop_padding, family_normalize, fixed_size_step, flips_in
+
+VIEW_FIELDS = ("top", "left", "height", "width", "flip", "brightness", "contrast", "saturation", "order")
+# ColorJitter applies brightness (0), contrast (1) and saturation (2) in a random order.
+JITTER_ORDERS = tuple(itertools.permutations(range(3)))
+_JITTER_FNS = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64: a cheap hash whose outputs look independent for consecutive inputs."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _hash(*keys) -> np.ndarray:
+    """One uint64 per element of the last key, mixing in the keys before it."""
+    h = np.zeros((), np.uint64)
+    for key in keys:
+        h = _mix(h ^ np.asarray(key, dtype=np.int64).astype(np.uint64))
+    return h
+
+
+def chosen_views(seed: int, epoch: int, sample_ids, views: int) -> np.ndarray:
+    """int64 index in 0..views-1 of the view each sample is trained on in `epoch`.
+
+    Uniform over the views, independent across samples and epochs, and a pure
+    function of its arguments: the loader replaying a view and the teacher
+    lookup reading its logits compute the same index apart.
+    """
+    ids = np.asarray(sample_ids, dtype=np.int64)
+    return (_hash(seed, epoch, ids) % np.uint64(views)).astype(np.int64)
+
+
+def _view_seed(seed: int, sample_id: int) -> int:
+    return int(_hash(seed, -1, sample_id) >> np.uint64(1))  # torch.manual_seed takes < 2**63
+
+
+def draw_views(family: str, image_size: int, seed: int, sample_id: int, image: Image.Image, views: int) -> np.ndarray:
+    """(views, 9) float32: `views` training views of `image` (`VIEW_FIELDS`), from its own seeded draws.
+
+    `image` is the image as loaded (imagenet needs its size for the crop box);
+    the draws do not touch the caller's random state.
+    """
+    out = np.zeros((views, len(VIEW_FIELDS)), np.float32)
+    out[:, 5:8] = 1.0  # no colour change unless the family jitters
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_view_seed(seed, sample_id))
+        for v in range(views):
+            if family in KEEPS_DECODED:
+                reach = 2 * crop_padding(family, image_size) + 1
+                top, left = (int(torch.randint(0, reach, size=(1,))) for _ in range(2))
+                out[v, :4] = (top, left, image_size, image_size)
+                out[v, 4] = float(flips_in(family) and torch.rand(1) < 0.5)
+            elif family == "imagenet":
+                out[v, :4] = T.RandomResizedCrop.get_params(image, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
+                out[v, 4] = float(torch.rand(1) < 0.5)
+                jitter = T.ColorJitter(**IMAGENET_JITTER)
+                order, b, c, s, _ = T.ColorJitter.get_params(jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue)
+                out[v, 5:8] = (b, c, s)
+                out[v, 8] = JITTER_ORDERS.index(tuple(int(i) for i in order if i < 3))
+            else:
+                raise ValueError(f"no views for transform family {family!r}")
+    return out
+
+
+def replay_pil(family: str, image_size: int, image: Image.Image, view: np.ndarray) -> Image.Image:
+    """The pixels of `view` (one row of `draw_views`) of `image`: the training transform with its draws given."""
+    top, left, height, width, flip = (int(x) for x in view[:5])
+    if family in KEEPS_DECODED:
+        step = fixed_size_step(family, image_size)
+        image = step(image) if step is not None else image
+        image = TF.crop(TF.pad(image, crop_padding(family, image_size)), top, left, height, width)
+    elif family == "imagenet":
+        image = TF.resized_crop(image, top, left, height, width, [image_size, image_size], antialias=True)
+    else:
+        raise ValueError(f"no views for transform family {family!r}")
+    if flip:
+        image = TF.hflip(image)
+    if family == "imagenet":
+        for fn in JITTER_ORDERS[int(view[8])]:
+            image = _JITTER_FNS[fn](image, float(view[5 + fn]))
+    return image
+
+
+class ViewsOfImages(torch.utils.data.Dataset):
+    """The cache stage's items: `(test-view tensor, (K, ...) view tensors, (K, 9) views, label, sample_id)`.
+
+    The test view is the un-augmented image p_i is computed on; the K views
+    are drawn here (`draw_views`) and replayed through the same function the
+    student's PIL path uses.
+    """
+
+    def __init__(self, images: ImageList, family: str, image_size: int, seed: int, views: int):
+        self.images, self.family, self.image_size, self.seed, self.views = images, family, image_size, seed, views
+        self.test = build_transform(family, train=False, image_size=image_size)
+        self.to_tensor = T.Compose([T.ToTensor(), family_normalize(family)])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        image, sample_id = self.images.load(i), int(self.images.sample_ids[i])
+        drawn = draw_views(self.family, self.image_size, self.seed, sample_id, image, self.views)
+        crops = torch.stack([self.to_tensor(replay_pil(self.family, self.image_size, image, view)) for view in drawn])
+        return self.test(image), crops, torch.from_numpy(drawn), int(self.images.labels[i]), sample_id
+
+
+class StoredViews:
+    """The views a teacher cache stored for its training images, and which one each sample trains on in an epoch.
+
+    `sample_ids` sorted ascending; `params` float32 (n, K, 9) in the same order.
+    """
+
+    def __init__(self, sample_ids: np.ndarray, params: np.ndarray, seed: int):
+        self.sample_ids = np.asarray(sample_ids, dtype=np.int64)
+        self.params = np.asarray(params, dtype=np.float32)
+        self.seed = int(seed)
+        if self.params.ndim != 3 or self.params.shape[0] != self.sample_ids.size or self.params.shape[2] != len(VIEW_FIELDS):
+            raise ValueError(f"views must be (n, K, {len(VIEW_FIELDS)}) for {self.sample_ids.size} samples, got {self.params.shape}")
+
+    @property
+    def count(self) -> int:
+        return int(self.params.shape[1])
+
+    def of(self, epoch: int, sample_ids) -> np.ndarray:
+        """(n, 9) the view each of `sample_ids` trains on in `epoch`."""
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        rows = np.searchsorted(self.sample_ids, ids)
+        if ids.size and (rows.max() >= self.sample_ids.size or (self.sample_ids[rows] != ids).any()):
+            raise KeyError(f"the teacher cache stores no views for some of sample ids {ids[:4].tolist()}...")
+        return self.params[rows, chosen_views(self.seed, epoch, ids, self.count)]
+
+
+class EpochTagged(torch.utils.data.Sampler):
+    """`sampler`'s indices as (index, epoch) pairs, so a dataset in a loader worker process knows the epoch."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        epoch = int(self.sampler.epoch)
+        return ((int(i), epoch) for i in self.sampler)
+
+
+class ReplayedImages(torch.utils.data.Dataset):
+    """Training items `(view tensor, label, sample_id)` for (index, epoch) keys: the stored view of that epoch, in PIL."""
+
+    def __init__(self, images: ImageList, family: str, image_size: int, views: StoredViews):
+        self.images, self.family, self.image_size, self.views = images, family, image_size, views
+        self.to_tensor = T.Compose([T.ToTensor(), family_normalize(family)])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int]):
+        i, epoch = key
+        sample_id = int(self.images.sample_ids[i])
+        view = self.views.of(epoch, [sample_id])[0]
+        image = replay_pil(self.family, self.image_size, self.images.load(i), view)
+        return self.to_tensor(image), int(self.images.labels[i]), sample_id
+
+
+class ReplayedPixels(torch.utils.data.Dataset):
+    """Training items `(uint8 pixels, label, sample_id, view)` for (index, epoch) keys; `DeviceBatches` crops them."""
+
+    def __init__(self, pixels: PixelDataset, views: StoredViews):
+        self.pixels, self.views = pixels, views
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, key: tuple[int, int]):
+        i, epoch = key
+        pixels, label, sample_id = self.pixels[i]
+        return pixels, label, sample_id, torch.from_numpy(self.views.of(epoch, [sample_id])[0])
+
+
+__all__ = [
+    "JITTER_ORDERS",
+    "VIEW_FIELDS",
+    "EpochTagged",
+    "ReplayedImages",
+    "ReplayedPixels",
+    "StoredViews",
+    "ViewsOfImages",
+    "chosen_views",
+    "draw_views",
+    "replay_pil",
+]

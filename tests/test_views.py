@@ -1,0 +1,139 @@
+"""Stored augmented views (lfme.data.views): drawn as the training transform draws, replayed pixel for pixel.
+
+The independent reference is torchvision itself: `draw_views` seeds a
+generator per image and calls the same parameter samplers in the same order
+as the family's training transform, so the training transform run from that
+seed must give the very pixels `replay_pil` makes from the stored views.
+"""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lfme import data as lfme_data
+from lfme.data import build_transform
+from lfme.data.views import VIEW_FIELDS, StoredViews, _view_seed, chosen_views, draw_views, replay_pil
+from lfme.engine import Batch
+from lfme.models import build_model
+from lfme.sampling import ClassBalancedSampler
+from lfme.subsets import Subset
+from lfme.teacher_cache import VIEW_WIDTH, read_cache, write_cache
+from lfme.teachers import CachedTeachers, LiveTeachers, score_batches
+from rundir.config import DataConfig
+from rundir.data import make_loader, views_loader
+
+
+def test_a_view_is_as_wide_as_the_cache_stores_it():
+    assert len(VIEW_FIELDS) == VIEW_WIDTH == 9
+
+
+def test_the_epochs_view_is_uniform_deterministic_and_changes_with_the_epoch():
+    ids = np.arange(200_000) * 3 + 11
+    first = chosen_views(7, 1, ids, 4)
+    counts = np.bincount(first, minlength=4)
+    # Binomial(200000, 1/4): sd 194, so 4 sd = 775 from 50,000.
+    assert np.abs(counts - 50_000).max() < 800
+    np.testing.assert_array_equal(first, chosen_views(7, 1, ids, 4))
+    np.testing.assert_array_equal(first[::-1], chosen_views(7, 1, ids[::-1], 4))  # per sample, not per position
+    again = (first == chosen_views(7, 2, ids, 4)).mean()
+    assert abs(again - 0.25) < 0.01  # another epoch: an independent draw, equal 1 time in 4
+    assert abs((first == chosen_views(8, 1, ids, 4)).mean() - 0.25) < 0.01
+
+
+def _image(width, height, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    "family, size, image",
+    [("cifar", 32, _image(32, 32)), ("cifar", 16, _image(24, 20)), ("digits", 8, _image(8, 8).convert("L")), ("imagenet", 24, _image(50, 37))],
+)
+def test_replayed_views_are_the_training_transforms_pixels_from_the_same_seed(family, size, image):
+    seed, sample_id, k = 3, 1234, 5
+    views = draw_views(family, size, seed, sample_id, image, k)
+    assert views.shape == (k, 9) and views.dtype == np.float32
+    train = build_transform(family, train=True, image_size=size)
+    to_tensor = build_transform("digits" if family == "digits" else family, train=False, image_size=size).transforms[-2:]
+    torch.manual_seed(_view_seed(seed, sample_id))
+    for view in views:  # the v-th view is the transform's v-th draw from the image's seed
+        expected = train(image)
+        replayed = replay_pil(family, size, image, view)
+        for step in to_tensor:
+            replayed = step(replayed)
+        assert torch.equal(replayed, expected)
+    # The draws leave the caller's random state alone and do not depend on it.
+    torch.manual_seed(99)
+    before = torch.get_rng_state()
+    np.testing.assert_array_equal(draw_views(family, size, seed, sample_id, image, k), views)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_views_follow_the_families_distributions():
+    image = _image(32, 32)
+    cifar = np.concatenate([draw_views("cifar", 32, 0, i, image, 4) for i in range(500)])
+    assert set(np.unique(cifar[:, 0])) == set(range(9)) and set(np.unique(cifar[:, 1])) == set(range(9))  # p = 32 // 8
+    assert (cifar[:, 2:4] == 32).all() and abs(cifar[:, 4].mean() - 0.5) < 0.05
+    digits = np.concatenate([draw_views("digits", 8, 0, i, image.convert("L"), 4) for i in range(100)])
+    assert set(np.unique(digits[:, 0])) == {0, 1, 2} and (digits[:, 4] == 0).all()  # a mirrored digit is another glyph
+    imagenet = np.concatenate([draw_views("imagenet", 24, 0, i, _image(60, 40), 4) for i in range(300)])
+    area = imagenet[:, 2] * imagenet[:, 3] / (60 * 40)
+    assert area.min() >= 0.08 - 1e-6 and area.max() <= 1.0 and (imagenet[:, 0] + imagenet[:, 2] <= 40).all()
+    assert ((imagenet[:, 5:8] >= 0.6) & (imagenet[:, 5:8] <= 1.4)).all() and set(np.unique(imagenet[:, 8])) == set(range(6))
+
+
+# ------------------------------------------------------- the cache and the student
+
+
+def _setup(family, size, decode_once):
+    splits = lfme_data.synthetic(60, 4, 30, 2, size, seed=1)
+    cfg = DataConfig(source="synthetic", transform=family, image_size=size, decode_once=decode_once)
+    subsets = [Subset("head", (0, 1)), Subset("tail", (2, 3))]
+    torch.manual_seed(0)
+    experts = [build_model("small_cnn", 2, in_channels=3).eval() for _ in subsets]
+    return splits.train, cfg, subsets, LiveTeachers(experts, subsets, 4)
+
+
+@pytest.mark.parametrize("family, size, decode_once", [("cifar", 16, True), ("cifar", 16, False), ("imagenet", 16, False)])
+def test_the_student_trains_on_the_pixels_its_cached_teachers_scored(family, size, decode_once, tmp_path):
+    images, cfg, subsets, teachers = _setup(family, size, decode_once)
+    rows = score_batches(teachers, views_loader(images, cfg, 16, seed=5, views=3), subsets, None, "cpu", views=3)
+    write_cache(tmp_path, {"train": rows}, fingerprint="fp-views", subsets=subsets, experts={"head": "a" * 64, "tail": "b" * 64})
+    stored = read_cache(tmp_path, "train")
+    assert stored.views == 3 and stored.logits.shape == (len(images), 3 * 4)
+    views = StoredViews(stored.sample_ids, stored.view_params.reshape(len(stored), 3, 9), seed=5)
+    cached = CachedTeachers(stored, views)
+    sampler = ClassBalancedSampler(images.labels, num_samples=40, seed=0)
+    loader = make_loader(images, cfg, True, 8, sampler=sampler, every_epoch=True, views=views)
+    for epoch in (1, 2):
+        sampler.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        seen = 0
+        for pixels, labels, sample_ids in loader:
+            live = teachers(pixels)  # the experts, live, on the very batch the student trains on
+            read = cached.targets(Batch(pixels, labels, sample_ids))
+            np.testing.assert_allclose(read.numpy(), live.numpy().astype(np.float16).astype(np.float32), rtol=0, atol=1e-6)
+            seen += len(labels)
+        assert seen == 40
+    # p_i comes from the un-augmented image: the experts on the test transform's pixels.
+    test_rows = score_batches(teachers, make_loader(images, cfg, False, 16), subsets, None, "cpu")
+    np.testing.assert_array_equal(stored.confidence, test_rows.confidence[np.argsort(test_rows.sample_ids)])
+
+
+def test_a_views_cache_with_top_k_keeps_each_views_largest_logits(tmp_path):
+    images, cfg, subsets, teachers = _setup("cifar", 16, True)
+    full = score_batches(teachers, views_loader(images, cfg, 16, seed=2, views=2), subsets, None, "cpu", views=2)
+    top = score_batches(teachers, views_loader(images, cfg, 16, seed=2, views=2), subsets, 1, "cpu", views=2)
+    write_cache(tmp_path, {"train": top}, fingerprint="fp-top", subsets=subsets, experts={"head": "a" * 64, "tail": "b" * 64})
+    back = read_cache(tmp_path, "train")
+    assert back.topk.values.shape == (len(images), 2 * 2)  # k=1 of each of 2 experts, 2 views
+    positions, chosen = np.arange(len(back)), np.arange(len(back)) % 2
+    full_logits = full.dense(np.argsort(full.sample_ids), chosen)
+    rebuilt = back.dense(positions, chosen)
+    # Each expert's largest logit is kept exactly (to float16); the other class of a 2-class subset is its own rest.
+    for s in subsets:
+        cols = list(s.classes)
+        np.testing.assert_allclose(rebuilt[:, cols].max(1), full_logits[:, cols].max(1), atol=1e-6)
+        np.testing.assert_allclose(rebuilt[:, cols].min(1), full_logits[:, cols].min(1), atol=1e-6)
+    with pytest.raises(ValueError, match="name the view"):
+        back.dense(positions)
