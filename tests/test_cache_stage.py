@@ -67,6 +67,28 @@ def test_top_k_enters_the_cache_fingerprint_only_when_set():
     assert fingerprints(load_config(None, ["cache.shard_rows=10", "cache.local_dir=/elsewhere"])) == base
 
 
+def test_views_enter_the_cache_fingerprint_only_when_more_than_one_with_the_seed_that_draws_them():
+    import pytest
+
+    from pipeline.graph import fingerprints, stage_settings
+    from rundir.config import Config, ConfigError, load_config
+
+    base = fingerprints(Config())
+    assert fingerprints(load_config(None, ["cache.views=1"])) == base
+    four, eight = (load_config(None, [f"cache.views={k}"]) for k in (4, 8))
+    assert fingerprints(four)["experts"] == base["experts"]
+    assert len({base["cache"], fingerprints(four)["cache"], fingerprints(eight)["cache"]}) == 3
+    assert stage_settings(four, "cache")["views"] == 4 and stage_settings(four, "cache")["seed"] == 0
+    assert "views" not in stage_settings(Config(), "cache")
+    with pytest.raises(ConfigError, match="cache.views: must be a positive integer, got 0"):
+        load_config(None, ["cache.views=0"])
+
+
+def test_the_views_cache_cuts_shards_by_the_bytes_of_all_its_views():
+    # 1,000 classes x 4 views x 2 bytes = 8,000 bytes a row -> 16,777 rows in 128 MiB.
+    assert shard_ranges(100_000, 1_000, None, slots=1, views=4)[0] == (0, SHARD_BYTES // 8_000)
+
+
 def test_the_runner_records_digests_a_stage_hashed_as_it_wrote_without_reading_those_files_again(tmp_path, monkeypatch):
     import hashlib
 

@@ -265,3 +265,24 @@ def test_every_epoch_of_every_expert_and_of_the_student_is_in_tensorboard(defaul
         expert = read_scalars(default_run / "tensorboard" / "experts" / subset["name"])
         assert expert["val_acc"] == {h["epoch"]: pytest.approx(h["val_acc"]) for h in result["history"]}
         assert expert["lr"][1] == pytest.approx(0.05)  # ray_config.yaml's experts.lr, the first epoch's
+
+
+def test_a_cache_of_views_reruns_the_cache_and_the_student_and_lfme_verify_checks_its_shards(default_run, tmp_path):
+    run_dir = copy_run(default_run, tmp_path / "run")
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST + ["cache.views=2"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for stage in ("split", "experts"):
+        assert f"== {stage}: up to date" in result.stdout
+    for stage in ("cache", "distill", "evaluate"):
+        assert f"== {stage}: running" in result.stdout
+    assert "2 augmented views of each training image" in result.stdout
+    cache = read_json(run_dir / "cache" / "manifest.json")
+    assert cache["parts"]["train"]["views"] == 2 and "views" not in cache["parts"]["val"]
+    assert all(h["kd"] > 0 for h in read_json(run_dir / "distill" / "history.json"))
+    assert run_lfme("verify", str(run_dir)).returncode == 0
+    shard = run_dir / "cache" / cache["data_dir"] / cache["parts"]["train"]["shards"][0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 1
+    shard.write_bytes(bytes(data))
+    damaged = run_lfme("verify", str(run_dir))
+    assert damaged.returncode != 0 and shard.name in damaged.stdout + damaged.stderr

@@ -513,3 +513,63 @@ def test_shards_of_top_k_and_full_caches_do_not_mix(tmp_path):
     b = tc.write_shard(tmp_path, data_dir, "train", 1, full, fingerprint="fp", subsets=SUBSETS)
     with pytest.raises(ValueError, match="mix top_k values"):
         tc.commit_cache(tmp_path, data_dir, [a, b], fingerprint="fp", subsets=SUBSETS, experts=EXPERTS)
+
+
+def views_rows(n, views, seed=0, top_k=None):
+    """Rows of `views` views per sample whose view v's logits are the sample's base logits + 10 v (so each view is told apart)."""
+    from lfme.subsets import Subset
+    from lfme.teachers import teacher_rows
+
+    rng = np.random.default_rng(seed)
+    base = make_rows(n, seed)
+    view_logits = base.logits[:, None, :] + 10.0 * np.arange(views)[None, :, None]
+    params = rng.integers(0, 9, (n, views, 9)).astype(np.float32)
+    subsets = [Subset(s["name"], s["classes"]) for s in SUBSETS]
+    return teacher_rows(base.sample_ids, base.labels, base.logits, subsets, top_k, view_logits, params), view_logits, params
+
+
+@pytest.mark.parametrize("top_k", [None, 1])
+def test_a_views_cache_round_trips_through_read_and_map_view_by_view(tmp_path, top_k):
+    from lfme.subsets import Subset
+    from lfme.teachers import teacher_rows
+
+    rows, view_logits, params = views_rows(10, 3, top_k=top_k)
+    v = make_rows(4, seed=1, id_offset=10**9)
+    val = teacher_rows(v.sample_ids, v.labels, v.logits, [Subset(s["name"], s["classes"]) for s in SUBSETS], top_k)
+    manifest = write(tmp_path / "cache", {"train": rows, "val": val})
+    assert manifest["parts"]["train"]["views"] == 3 and "views" not in manifest["parts"]["val"]
+    # Per row: 3 views x (6 float16 logits, or top-1 of 3 experts: 3 float16 + 3 int32 + 3 rest float16) + 3 x 9 float32.
+    assert tc.signal_bytes_per_row(manifest) == 3 * (C * 2 if top_k is None else 3 * 2 + 3 * 4 + 3 * 2) + 3 * 9 * 4
+    assert tc.signal_bytes_per_row(manifest, "val") == (C * 2 if top_k is None else 3 * 2 + 3 * 4 + 3 * 2)
+    order = np.argsort(rows.sample_ids)
+    for got in (read_cache(tmp_path / "cache", "train"), tc.map_cache(tmp_path / "cache", "train", local_dir=str(tmp_path / "local"))):
+        assert got.views == 3
+        np.testing.assert_array_equal(got.view_params.reshape(10, 3, 9), params[order])
+        np.testing.assert_array_equal(got.confidence, rows.confidence[order])
+        chosen = np.array([0, 1, 2, 2, 1, 0, 0, 1, 2, 0])
+        dense = got.dense(np.arange(10), chosen)
+        expected = view_logits[order, chosen]
+        if top_k is None:
+            np.testing.assert_array_equal(dense, expected.astype(np.float16).astype(np.float32))
+        else:  # each expert's largest logit of that view, kept exactly
+            for s in SUBSETS:
+                np.testing.assert_allclose(dense[:, s["classes"]].max(1), expected[:, s["classes"]].max(1), rtol=1e-3)
+    val = read_cache(tmp_path / "cache", "val")
+    assert val.views == 1 and val.view_params is None
+
+
+def test_a_damaged_views_shard_is_found_and_shards_of_other_views_do_not_mix(tmp_path):
+    rows, _, _ = views_rows(10, 2)
+    write(tmp_path / "cache", {"train": rows})
+    manifest = read_manifest(tmp_path / "cache")
+    shard = tmp_path / "cache" / manifest["data_dir"] / manifest["parts"]["train"]["shards"][0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 1
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CacheDamagedError, match=str(shard.name)):
+        read_cache(tmp_path / "cache", "train")
+    data_dir = tc.new_data_dir("fp")
+    two = tc.write_shard(tmp_path / "mixed", data_dir, "train", 0, rows.slice(0, 5), fingerprint="fp", subsets=SUBSETS)
+    one = tc.write_shard(tmp_path / "mixed", data_dir, "train", 1, make_rows(3, id_offset=10**6), fingerprint="fp", subsets=SUBSETS)
+    with pytest.raises(ValueError, match="mix views"):
+        tc.commit_cache(tmp_path / "mixed", data_dir, [two, one], fingerprint="fp", subsets=SUBSETS, experts=EXPERTS)
