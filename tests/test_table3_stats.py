@@ -120,3 +120,34 @@ def test_include_takes_an_earlier_table_of_the_same_protocol_and_names_the_stage
         included_runs([other], None, "cpu", overrides)
     with pytest.raises(SystemExit, match=r"its scale: 'cpu'; this run's: 'cpu-long'"):
         included_runs([same], None, "cpu-long", overrides)
+
+
+def test_each_variant_sets_the_switches_its_row_names():
+    """What each variant's student runs with: its --set switches loaded on the default config."""
+    from benchmarks.table3 import VARIANTS
+    from rundir.config import load_config
+
+    def distill(name):
+        return load_config("ray_config.yaml", VARIANTS[name][1]).distill
+
+    official = distill("lfme_official")
+    assert (official.spis_init, official.spis_horizon, official.spis_clip, official.spis_on) == ("official", "half", False, "logits")
+    paper = distill("lfme")
+    assert (paper.spis_init, paper.spis_horizon, paper.spis_clip, paper.spis_on) == ("paper", "full", True, "loss")
+    assert (paper.sampling, paper.kd, paper.spes, paper.spis, paper.teachers) == ("class", True, True, True, "cache")
+    assert distill("lfme_live").teachers == "live" and distill("cls_samp").kd is False
+    assert distill("ins_samp_kd_spes").sampling == "instance"
+    for k in (2, 4, 8):
+        config = load_config("ray_config.yaml", VARIANTS[f"lfme_views{k}"][1])
+        assert config.cache.views == k and config.distill.teachers == "cache" and config.distill.spis
+    assert load_config("ray_config.yaml", VARIANTS["lfme_topk"][1]).cache.top_k == 5
+
+
+def test_the_claims_give_each_subsets_paired_difference():
+    runs = {
+        s: {"lfme_live": row(0.5 + d, {"a": 0.6 + d, "b": 0.4}), "lfme": row(0.5, {"a": 0.6, "b": 0.4 + d})}
+        for s, d in enumerate((0.01, 0.02, 0.03))
+    }
+    (claim,) = [c for c in claims_over_seeds(runs) if c["better"] == "lfme_live"]
+    assert claim["subsets"]["a"]["mean"] == pytest.approx(0.02) and claim["subsets"]["a"]["verdict"] == "holds"
+    assert claim["subsets"]["b"]["mean"] == pytest.approx(-0.02) and claim["subsets"]["b"]["verdict"] == "fails"
