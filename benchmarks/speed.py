@@ -1099,6 +1099,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="runs per mode in (c), (f) and (h), in alternating order (default 2; 1 with --quick)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides for (c) to (g)")
     parser.add_argument("--before-ref", default="bbc16ad", help="(h): the git ref whose default run is 'before' (default: bbc16ad)")
+    parser.add_argument("--views", type=int, default=1, help="(a): also a cache of this many augmented views per image (cache.views)")
     parser.add_argument("--skip-before", action="store_true", help="(h): run the default run of this checkout only")
     args = parser.parse_args(argv)
     defaults = {"per_class": (None, 500), "epochs": (4, 3), "rounds": (2, 1)}
@@ -1137,6 +1138,8 @@ def main(argv=None) -> dict:
     ab_args += ["--profile", "3", "--tmp", str(out)]
     if args.quick:
         ab_args += ["--quick", "--batches", "10"]
+    if args.views > 1:
+        ab_args += ["--views", str(args.views)]
     log("(a), (b): benchmarks.cache_speed " + " ".join(ab_args))
     ab = cache_speed.measure(cache_speed.parse_args(ab_args))
 

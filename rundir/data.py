@@ -15,7 +15,7 @@ import torch.utils.data
 
 from lfme import data as lfme_data
 from lfme.data import BatchTransform, DeviceBatches, ImageDataset, ImageList, PixelDataset, SourceSplits, build_transform
-from lfme.data.views import EpochTagged, ReplayedImages, ReplayedPixels, StoredViews, ViewsOfImages
+from lfme.data.views import EpochPixels, EpochTagged, ReplayedImages, StoredViews, ViewsOfImages
 from rundir.config import DataConfig
 
 
@@ -96,7 +96,7 @@ def make_loader(
         if not train or sampler is None:
             raise ValueError("stored views replace the training augmentation: a training loader with a sampler is needed")
         sampler = EpochTagged(sampler)  # the item of a replayed view depends on the epoch, also in loader workers
-        dataset = ReplayedPixels(dataset, views) if decode_once else ReplayedImages(images, cfg.transform, cfg.image_size, views)
+        dataset = EpochPixels(dataset) if decode_once else ReplayedImages(images, cfg.transform, cfg.image_size, views)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -110,7 +110,7 @@ def make_loader(
     )
     if not decode_once:
         return loader
-    return DeviceBatches(loader, BatchTransform(cfg.transform, train=train, image_size=cfg.image_size), device)
+    return DeviceBatches(loader, BatchTransform(cfg.transform, train=train, image_size=cfg.image_size), device, views)
 
 
 def views_loader(images: ImageList, cfg: DataConfig, batch_size: int, seed: int, views: int) -> torch.utils.data.DataLoader:

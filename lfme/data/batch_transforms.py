@@ -94,23 +94,25 @@ class DeviceBatches:
 
     Each iteration iterates `loader` anew, so its sampler's `set_epoch` still
     takes effect; labels and sample ids stay where the loader made them.
-    A loader of replayed views (`lfme.data.views.ReplayedPixels`) adds each
-    image's stored view, (B, 9): its crop and flip are applied instead of new draws.
+    `views` (`lfme.data.views.StoredViews`): the loader's items carry their
+    epoch (`lfme.data.views.EpochPixels`), and each image gets the crop and
+    flip of its stored view of that epoch instead of new draws.
     """
 
-    def __init__(self, loader: torch.utils.data.DataLoader, transform: BatchTransform, device: torch.device | str):
+    def __init__(self, loader: torch.utils.data.DataLoader, transform: BatchTransform, device: torch.device | str, views=None):
         self.loader = loader
         self.transform = transform
         self.device = torch.device(device)
+        self.views = views
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        for pixels, labels, sample_ids, *view in self.loader:
+        for pixels, labels, sample_ids, *epoch in self.loader:
             pixels = pixels.to(self.device, non_blocking=True)
-            if view:
-                tops, lefts, flips = view[0][:, 0].long(), view[0][:, 1].long(), view[0][:, 4] > 0
-                yield self.transform.apply(pixels, tops, lefts, flips), labels, sample_ids
-            else:
+            if self.views is None:
                 yield self.transform(pixels), labels, sample_ids
+                continue
+            view = torch.from_numpy(self.views.of(int(epoch[0][0]), sample_ids.numpy()))
+            yield self.transform.apply(pixels, view[:, 0].long(), view[:, 1].long(), view[:, 4] > 0), labels, sample_ids

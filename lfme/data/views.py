@@ -25,7 +25,8 @@ generator state, with torchvision's own parameter samplers
 `ColorJitter.get_params`): the training transform's distribution, and the same
 views whichever shard or worker draws them. `replay_pil` turns an image and a
 view into the view's pixels (the PIL path); `BatchTransform.apply` does the
-same for decoded cifar and digits batches, on the device. `chosen_views` says
+same for decoded cifar and digits batches, on the device (`EpochPixels`,
+`DeviceBatches`). `chosen_views` says
 which of the K views the student trains on in an epoch: a hash of (seed,
 epoch, sample id), so every rank, loader worker and teacher lookup agrees
 without talking.
@@ -217,19 +218,22 @@ class ReplayedImages(torch.utils.data.Dataset):
         return self.to_tensor(image), int(self.images.labels[i]), sample_id
 
 
-class ReplayedPixels(torch.utils.data.Dataset):
-    """Training items `(uint8 pixels, label, sample_id, view)` for (index, epoch) keys; `DeviceBatches` crops them."""
+class EpochPixels(torch.utils.data.Dataset):
+    """Training items `(uint8 pixels, label, sample_id, epoch)` for (index, epoch) keys.
 
-    def __init__(self, pixels: PixelDataset, views: StoredViews):
-        self.pixels, self.views = pixels, views
+    `DeviceBatches` given the `StoredViews` looks up the whole batch's views
+    for that epoch at once and crops and flips the batch with them.
+    """
+
+    def __init__(self, pixels: PixelDataset):
+        self.pixels = pixels
 
     def __len__(self) -> int:
         return len(self.pixels)
 
     def __getitem__(self, key: tuple[int, int]):
         i, epoch = key
-        pixels, label, sample_id = self.pixels[i]
-        return pixels, label, sample_id, torch.from_numpy(self.views.of(epoch, [sample_id])[0])
+        return (*self.pixels[i], epoch)
 
 
 __all__ = [
@@ -237,7 +241,7 @@ __all__ = [
     "VIEW_FIELDS",
     "EpochTagged",
     "ReplayedImages",
-    "ReplayedPixels",
+    "EpochPixels",
     "StoredViews",
     "ViewsOfImages",
     "chosen_views",
