@@ -192,15 +192,19 @@ def run_size(name: str, out: Path, overrides: list[str], through: str = "distill
         sampler.join()
     manifest = Manifest.load(str(run_dir))
     cache_manifest = json.loads(Path(cache_dir(str(run_dir)), "manifest.json").read_text())
-    rows = sum(p["rows"] for p in cache_manifest["parts"].values())
-    row_bytes = signal_bytes_per_row(cache_manifest)  # C float16 logits; less with cache.top_k
+    parts = cache_manifest["parts"]
+    rows = sum(p["rows"] for p in parts.values())
+    # Per part: C float16 logits a row; less with cache.top_k; times cache.views (and the views' parameters) for train.
+    part_bytes = {part: entry["rows"] * signal_bytes_per_row(cache_manifest, part) for part, entry in parts.items()}
     return {
         "size": name,
         "images": images,
         "classes": classes,
+        "views": config.cache.views,
+        "top_k": config.cache.top_k,
         "cache_rows": rows,
-        "logits_bytes": rows * row_bytes,
-        "train_logits_bytes": cache_manifest["parts"]["train"]["rows"] * row_bytes,
+        "logits_bytes": sum(part_bytes.values()),
+        "train_logits_bytes": part_bytes["train"],
         "cache_bytes_on_disk": folder_bytes(Path(cache_dir(str(run_dir)))),
         "node_local_copy_bytes": folder_bytes(local),
         "stage_seconds": {s: manifest.record(s).duration_s for s in ("split", "experts", "cache", "distill") if manifest.record(s)},
@@ -221,13 +225,13 @@ def render(results: list[dict]) -> str:
         "",
         "Peak proportional set size (GB, 1e9 bytes) sampled every 0.2 s; a page shared by k processes counts 1/k in each.",
         "",
-        "| size | images x classes | train teacher signal (logits, float16) | driver | cache task (max) | distill worker (max) | 2 workers together | their cache mappings together | cache on disk | node-local copy | cache s | distill s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| size | images x classes | views | top-k | train teacher signal (logits, float16) | driver | cache task (max) | distill worker (max) | 2 workers together | their cache mappings together | cache on disk | node-local copy | cache s | distill s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         m = r["memory"]
         lines.append(
-            f"| {r['size']} | {r['images']:,} x {r['classes']:,} | {gb(r['train_logits_bytes'])} | {gb(m['driver_pss'])} | "
+            f"| {r['size']} | {r['images']:,} x {r['classes']:,} | {r.get('views', 1)} | {r.get('top_k') or 'all'} | {gb(r['train_logits_bytes'])} | {gb(m['driver_pss'])} | "
             f"{gb(max(m['cache_task_pss'], default=0))} | {gb(max(m['distill_worker_pss'], default=0))} | "
             f"{gb(m['distill_workers_together']['pss'])} | {gb(m['distill_workers_together']['cache_mapping_pss'])} | "
             f"{gb(r['cache_bytes_on_disk'])} | {gb(r['node_local_copy_bytes'])} | {r['stage_seconds']['cache']:.0f} | "
