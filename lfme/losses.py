@@ -46,6 +46,31 @@ def subset_kd_loss(
     return loss * temperature**2 if t_squared else loss
 
 
+BASE_LOSSES = ("softmax", "logit_adjusted", "balanced_softmax")
+
+
+def base_loss_offsets(kind: str, class_counts, tau: float = 1.0) -> torch.Tensor | None:
+    """(C,) float32 offsets the student's CE adds to its logits, or None for plain softmax cross-entropy.
+
+    - logit_adjusted (Menon et al., ICLR 2021, the logit-adjusted loss):
+      CE(z + tau log pi, y), pi_c = n_c / N, the training label prior;
+    - balanced_softmax (Ren et al., NeurIPS 2020): CE(z + log n_c, y).
+    Both train the logits z to estimate the class-balanced posterior; the
+    model predicts with z alone. log n_c = log pi_c + log N, and a constant
+    shift of every logit leaves the softmax unchanged, so the two are one
+    loss at tau = 1. A class without training images counts as one (its
+    offset stays finite; no training label ever asks for it).
+    """
+    if kind not in BASE_LOSSES:
+        raise ValueError(f"base loss must be one of {BASE_LOSSES}, got {kind!r}")
+    if kind == "softmax":
+        return None
+    counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
+    if kind == "balanced_softmax":
+        return torch.from_numpy(np.log(counts)).float()
+    return torch.from_numpy(tau * np.log(counts / counts.sum())).float()
+
+
 def lfme_loss(
     student_logits: torch.Tensor,
     labels: torch.Tensor,
@@ -56,6 +81,7 @@ def lfme_loss(
     temperature: float = 2.0,
     t_squared: bool = False,
     spis_on: str = "loss",
+    ce_offsets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """LFME loss on one batch: mean_i(v_i CE_i) + sum_l w_l mean_i(KD_l,i).
 
@@ -66,6 +92,8 @@ def lfme_loss(
     terms, CE and KD, unweighted: a v_i below 1 flattens the student's
     softmax (a temperature of 1/v_i), which lowers that instance's gradient
     in another way than scaling its loss.
+    ce_offsets (`base_loss_offsets`): added to the logits inside the CE only
+    (logit adjustment, Balanced Softmax); KD sees the logits as they are.
     Returns the scalar loss and, for logging, detached tensors on the loss's
     device (read with .item() when needed: reading them here would wait for
     the device every step): "ce" (the weighted CE term), "kd" (the weighted KD
@@ -77,7 +105,8 @@ def lfme_loss(
     student_logits = student_logits.float()
     if instance_weights is not None and spis_on == "logits":
         student_logits = instance_weights.to(student_logits)[:, None] * student_logits
-    ce = F.cross_entropy(student_logits, labels, reduction="none")
+    ce_logits = student_logits if ce_offsets is None else student_logits + ce_offsets.to(student_logits)
+    ce = F.cross_entropy(ce_logits, labels, reduction="none")
     if instance_weights is not None and spis_on == "loss":
         ce = instance_weights.to(ce) * ce
     ce_term = ce.mean()
@@ -113,8 +142,10 @@ class DistillationLoss:
         temperature: float = 2.0,
         t_squared: bool = False,
         spis_on: str = "loss",
+        ce_offsets: torch.Tensor | None = None,
     ):
         self.teachers = teachers
+        self.ce_offsets = ce_offsets
         self.rows = rows
         self.subsets_classes = subsets_classes
         self.temperature = temperature
@@ -136,4 +167,7 @@ class DistillationLoss:
         if self.instance_weights is not None:
             v = to_device(torch.from_numpy(self.instance_weights[self.rows.rows_for(batch.sample_ids.numpy())]), device)
         classes = [self._copies.get(f"classes{l}", c, device) for l, c in enumerate(self.subsets_classes)]
-        return lfme_loss(logits, batch.labels, targets, classes, weights, v, self.temperature, self.t_squared, self.spis_on)
+        offsets = None if self.ce_offsets is None else self._copies.get("ce_offsets", self.ce_offsets, device)
+        return lfme_loss(
+            logits, batch.labels, targets, classes, weights, v, self.temperature, self.t_squared, self.spis_on, offsets
+        )

@@ -1,9 +1,18 @@
 """Class-balanced ("class-aware") sampling, single process and distributed.
 
 The LFME student is trained with the official class-aware sampler
-(docs/METHOD.md section 8): draw a class uniformly at random, then take the next
+(docs/METHOD.md section 8): pick a class, then take the next
 `samples_per_class` (4) instances of that class from a per-class shuffled
-cycle that is reshuffled whenever it is exhausted.
+cycle that is reshuffled whenever it is exhausted. How the class is picked:
+
+- `draw="cycle"` (the official code's, as OLTR's and the decoupling paper's
+  ClassAwareSampler): the classes in a shuffled order, each once per C
+  groups, a new shuffle after every C groups, and the position carried from
+  one epoch into the next. Over an epoch every class gets its share of groups
+  to within one.
+- `draw="iid"`: each group's class drawn uniformly and independently; per-class
+  counts then vary binomially (at ImageNet-LT size a standard deviation of
+  about 21 instances an epoch against about 1 with the cycle).
 
 Epoch length: `num_samples` defaults to len(labels), so a class-balanced epoch
 costs the same as an instance-sampled one and epoch counts compare directly
@@ -14,6 +23,12 @@ num_samples=max_count * C to reproduce it.
 Each epoch's sequence is a deterministic function of (seed, epoch) alone,
 drawn from numpy Generators seeded with SeedSequence((seed, epoch)), never
 the global RNG, so resumed or re-run epochs see the same batches. The class
+cycle too: epoch e holds the groups e*G .. e*G+G-1 of one endless sequence
+of class shuffles (the r-th seeded by (seed, "classes", r)), G the epoch's
+group count, so it continues where epoch e-1 stopped. Each class's instance
+cycle starts afresh every epoch (a difference from the official sampler,
+whose instance iterators also run on; within an epoch both visit a class's
+instances without repeats until all were seen). The class
 draws and each class's cycle use separate child streams, which makes a longer
 sequence extend a shorter one: the distributed sampler pads by continuing the
 draws and its global sequence starts with the single-process one.
@@ -23,6 +38,10 @@ import math
 
 import numpy as np
 import torch
+
+
+CLASS_DRAWS = ("cycle", "iid")
+CLASS_STREAM = 0x636C  # keys the class shuffles apart from the per-epoch streams
 
 
 def _class_indices(labels) -> list[np.ndarray]:
@@ -54,8 +73,11 @@ class ClassBalancedSampler(torch.utils.data.Sampler[int]):
     samples_per_class. Call set_epoch(epoch) before each epoch.
     """
 
-    def __init__(self, labels, samples_per_class: int = 4, num_samples: int | None = None, seed: int = 0):
+    def __init__(self, labels, samples_per_class: int = 4, num_samples: int | None = None, seed: int = 0, draw: str = "cycle"):
         self.class_indices = _class_indices(labels)
+        if draw not in CLASS_DRAWS:
+            raise ValueError(f"draw must be one of {CLASS_DRAWS}, got {draw!r}")
+        self.draw = draw
         num_samples = len(labels) if num_samples is None else num_samples
         if int(samples_per_class) != samples_per_class or samples_per_class < 1:
             raise ValueError(f"samples_per_class must be a positive integer, got {samples_per_class}")
@@ -74,7 +96,11 @@ class ClassBalancedSampler(torch.utils.data.Sampler[int]):
         k = self.samples_per_class
         num_classes = len(self.class_indices)
         class_stream, *cycle_streams = np.random.SeedSequence((self.seed, self.epoch)).spawn(num_classes + 1)
-        group_class = np.random.default_rng(class_stream).integers(0, num_classes, size=num_groups)
+        if self.draw == "cycle":
+            # Offset by the unpadded epoch, so a distributed sampler's global sequence starts with this one.
+            group_class = self._class_cycle(self.epoch * math.ceil(self.num_samples / k), num_groups)
+        else:
+            group_class = np.random.default_rng(class_stream).integers(0, num_classes, size=num_groups)
         groups_per_class = np.bincount(group_class, minlength=num_classes)
         cycles = [
             _shuffled_cycle(np.random.default_rng(stream), indices, n * k)
@@ -87,6 +113,17 @@ class ClassBalancedSampler(torch.utils.data.Sampler[int]):
         occurrence[by_class] = np.arange(num_groups) - first_group[group_class[by_class]]
         start = np.concatenate(([0], np.cumsum(groups_per_class * k)[:-1]))[group_class] + occurrence * k
         return np.concatenate(cycles)[start[:, None] + np.arange(k)].ravel()
+
+    def _class_cycle(self, start: int, num_groups: int) -> np.ndarray:
+        """Groups start .. start+num_groups-1 of the endless sequence of class shuffles."""
+        num_classes = len(self.class_indices)
+        groups = np.arange(start, start + num_groups)
+        rounds = groups // num_classes
+        shuffles = {
+            int(r): np.random.default_rng(np.random.SeedSequence((self.seed, CLASS_STREAM, int(r)))).permutation(num_classes)
+            for r in np.unique(rounds)
+        }
+        return np.concatenate([shuffles[int(r)][groups[rounds == r] % num_classes] for r in np.unique(rounds)])
 
     def __iter__(self):
         num_groups = math.ceil(self.num_samples / self.samples_per_class)
@@ -115,8 +152,9 @@ class DistributedClassBalancedSampler(ClassBalancedSampler):
         samples_per_class: int = 4,
         num_samples: int | None = None,
         seed: int = 0,
+        draw: str = "cycle",
     ):
-        super().__init__(labels, samples_per_class, num_samples, seed)
+        super().__init__(labels, samples_per_class, num_samples, seed, draw)
         if int(num_replicas) != num_replicas or num_replicas < 1:
             raise ValueError(f"num_replicas must be a positive integer, got {num_replicas}")
         if not 0 <= rank < num_replicas:

@@ -300,10 +300,28 @@ class CacheConfig:
 class DistillConfig(TrainingConfig):
     sampling: Literal["class", "instance"] = "class"
     samples_per_class: int = 4
+    # How class sampling picks each group's class (lfme.sampling): cycle, the
+    # official code's (a shuffled list of all classes, each once per C groups,
+    # carried from epoch to epoch); iid, independent uniform draws (this
+    # code's only way before 2026-12-06).
+    class_draw: Literal["cycle", "iid"] = "cycle"
     # dataset: an epoch draws as many samples as the training set holds (the
     # same cost for every sampling, so ablations compare like with like);
-    # official: max class count x C draws, the official code's epoch.
+    # official: int(N / batch_size) batches, the official code's epoch (its
+    # loop stops after int(N / batch) steps; its sampler's nominal
+    # max class count x C draws are never reached).
     epoch_length: Literal["dataset", "official"] = "dataset"
+    # Which student the stage keeps (and evaluate tests): last, the last
+    # epoch's; best, the epoch of the highest validation accuracy, as the
+    # official code tests. The history and the stage's result record both.
+    keep: Literal["last", "best"] = "last"
+    # The student's classification loss (lfme.losses.base_loss_offsets):
+    # softmax cross-entropy; logit_adjusted, CE on z + logit_tau log(pi)
+    # (Menon et al. ICLR 2021); balanced_softmax, CE on z + log(n_c) (Ren et
+    # al. NeurIPS 2020). Both shift the logits inside the CE only: the KD
+    # terms and the student's predictions use z. KD on top as kd/spes say.
+    base_loss: Literal["softmax", "logit_adjusted", "balanced_softmax"] = "softmax"
+    logit_tau: float = 1.0
     kd: bool = True
     # Where the KD targets come from (lfme.teachers). cache: the teacher cache,
     # computed once (the experts on the un-augmented image, or with
@@ -337,6 +355,8 @@ class DistillConfig(TrainingConfig):
             raise ConfigError(f"{path}.samples_per_class: must be >= 1, got {self.samples_per_class}")
         if self.temperature <= 0:
             raise ConfigError(f"{path}.temperature: must be > 0, got {self.temperature}")
+        if self.logit_tau < 0:
+            raise ConfigError(f"{path}.logit_tau: must be >= 0, got {self.logit_tau}")
         if not 0 <= self.alpha <= 1:
             raise ConfigError(f"{path}.alpha: must be in [0, 1], got {self.alpha}")
         if self.spes and not self.kd:

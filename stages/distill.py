@@ -36,7 +36,7 @@ from lfme import storage
 from lfme.engine import divergence_message, make_optimizer, make_scheduler, predict, progress_line, seed_everything, train_epoch
 from lfme.data.views import StoredViews
 from lfme.evaluation import subset_accuracy
-from lfme.losses import DistillationLoss
+from lfme.losses import DistillationLoss, base_loss_offsets
 from lfme.models import build_model
 from lfme.precision import resolve
 from lfme.scalars import ScalarLog
@@ -81,16 +81,22 @@ def expert_accuracies(val_rows: TeacherRows, subsets: list[Subset], chunk: int =
 
 
 def epoch_length(cfg: DistillConfig, class_counts: np.ndarray) -> int:
-    """Samples drawn per epoch (see `DistillConfig.epoch_length`)."""
+    """Samples drawn per epoch (see `DistillConfig.epoch_length`).
+
+    official: the official loop's int(N / batch) steps of a full batch, about
+    N samples (its sampler's nominal max_count x C is never reached).
+    """
+    n = int(class_counts.sum())
     if cfg.epoch_length == "official":
-        return int(class_counts.max() * len(class_counts))
-    return int(class_counts.sum())
+        return max(1, n // cfg.batch_size) * cfg.batch_size
+    return n
 
 
 def make_sampler(cfg: DistillConfig, labels: np.ndarray, class_counts: np.ndarray, world: int, rank: int, seed: int):
     if cfg.sampling == "class":
         return DistributedClassBalancedSampler(
-            labels, world, rank, cfg.samples_per_class, num_samples=epoch_length(cfg, class_counts), seed=seed
+            labels, world, rank, cfg.samples_per_class, num_samples=epoch_length(cfg, class_counts), seed=seed,
+            draw=cfg.class_draw,
         )
     return DistributedSampler(range(len(labels)), num_replicas=world, rank=rank, shuffle=True, seed=seed)
 
@@ -148,6 +154,7 @@ def distill_loop(loop_config: dict) -> None:
         dcfg.temperature,
         dcfg.t_squared,
         dcfg.spis_on,
+        base_loss_offsets(dcfg.base_loss, split.class_counts, dcfg.logit_tau),
     )
     acc_experts = expert_accuracies(val_rows, subsets)
     v1 = None  # per cache row, like everything the loss looks up by sample id
@@ -169,10 +176,11 @@ def distill_loop(loop_config: dict) -> None:
 
     weights = [1.0] * len(subsets)  # w_l of the first epoch: plain KD until the student is measured
     history: list[dict] = []
+    best = None  # with keep: best, {"epoch", "val_acc", "model"} of the best validation epoch so far
     checkpoints: workers.EpochCheckpoints = loop_config[workers.CHECKPOINTS_KEY]
     state = checkpoints.restore(model, optimizer, scheduler)
     if state is not None:
-        weights, history = state["weights"], state["history"]
+        weights, history, best = state["weights"], state["history"], state.get("best")
         if rank == 0:
             workers.say(f"[student] resuming after epoch {state['epoch']}")
 
@@ -229,15 +237,27 @@ def distill_loop(loop_config: dict) -> None:
             eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (dcfg.epochs - epoch)
             workers.say(progress_line("student", epoch, dcfg.epochs, stats, val_acc, eta))
             scalars.write(epoch, epoch_scalars(history[-1]))
+        if dcfg.keep == "best" and (best is None or val_acc > best["val_acc"]):
+            best = {"epoch": epoch, "val_acc": val_acc, "model": {k: v.detach().cpu().clone() for k, v in workers.unwrap(model).state_dict().items()}}
         epoch_start = time.perf_counter()
-        checkpoints.report(epoch_metrics(history[-1]), model, optimizer, scheduler, rank, weights=weights, history=history)
+        checkpoints.report(epoch_metrics(history[-1]), model, optimizer, scheduler, rank, weights=weights, history=history, best=best)
     if scalars is not None:
         scalars.close()
     if first_epoch > dcfg.epochs:
         # Resumed after its last epoch (killed between that checkpoint and the run's end; Ray Train resumes a
         # finished run too): report that epoch again. A restored Tune trial otherwise keeps the result it had
         # before the kill, whose val_acc is older and whose checkpoint may have been pruned since.
-        checkpoints.report(epoch_metrics(history[-1]), model, optimizer, scheduler, rank, weights=weights, history=history)
+        checkpoints.report(epoch_metrics(history[-1]), model, optimizer, scheduler, rank, weights=weights, history=history, best=best)
+
+
+def kept_student(state: dict, keep: str) -> tuple[dict, dict]:
+    """The weights the stage keeps (`DistillConfig.keep`) and what the result says of both candidates."""
+    last = state["history"][-1]
+    summary = {"kept": keep, "last_epoch": last["epoch"], "last_val_acc": last["val_acc"]}
+    if keep == "last":
+        return state["model"], summary
+    best = state["best"]
+    return best["model"], {**summary, "best_epoch": best["epoch"], "best_val_acc": best["val_acc"]}
 
 
 def epoch_scalars(record: dict) -> dict:
@@ -264,7 +284,9 @@ def run(ctx: StageContext) -> dict:
         storage_path=ray_storage(ctx.run_dir),
         max_failures=cfg.distill.max_failures,
     )
-    save_student(student_file(ctx.run_dir), cfg.model.arch, split, state["model"])
+    weights, kept = kept_student(state, cfg.distill.keep)
+    save_student(student_file(ctx.run_dir), cfg.model.arch, split, weights)
     storage.write_json_atomic(history_file(ctx.run_dir), state["history"])
     last = state["history"][-1]
-    return {"epochs": state["epoch"], "val_acc": last["val_acc"], "final_weights": last["weights_next"]}
+    val_acc = kept.get("best_val_acc", last["val_acc"])
+    return {"epochs": state["epoch"], "val_acc": val_acc, "final_weights": last["weights_next"], **kept}

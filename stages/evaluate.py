@@ -101,6 +101,9 @@ def run(ctx: StageContext) -> dict:
     student = accuracy_report(logits, labels, split.class_counts, split.subsets, tuple(cfg.evaluate.shot_thresholds))
     for s in split.subsets:  # the student on each expert's home ground, for the side-by-side table
         experts[s.name]["student_accuracy"] = subset_accuracy(logits, labels, s.classes)
+        # KD's premise on equal terms: the student, too, predicting among the subset's classes only (the
+        # expert's label space, and what a KD term over S_l can teach).
+        experts[s.name]["student_accuracy_within_subset"] = subset_accuracy(logits, labels, s.classes, restrict=True)
     history = storage.read_json(history_file(run_dir))
     report = {
         "student": student,

@@ -112,3 +112,43 @@ def test_spis_on_logits_scales_the_logits_of_both_terms():
     assert paper.item() != pytest.approx(loss.item(), rel=1e-3)
     with pytest.raises(ValueError, match="spis_on"):
         lfme_loss(z, labels, teacher, classes, w, v, spis_on="grads")
+
+
+def test_base_loss_offsets_by_hand():
+    """Two classes of 3 and 1 training images, logits (0, 0), label 1."""
+    from lfme.losses import base_loss_offsets
+
+    counts = [3, 1]
+    z, y = torch.zeros(1, 2), torch.tensor([1])
+    plain, _ = lfme_loss(z, y, None, [], None, None)
+    assert plain.item() == pytest.approx(math.log(2))  # softmax: p = 1/2
+    assert base_loss_offsets("softmax", counts) is None
+    la = base_loss_offsets("logit_adjusted", counts, tau=1.0)
+    torch.testing.assert_close(la, torch.tensor([math.log(0.75), math.log(0.25)]))
+    # tau = 1: softmax of (log .75, log .25) gives p_1 = 0.25, CE = log 4
+    assert lfme_loss(z, y, None, [], None, None, ce_offsets=la)[0].item() == pytest.approx(math.log(4))
+    # tau = 2: weights .5625 and .0625, p_1 = 0.1, CE = log 10
+    la2 = base_loss_offsets("logit_adjusted", counts, tau=2.0)
+    assert lfme_loss(z, y, None, [], None, None, ce_offsets=la2)[0].item() == pytest.approx(math.log(10))
+    # Balanced Softmax: log n_c = (log 3, 0); the same loss as logit adjustment at tau = 1
+    bs = base_loss_offsets("balanced_softmax", counts)
+    torch.testing.assert_close(bs, torch.tensor([math.log(3), 0.0]))
+    assert lfme_loss(z, y, None, [], None, None, ce_offsets=bs)[0].item() == pytest.approx(math.log(4))
+    # a class without training images counts as one image
+    assert torch.isfinite(base_loss_offsets("logit_adjusted", [3, 0])).all()
+    with pytest.raises(ValueError, match="base loss must be one of"):
+        base_loss_offsets("focal", counts)
+
+
+def test_the_offsets_shift_the_cross_entropy_only_not_the_kd_terms():
+    from lfme.losses import base_loss_offsets
+
+    torch.manual_seed(0)
+    z, t, y = torch.randn(5, 4), torch.randn(5, 4), torch.tensor([0, 1, 2, 3, 0])
+    classes = [torch.tensor([0, 1]), torch.tensor([2, 3])]
+    offsets = base_loss_offsets("balanced_softmax", [40, 20, 5, 1])
+    _, plain = lfme_loss(z, y, t, classes, torch.ones(2), None)
+    _, adjusted = lfme_loss(z, y, t, classes, torch.ones(2), None, ce_offsets=offsets)
+    torch.testing.assert_close(adjusted["kd_per_expert"], plain["kd_per_expert"])
+    expected_ce = torch.nn.functional.cross_entropy(z + offsets, y)
+    torch.testing.assert_close(adjusted["ce"], expected_ce)

@@ -70,12 +70,13 @@ def test_global_rng_untouched():
     assert np.random.rand() == expected
 
 
+@pytest.mark.parametrize("draw", ["cycle", "iid"])
 @pytest.mark.parametrize("num_replicas,num_samples", [(1, 63), (3, 63), (4, 100), (5, 7)])
-def test_distributed_shares(num_replicas, num_samples):
+def test_distributed_shares(num_replicas, num_samples, draw):
     k = 4
     shares = []
     for rank in range(num_replicas):
-        sampler = DistributedClassBalancedSampler(LABELS, num_replicas, rank, k, num_samples, seed=7)
+        sampler = DistributedClassBalancedSampler(LABELS, num_replicas, rank, k, num_samples, seed=7, draw=draw)
         sampler.set_epoch(2)
         shares.append(groups_of(list(sampler), k))
         assert len(sampler) == shares[-1].size
@@ -86,10 +87,11 @@ def test_distributed_shares(num_replicas, num_samples):
     # rank r holds groups r, r+R, ...: interleaving the shares rebuilds the global sequence,
     # which continues the single-process sequence of the same (seed, epoch)
     rebuilt = np.stack(shares, axis=1).reshape(-1)
-    reference = ClassBalancedSampler(LABELS, k, num_samples=padded, seed=7)
-    reference.set_epoch(2)
-    assert rebuilt.tolist() == list(reference)
-    single = ClassBalancedSampler(LABELS, k, num_samples=num_samples, seed=7)
+    if draw == "iid":  # i.i.d. draws: a longer epoch of the same (seed, epoch) extends a shorter one
+        reference = ClassBalancedSampler(LABELS, k, num_samples=padded, seed=7, draw=draw)
+        reference.set_epoch(2)
+        assert rebuilt.tolist() == list(reference)
+    single = ClassBalancedSampler(LABELS, k, num_samples=num_samples, seed=7, draw=draw)
     single.set_epoch(2)
     assert rebuilt[:num_samples].tolist() == list(single)
     # each group is one class; positions of the global sequence are split disjointly
@@ -104,3 +106,39 @@ def test_validation():
         ClassBalancedSampler([])
     with pytest.raises(ValueError):
         DistributedClassBalancedSampler(LABELS, num_replicas=2, rank=2)
+
+
+def imagenet_lt_labels() -> np.ndarray:
+    """Labels of ImageNet-LT's size: 115,846 images over 1,000 classes, the largest 1,280 (the synthetic source's profile)."""
+    from lfme.data.sources import long_tailed_profile
+
+    return np.repeat(np.arange(1000), long_tailed_profile(115_846, 1_000, 1_280))
+
+
+@pytest.mark.parametrize("draw, low, high", [("cycle", 0.0, 2.5), ("iid", 19.0, 24.0)])
+def test_per_class_counts_of_an_epoch_at_imagenet_lt_size(draw, low, high):
+    """28,962 groups of 4 over 1,000 classes: the cycle gives each class 28 to 30 groups (an epoch starts
+    and ends inside a round of the cycle); i.i.d. draws give Binomial(28,962, 1/1000) groups, sd sqrt(28.9)
+    = 5.4 groups = 21.5 instances."""
+    labels = imagenet_lt_labels()
+    sampler = ClassBalancedSampler(labels, samples_per_class=4, seed=0, draw=draw)
+    sampler.set_epoch(3)
+    counts = np.bincount(labels[list(sampler)], minlength=1000)
+    assert low <= counts.std() <= high
+    if draw == "cycle":  # the epoch's full windows of C groups, plus at most one group in each partial window at its ends
+        assert counts.max() - counts.min() <= 2 * 4
+
+
+def test_the_class_cycle_runs_on_across_epochs():
+    """Every window of C consecutive groups of the run, epoch boundaries included, holds each class once."""
+    k, num_samples = 2, 2 * 15  # 15 groups an epoch over 6 classes: windows straddle epochs
+    classes = []
+    for epoch in range(4):
+        sampler = ClassBalancedSampler(LABELS, samples_per_class=k, num_samples=num_samples, seed=5)
+        sampler.set_epoch(epoch)
+        classes += LABELS[groups_of(list(sampler), k)[:, 0]].tolist()
+    windows = np.asarray(classes).reshape(-1, 6)
+    assert all(sorted(w) == list(range(6)) for w in windows)
+    assert len({tuple(w) for w in windows}) > 1  # reshuffled every C groups
+    with pytest.raises(ValueError, match="draw must be one of"):
+        ClassBalancedSampler(LABELS, draw="round-robin")
