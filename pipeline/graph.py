@@ -34,14 +34,19 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 _SPEED_ONLY = {"resources", "max_concurrent", "max_failures", "loader_workers", "decode_once", "check_images", "shard_rows"}
 
 
-# Distill fields added after runs existed, each with the value that does what
-# those runs did: at that value a field stays out of the fingerprint, so a
-# finished run whose config asks for what it did keeps its fingerprint.
+# Fields added after runs existed, each with the value that does what those
+# runs did: at that value a field stays out of the fingerprint, so a finished
+# run whose config asks for what it did keeps its fingerprint.
+EXPERTS_ADDED = {"init": "scratch"}
 DISTILL_ADDED = {"class_draw": "iid", "keep": "last", "base_loss": "softmax", "logit_tau": 1.0}
 
 
 def _without_speed_fields(section: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in section.items() if k not in _SPEED_ONLY}
+
+
+def _experts_settings(experts: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in _without_speed_fields(experts).items() if EXPERTS_ADDED.get(k, object()) != v}
 
 
 def _distill_settings(distill: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +77,7 @@ def stage_settings(config: Config, stage: str) -> dict[str, Any]:
             "precision": c["precision"],
             "augmentation": "batched" if c["data"]["decode_once"] else "pil",
             "model": c["model"],
-            stage: _distill_settings(c[stage]) if stage == "distill" else _without_speed_fields(c[stage]),
+            stage: _distill_settings(c[stage]) if stage == "distill" else _experts_settings(c[stage]),
         }
     if stage == "cache":
         # Inference with the test transform is deterministic: nothing else of

@@ -247,6 +247,13 @@ class ExpertsConfig(TrainingConfig):
     # taken at least this many (lfme.engine.epochs_for_budget; its schedule
     # spans its own epochs). 0: every expert trains `epochs`.
     min_steps: int = 0
+    # Where an expert starts: scratch, new weights (the paper); joint, the
+    # weights of one model first trained on the whole long-tailed training set
+    # with class-balanced sampling (experts/_joint/), its classifier cut to the
+    # expert's classes, then fine-tuned on the subset (Hinton et al.'s
+    # specialists, 2015; not the paper). Experts trained from scratch on a
+    # small subset are behind a student trained on everything (docs/RESULTS.md).
+    init: Literal["scratch", "joint"] = "scratch"
 
     def check(self, path: str) -> None:
         super().check(path)

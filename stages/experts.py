@@ -8,6 +8,15 @@ The weights with the best validation accuracy on the subset (predicting among
 the subset's classes, which SpES compares the student against) are saved as
 `experts/<name>/model.pt`.
 
+`experts.init: joint` (not the paper: Hinton et al.'s specialists, 2015)
+first trains one model on the whole long-tailed training set with
+class-balanced sampling (the official class cycle, 4 instances a group), with
+the experts' recipe, as `experts/_joint/` (a task like an expert's:
+checkpointed every epoch, resumed, kept while the stage's settings hold).
+Each expert then starts from its weights, the classifier cut to the expert's
+classes (`lfme.models.specialist_weights`), and fine-tunes on its subset,
+keeping its best validation epoch as above.
+
 Why a plain task and not a Ray Train run: an expert is one worker with no
 collective to set up, and a Ray Train fit starts a controller and four helper
 actors beside it, each a new process importing Ray Train (about 20 s of
@@ -48,14 +57,19 @@ from lfme.engine import (
     set_rng_state,
     train_epoch,
 )
-from lfme.models import build_model
+from lfme.models import build_model, specialist_weights
+from lfme.sampling import DistributedClassBalancedSampler
 from lfme.scalars import ScalarLog
 from lfme.subsets import Subset
 from rundir.config import Config
 from rundir.context import StageContext
 from rundir.data import make_loader, restrict_to_subset
-from rundir.layout import expert_checkpoint, expert_result, load_split, save_expert, tensorboard_dir
+from rundir.layout import EXPERT_MODEL, expert_checkpoint, expert_dir, expert_result, load_split, save_expert, tensorboard_dir
 from stages import ray_compat, workers
+
+# The joint model of `experts.init: joint`, trained like an expert on every class; not a subset name
+# (the split names subsets by shot group or s<k>).
+JOINT = "_joint"
 
 
 def validation_accuracy(model, loader, device, precision) -> float:
@@ -93,6 +107,8 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
     val = restrict_to_subset(split.val, subset.classes)
     # One replica: the sampler is here for its epoch-seeded shuffle, which a resumed run repeats exactly.
     sampler = DistributedSampler(range(len(train)), num_replicas=1, rank=0, shuffle=True, seed=cfg.seed)
+    if subset.name == JOINT:  # every class, class-balanced: the generalist the specialists start from
+        sampler = DistributedClassBalancedSampler(train.labels, 1, 0, samples_per_class=4, seed=cfg.seed, draw="cycle")
     train_loader = make_loader(train, cfg.data, True, train_cfg.batch_size, sampler=sampler, every_epoch=True, device=device)
     val_loader = make_loader(val, cfg.data, False, cfg.evaluate.batch_size, every_epoch=True, device=device)
 
@@ -114,6 +130,9 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
         workers.say(f"[{tag}] resuming after epoch {state['epoch']}")
     else:
         history, best = [], {"accuracy": -1.0, "epoch": 0, "model": None}
+        if train_cfg.init == "joint" and subset.name != JOINT:
+            joint = storage.load_torch(storage.join(expert_dir(run_dir, JOINT), EXPERT_MODEL))
+            model.load_state_dict(specialist_weights(joint["model"], model, subset.classes))
 
     start = time.perf_counter()
     first_epoch = len(history) + 1
@@ -172,7 +191,16 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
 
 def run(ctx: StageContext) -> dict:
     cfg = ctx.config
-    subsets = load_split(ctx.run_dir, cfg.data).subsets
+    split = load_split(ctx.run_dir, cfg.data)
+    if cfg.experts.init == "joint":  # the specialists' common start, before any of them
+        train_all(ctx, [Subset(JOINT, tuple(range(split.num_classes)))])
+    results = train_all(ctx, split.subsets)
+    return {f"{s.name}_val_acc": results[s.name]["val_accuracy"] for s in split.subsets}
+
+
+def train_all(ctx: StageContext, subsets: list[Subset]) -> dict[str, dict]:
+    """Each subset's expert, trained at once (`experts.max_concurrent`), or kept where trained with these settings."""
+    cfg = ctx.config
     results, pending = {}, {}
     for subset in subsets:
         result = expert_result(ctx.run_dir, subset.name, ctx.fingerprint)
@@ -209,4 +237,4 @@ def run(ctx: StageContext) -> dict:
         # The first failure as the worker raised it (Ray's wrapper around it:
         # the CLI prints its cause on one line); the others were logged above.
         raise next(iter(errors.values()))
-    return {f"{s.name}_val_acc": results[s.name]["val_accuracy"] for s in subsets}
+    return results

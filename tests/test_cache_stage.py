@@ -110,3 +110,13 @@ def test_the_runner_records_digests_a_stage_hashed_as_it_wrote_without_reading_t
         "manifest.json": {"bytes": 2, "sha256": hashlib.sha256(b"{}").hexdigest()},
     }
     assert [p.rsplit("/", 1)[-1] for p in map(str, read)] == ["manifest.json"]
+
+
+def test_joint_experts_enter_the_experts_fingerprint_only_when_asked_for():
+    from pipeline.graph import fingerprints
+    from rundir.config import Config, load_config
+
+    base = fingerprints(Config())
+    assert fingerprints(load_config(None, ["experts.init=scratch"])) == base
+    joint = fingerprints(load_config(None, ["experts.init=joint"]))
+    assert joint["split"] == base["split"] and all(joint[s] != base[s] for s in ("experts", "cache", "distill", "evaluate"))

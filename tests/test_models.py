@@ -241,3 +241,23 @@ def test_small_cnn_learns_digits_quickly():
         accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
     assert accuracy >= 0.85
     assert elapsed < 10.0
+
+
+def test_a_specialist_starts_from_the_joint_models_weights_and_its_classes_rows():
+    from lfme.models import specialist_weights
+
+    torch.manual_seed(0)
+    joint = build_model("resnet8", 5, in_channels=3)
+    expert = build_model("resnet8", 2, in_channels=3)
+    weights = specialist_weights(joint.state_dict(), expert, (1, 3))
+    expert.load_state_dict(weights)
+    for name, value in joint.state_dict().items():
+        if value.shape == expert.state_dict()[name].shape:
+            assert torch.equal(expert.state_dict()[name], value), name
+    # The expert's logits are the joint model's logits of classes 1 and 3, in that order.
+    joint.eval(), expert.eval()
+    images = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(expert(images), joint(images)[:, [1, 3]])
+    with pytest.raises(ValueError, match="does not give the expert's"):
+        specialist_weights(build_model("resnet20", 5).state_dict() | {"conv1.weight": torch.zeros(1)}, expert, (1, 3))

@@ -267,14 +267,19 @@ def test_every_epoch_of_every_expert_and_of_the_student_is_in_tensorboard(defaul
         assert expert["lr"][1] == pytest.approx(0.05)  # ray_config.yaml's experts.lr, the first epoch's
 
 
-def test_a_cache_of_views_reruns_the_cache_and_the_student_and_lfme_verify_checks_its_shards(default_run, tmp_path):
+def test_joint_experts_and_a_cache_of_views_run_end_to_end_and_lfme_verify_checks_the_views_shards(default_run, tmp_path):
+    """Two switches in one run (each alone would cost a run): experts.init=joint and cache.views=2."""
     run_dir = copy_run(default_run, tmp_path / "run")
-    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST + ["cache.views=2"])
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST + ["cache.views=2", "experts.init=joint"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for stage in ("split", "experts"):
-        assert f"== {stage}: up to date" in result.stdout
-    for stage in ("cache", "distill", "evaluate"):
+    assert "== split: up to date" in result.stdout
+    for stage in ("experts", "cache", "distill", "evaluate"):
         assert f"== {stage}: running" in result.stdout
+    # The joint model first, then the three specialists, each started from it.
+    out = result.stdout
+    assert out.index("experts: _joint done") < min(out.index(f"experts: {name} done") for name in ("many", "medium", "few"))
+    joint = read_json(run_dir / "experts" / "_joint" / "result.json")
+    assert joint["classes"] == list(range(10)) and joint["fingerprint"] == manifest(run_dir)["stages"]["experts"]["fingerprint"]
     assert "2 augmented views of each training image" in result.stdout
     cache = read_json(run_dir / "cache" / "manifest.json")
     assert cache["parts"]["train"]["views"] == 2 and "views" not in cache["parts"]["val"]

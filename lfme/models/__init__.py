@@ -22,7 +22,7 @@ from lfme.models.cifar_resnet import cifar_resnet
 from lfme.models.resnet10 import resnet10
 from lfme.models.small_cnn import small_cnn
 
-__all__ = ["ARCHITECTURES", "CIFAR_DEPTHS", "TORCHVISION_RESNETS", "build_model"]
+__all__ = ["ARCHITECTURES", "CIFAR_DEPTHS", "TORCHVISION_RESNETS", "build_model", "specialist_weights"]
 
 # Backbones whose parameter names follow torchvision's ResNet (conv1, ..., fc).
 _TORCHVISION_LAYOUT = ("resnet10",) + tuple(f"tv_{name}" for name in TORCHVISION_RESNETS)
@@ -87,3 +87,29 @@ def load_backbone(model: nn.Module, path: str) -> None:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise ValueError(f"pretrained weights {path} do not match the backbone: {shown}{more}")
     model.load_state_dict(state, strict=False)
+
+
+def specialist_weights(joint_state: dict[str, torch.Tensor], expert: nn.Module, classes) -> dict[str, torch.Tensor]:
+    """A state dict for `expert` (a len(classes)-way model) from a C-way model's: a specialist's starting point.
+
+    Every tensor of the same shape is copied; a tensor whose first dimension is
+    C in the joint model and len(classes) in the expert (the classifier's
+    weight and bias) keeps the rows of `classes`, so the expert starts out
+    predicting among its classes exactly as the joint model ranks them
+    (Hinton et al. 2015, specialists initialised from the generalist).
+    Anything else that differs is an error: the two are not the same
+    architecture.
+    """
+    index = torch.as_tensor(list(classes), dtype=torch.long)
+    out = {}
+    for name, target in expert.state_dict().items():
+        if name not in joint_state:
+            raise ValueError(f"the joint model has no {name!r}: it is not a {type(expert).__name__}")
+        source = joint_state[name]
+        if source.shape == target.shape:
+            out[name] = source.clone()
+        elif source.dim() >= 1 and source.shape[1:] == target.shape[1:] and target.shape[0] == index.numel():
+            out[name] = source.index_select(0, index).clone()
+        else:
+            raise ValueError(f"{name}: the joint model's {tuple(source.shape)} does not give the expert's {tuple(target.shape)}")
+    return out
