@@ -24,6 +24,12 @@ Sizes: ImageNet-LT (115,846 images, 1,000 classes, 1280..2 per class),
 a middle size, iNaturalist 2018 (437,513 images, 8,142 classes, 1000..2).
 Results: `<out>/<size>/scale.json` per size (a finished size is not rerun
 unless `--fresh`; an unfinished one starts over), and `<out>/scale.md`.
+
+`--plan` runs nothing: for every size it prints the training part's teacher
+signal in bytes for cache.views 1 and 4, every logit and top-10, from the
+cache's schema (`lfme.teacher_cache.arrow_schema`): what the Parquet shards
+hold (uncompressed, so the cache on disk is this plus a few kB per shard),
+what the node-local copy holds, and the most a node's workers can map of it.
 """
 
 from __future__ import annotations
@@ -215,6 +221,40 @@ def run_size(name: str, out: Path, overrides: list[str], through: str = "distill
     }
 
 
+PLAN = [(1, None), (4, None), (1, 10), (4, 10)]  # (cache.views, cache.top_k)
+PLAN_SUBSETS = 3  # the split's subsets (experts) at every size: thresholds 20 / 100
+
+
+def planned_bytes(images: int, classes: int, views: int, top_k: int | None) -> int:
+    """Bytes of the training part's signal columns (views x logits or top-k arrays, and the views' parameters)."""
+    from lfme.teacher_cache import arrow_schema
+
+    per_subset = -(-classes // PLAN_SUBSETS)
+    shape = None if top_k is None else (PLAN_SUBSETS * min(top_k, per_subset), PLAN_SUBSETS)
+    row = sum(
+        f.type.list_size * f.type.value_type.bit_width // 8
+        for f in arrow_schema(classes, shape, views)
+        if f.name not in ("sample_id", "label", "subset", "confidence")
+    )
+    return images * row
+
+
+def render_plan() -> str:
+    lines = [
+        "# The teacher cache's training signal by cache.views and cache.top_k (benchmarks/scale.py --plan)",
+        "",
+        "GB (1e9 bytes), computed from the schema: the shards on disk (uncompressed), the node-local copy, the most "
+        f"a node's workers map. {PLAN_SUBSETS} experts.",
+        "",
+        "| size | images x classes | " + " | ".join(f"views {v}, {'top-' + str(k) if k else 'all logits'}" for v, k in PLAN) + " |",
+        "|---|---|" + "---:|" * len(PLAN),
+    ]
+    for name, (images, classes, _) in SIZES.items():
+        cells = " | ".join(gb(planned_bytes(images, classes, v, k)) for v, k in PLAN)
+        lines.append(f"| {name} | {images:,} x {classes:,} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def gb(n: float) -> str:
     return f"{n / 1e9:.2f}"
 
@@ -250,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         "--through", choices=("cache", "distill"), default="distill",
         help="the last stage to run (cache: the driver and the cache tasks only)",
     )
+    parser.add_argument("--plan", action="store_true", help="run nothing: the signal's bytes by cache.views and top_k, computed")
     args = parser.parse_args(argv)
+    if args.plan:
+        print(render_plan())
+        return 0
     out = Path(args.out).resolve()
     names = args.sizes.split(",")
     unknown = [n for n in names if n not in SIZES]

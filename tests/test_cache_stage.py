@@ -120,3 +120,14 @@ def test_joint_experts_enter_the_experts_fingerprint_only_when_asked_for():
     assert fingerprints(load_config(None, ["experts.init=scratch"])) == base
     joint = fingerprints(load_config(None, ["experts.init=joint"]))
     assert joint["split"] == base["split"] and all(joint[s] != base[s] for s in ("experts", "cache", "distill", "evaluate"))
+
+
+def test_the_scale_plan_counts_the_signal_bytes_by_hand():
+    from benchmarks.scale import planned_bytes
+
+    n = 115_846
+    assert planned_bytes(n, 1_000, 1, None) == n * 1_000 * 2  # C float16 logits
+    assert planned_bytes(n, 1_000, 4, None) == n * (4 * 1_000 * 2 + 4 * 9 * 4)  # 4 views and their 9 float32
+    # top-10 of 3 experts: 30 kept float16 logits, their 30 int32 classes, 3 float16 rest logits
+    assert planned_bytes(n, 1_000, 1, 10) == n * (30 * 2 + 30 * 4 + 3 * 2)
+    assert planned_bytes(n, 1_000, 4, 10) == n * (4 * (30 * 2 + 30 * 4 + 3 * 2) + 4 * 9 * 4)
