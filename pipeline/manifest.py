@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from lfme import storage
+from rundir.layout import manifest_file
 
 FORMAT = "lfme-run/1"
 
@@ -64,7 +65,7 @@ class StageRecord:
 class Manifest:
     def __init__(self, run_dir: str, data: dict[str, Any]):
         self.run_dir = run_dir
-        self.path = storage.join(run_dir, "manifest.json")
+        self.path = manifest_file(run_dir)
         self.data = data
         self._started: dict[str, float] = {}
 

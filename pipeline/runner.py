@@ -44,7 +44,7 @@ from pipeline.ray_session import RaySession
 from rundir.config import Config, dump_config, with_absolute_paths
 from rundir.context import StageContext
 from rundir.inputs import changes_since_split
-from rundir.layout import run_config_file, stage_dir
+from rundir.layout import run_config_file, stage_dir, stage_settings_file
 
 
 class MissingInputsError(RuntimeError):
@@ -168,7 +168,7 @@ def run_pipeline(
             record = manifest.start(stage, fps[stage], {u: fps[u] for u in UPSTREAM[stage]})
             log(f"== {stage}: {'resuming' if record.resumed else 'running'} (fingerprint {fps[stage]})")
             ctx = StageContext(config=config, run_dir=run_dir, stage=stage, fingerprints=fps, log=log)
-            storage.write_json_atomic(ctx.path("settings.json"), stage_settings(config, stage))
+            storage.write_json_atomic(stage_settings_file(run_dir, stage), stage_settings(config, stage))
             t0 = time.monotonic()
             try:
                 summary = stage_module(stage).run(ctx)

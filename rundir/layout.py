@@ -12,6 +12,7 @@ A run directory (a local path or an object-storage URL, `lfme.storage`)::
     experts/<subset>/model.pt            the expert's best weights (arch, subset, classes, model)
     experts/<subset>/result.json         its validation accuracy and history; marks it trained
     experts/<subset>/checkpoint.pt       its per-epoch training state, while it trains
+    experts/_joint/                      the joint model the experts start from (experts.init: joint)
     cache/                               the teacher cache (lfme.teacher_cache documents it)
     distill/student.pt, history.json     the student (arch, num_classes, class_names, model); per-epoch log
     evaluate/report.{json,md}, *.png     the test report (lfme.report)
@@ -59,11 +60,23 @@ HISTORY = "history.json"
 
 
 CONFIG_YAML = "config.yaml"
+MANIFEST_JSON = "manifest.json"
+STAGE_SETTINGS = "settings.json"
 
 
 def run_config_file(run_dir: str) -> str:
     """The resolved config of the run's last `lfme run` (absolute paths)."""
     return storage.join(run_dir, CONFIG_YAML)
+
+
+def manifest_file(run_dir: str) -> str:
+    """What each stage did (pipeline.manifest)."""
+    return storage.join(run_dir, MANIFEST_JSON)
+
+
+def stage_settings_file(run_dir: str, stage: str) -> str:
+    """The config fields that define `stage`'s result (pipeline.graph.stage_settings), as the stage last ran."""
+    return storage.join(run_dir, stage, STAGE_SETTINGS)
 
 
 def stage_dir(run_dir: str, stage: str) -> str:
