@@ -318,7 +318,7 @@ def projection(record: dict) -> dict | None:
     """
     epochs = record.get("epochs") or {}
     experts = []
-    for name, expert in record.get("experts", {}).items():
+    for expert in record.get("experts", {}).values():
         if expert.get("seconds") is not None:
             experts.append(expert["seconds"])
     for tag, line in record.get("progress", {}).items():

@@ -261,7 +261,7 @@ class ProcessCPU:
         while not self.stopping.wait(self.interval):
             self.sample()
 
-    def start(self) -> "ProcessCPU":
+    def start(self) -> ProcessCPU:
         self.sample(initial=True)
         self.thread.start()
         return self
@@ -401,7 +401,7 @@ def measure_experts(base: Config, args, data_root: Path, out: Path) -> dict:
         done = {}
         start = time.perf_counter()
 
-        def note(line: str) -> None:
+        def note(line: str, done=done, start=start) -> None:  # called within this iteration only
             log(line)
             words = line.split()
             if line.startswith("experts: ") and len(words) > 2 and words[2] == "done,":
@@ -911,6 +911,7 @@ def render(result: dict) -> str:
         ]
         for label, run in d["runs"].items()
     ]
+    same_results = "identical" if c["same_results"] else f"DIFFERENT (max difference {c['max_result_difference']:.3g})"
     lines = [
         f"# Speed{' (quick)' if meta['quick'] else ''}",
         "",
@@ -939,7 +940,7 @@ def render(result: dict) -> str:
         f"per mode; `plain` is Ray Train's local mode (the loop in this process, no actors), `ray` one worker "
         f"actor with {c['threads']} threads. Seconds per epoch from the histories (checkpoint to checkpoint); "
         f"\"later epochs\" are epochs 2..{c['epochs']} (median), the overhead's basis. Losses and validation "
-        f"accuracies of every run: {'identical' if c['same_results'] else 'DIFFERENT (max difference %.3g)' % c['max_result_difference']}.",
+        f"accuracies of every run: {same_results}.",
         "",
         *markdown_table(
             ["mode", "first epoch s", "later epochs s", "spread", "start-up s", "total s"], distill_rows, ["l", "r", "r", "r", "r", "r"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -116,7 +116,7 @@ def train_epoch(
     device: torch.device,
     *,
     precision: Precision = FP32,
-    scaler: Optional[torch.amp.GradScaler] = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> EpochStats:
     """One pass over `loader`, whose batches are (images, labels, sample_ids).
 
@@ -191,7 +191,7 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device, precision:
     )
 
 
-def format_eta(seconds: Optional[float]) -> str:
+def format_eta(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     seconds = int(round(seconds))

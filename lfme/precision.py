@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
 
 import torch
 from torch import nn
@@ -59,7 +58,7 @@ class Precision:
     device_type: str  # "cpu" or "cuda"
 
     @property
-    def dtype(self) -> Optional[torch.dtype]:
+    def dtype(self) -> torch.dtype | None:
         return _DTYPES.get(self.name)
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -68,7 +67,7 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
-    def grad_scaler(self) -> Optional[torch.amp.GradScaler]:
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
         """A loss scaler for fp16 (gradients underflow in fp16 without one); None otherwise."""
         return torch.amp.GradScaler(self.device_type) if self.name == "fp16" else None
 
@@ -88,7 +87,7 @@ class Precision:
 FP32 = Precision("fp32", "cpu")  # plain float32; its autocast and layout are no-ops on any device
 
 
-def resolve(requested: str, device: torch.device | str) -> tuple[Precision, Optional[str]]:
+def resolve(requested: str, device: torch.device | str) -> tuple[Precision, str | None]:
     """The precision to run `requested` in on `device`, and a one-line reason when it had to be fp32."""
     device_type = torch.device(device).type
     if requested not in PRECISIONS:

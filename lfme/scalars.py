@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from lfme import storage
 
@@ -41,13 +41,13 @@ class ScalarLog:
         from tensorboardX.event_file_writer import EventsWriter
 
         local = storage.local_path(location)
-        self.remote: Optional[str] = None if local is not None else location
+        self.remote: str | None = None if local is not None else location
         self.folder = local if local is not None else tempfile.mkdtemp(prefix="lfme-tensorboard-")
         os.makedirs(self.folder, exist_ok=True)
         self.writer = EventsWriter(os.path.join(self.folder, "events"))
         self.mlflow = MlflowRun.start(experiment, run_name) if os.environ.get(MLFLOW_URI_ENV) else None
 
-    def write(self, epoch: int, scalars: Mapping[str, Optional[float]]) -> None:
+    def write(self, epoch: int, scalars: Mapping[str, float | None]) -> None:
         """The epoch's scalars (None: not logged), on disk (and uploaded) when this returns."""
         from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.proto.summary_pb2 import Summary
@@ -69,7 +69,7 @@ class ScalarLog:
         if self.remote is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def __enter__(self) -> "ScalarLog":
+    def __enter__(self) -> ScalarLog:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -83,7 +83,7 @@ class MlflowRun:
         self.client, self.run_id = client, run_id
 
     @classmethod
-    def start(cls, experiment: str, run_name: str) -> Optional["MlflowRun"]:
+    def start(cls, experiment: str, run_name: str) -> MlflowRun | None:
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
@@ -94,7 +94,7 @@ class MlflowRun:
         experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
         return cls(client, client.create_run(experiment_id, run_name=run_name).info.run_id)
 
-    def log(self, epoch: int, scalars: Mapping[str, Optional[float]]) -> None:
+    def log(self, epoch: int, scalars: Mapping[str, float | None]) -> None:
         for tag, value in scalars.items():
             if value is not None:
                 self.client.log_metric(self.run_id, tag.replace("/", "_"), float(value), step=epoch)

@@ -35,7 +35,8 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Optional
+from typing import Any, BinaryIO
+from collections.abc import Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -61,7 +62,7 @@ def split_location(location: Location) -> tuple[fsspec.AbstractFileSystem, str]:
         raise ImportError(f"{location}: no filesystem for this URL ({err})") from None
 
 
-def local_path(location: Location) -> Optional[str]:
+def local_path(location: Location) -> str | None:
     """The path on this machine's disk for a local path or file:// URL; None for remote storage."""
     fs, path = split_location(location)
     return path if isinstance(fs, LocalFileSystem) else None
@@ -312,7 +313,7 @@ def remove(location: Location) -> None:
 #   so two writers racing within one round trip can both pass.
 
 
-def version(location: Location) -> Optional[str]:
+def version(location: Location) -> str | None:
     """A token that changes whenever the file is rewritten (S3: its ETag); None when there is no file."""
     fs, path = split_location(location)
     local = local_path(location)
@@ -365,7 +366,7 @@ def create_exclusive(location: Location, data: bytes) -> bool:
     return True
 
 
-def replace_if_version(location: Location, data: bytes, expected: str) -> Optional[str]:
+def replace_if_version(location: Location, data: bytes, expected: str) -> str | None:
     """Replace the file with `data` if it is still at `expected` (from `version`).
 
     Returns the new file's version, or None (nothing written) when the file

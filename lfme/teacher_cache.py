@@ -621,7 +621,7 @@ def commit_cache(directory, data_dir: str, shards: list[dict], *, fingerprint: s
         "experts": expert_map,
         "data_dir": data_dir,
         "parts": manifest_parts,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "extra": dict(extra or {}),
     }
     if top_k is not None:

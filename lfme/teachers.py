@@ -21,7 +21,8 @@ Plain PyTorch, no Ray.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Protocol
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -43,7 +43,6 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -238,7 +237,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _percent(value: Optional[float]) -> str:
+def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
@@ -377,7 +376,7 @@ def interrupted_line(args: argparse.Namespace) -> str:
     return "lfme: interrupted; run the same command again to resume"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(verbose=getattr(args, "verbose", False), debug=getattr(args, "debug", False))
     args.console, args.ray = console, None
@@ -418,7 +417,7 @@ def error_line(err: BaseException) -> str:
         return f"lfme: error: {type(err).__name__}"
 
 
-def finish(console: Console, ray, code: int, last: Optional[str]) -> None:
+def finish(console: Console, ray, code: int, last: str | None) -> None:
     """The command's last line on the console, then Ray's shutdown, then the log file closed.
 
     In this order: shutting Ray down can end the process (see

@@ -24,7 +24,8 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional, TextIO
+from typing import TextIO
+from collections.abc import Iterator
 
 from stages import ray_compat
 
@@ -52,11 +53,11 @@ class Console:
     def __init__(self, verbose: bool = False, debug: bool = False):
         self.verbose = verbose
         self.debug = debug
-        self.log: Optional[TextIO] = None
-        self.location: Optional[str] = None  # the log file in the run directory
-        self.local: Optional[str] = None  # the file written while the command runs (the same when local)
+        self.log: TextIO | None = None
+        self.location: str | None = None  # the log file in the run directory
+        self.local: str | None = None  # the file written while the command runs (the same when local)
         self.err_fd = 2  # the console's stderr, whatever fd 2 is meanwhile
-        self._saved_stderr: Optional[int] = None
+        self._saved_stderr: int | None = None
 
     def open(self, run_dir: str, command: str) -> None:
         from lfme import storage
@@ -101,7 +102,7 @@ class Console:
         else:
             os.write(self._saved_stderr, (text if text.endswith("\n") else text + "\n").encode())
 
-    def close(self) -> Optional[str]:
+    def close(self) -> str | None:
         """Give fd 2 back, close the log, copy it to a remote run directory; returns where the log is (None: no log)."""
         if self._saved_stderr is not None:
             sys.stderr.flush()

@@ -114,7 +114,7 @@ def model_card(student: TrainedStudent, fmt: str, sha256: str) -> dict[str, Any]
         "lfme": {key: distill.get(key) for key in ("sampling", "kd", "temperature", "spes", "alpha", "spis", "schedule", "epochs")},
         "run_dir": student.run_dir,
         "fingerprints": student.fingerprints,
-        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "versions": library_versions(),
     }
 

@@ -36,7 +36,7 @@ import sys
 import threading
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from lfme import storage
 
@@ -54,7 +54,7 @@ class LeaseLostError(RuntimeError):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Holder:
             f"last heartbeat {self.seconds_since_heartbeat():.0f} s ago"
         )
 
-    def stale_because(self, timeout_s: float) -> Optional[str]:
+    def stale_because(self, timeout_s: float) -> str | None:
         """Why this holder is gone, or None while it may still be working."""
         if self.host == socket.gethostname() and not _pid_alive(self.pid):
             return f"its process {self.pid} no longer exists on {self.host}"
@@ -101,7 +101,7 @@ def lease_path(run_dir: str) -> str:
     return storage.join(run_dir, LEASE_FILE)
 
 
-def read_holder(run_dir: str) -> Optional[Holder]:
+def read_holder(run_dir: str) -> Holder | None:
     """The holder named in the run's lease file, or None when there is none (or it is being replaced)."""
     try:
         return Holder(**json.loads(storage.read_text(lease_path(run_dir))))
@@ -129,12 +129,12 @@ class Lease:
         self.timeout_s = timeout_s
         now = _now().isoformat(timespec="seconds")
         self.me = Holder(socket.gethostname(), os.getpid(), command, now, now, uuid.uuid4().hex)
-        self.version: Optional[str] = None  # of the file as we last wrote it
-        self.lost: Optional[str] = None
+        self.version: str | None = None  # of the file as we last wrote it
+        self.lost: str | None = None
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         self.acquire()
         return self
 

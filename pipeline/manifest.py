@@ -19,7 +19,7 @@ import datetime as dt
 import platform
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from lfme import storage
 from rundir.layout import manifest_file
@@ -28,7 +28,7 @@ FORMAT = "lfme-run/1"
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def library_versions() -> dict[str, str]:
@@ -50,12 +50,12 @@ class StageRecord:
     fingerprint: str
     inputs: dict[str, str]  # upstream stage -> fingerprint it was run against
     started_at: str
-    finished_at: Optional[str] = None
-    duration_s: Optional[float] = None
+    finished_at: str | None = None
+    duration_s: float | None = None
     attempts: int = 1
     resumed: bool = False  # this attempt continued an interrupted one
     resumes: list[str] = field(default_factory=list)  # when each resume happened
-    error: Optional[str] = None
+    error: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     # Every file the stage wrote in its folder: relative name -> {"bytes", "sha256"}
     # (absent in manifests written before outputs were recorded: nothing to check).
@@ -70,7 +70,7 @@ class Manifest:
         self._started: dict[str, float] = {}
 
     @classmethod
-    def load(cls, run_dir: str) -> "Manifest":
+    def load(cls, run_dir: str) -> Manifest:
         manifest = cls(str(run_dir), {"format": FORMAT, "created_at": now_iso(), "stages": {}})
         if storage.exists(manifest.path):
             manifest.data = storage.read_json(manifest.path)
@@ -83,7 +83,7 @@ class Manifest:
         self.data["versions"] = library_versions()
         storage.write_json_atomic(self.path, self.data)
 
-    def record(self, stage: str) -> Optional[StageRecord]:
+    def record(self, stage: str) -> StageRecord | None:
         raw = self.data["stages"].get(stage)
         return StageRecord(**raw) if raw else None
 
@@ -109,7 +109,7 @@ class Manifest:
         self.save()
         return rec
 
-    def finish(self, stage: str, summary: dict[str, Any], outputs: Optional[dict[str, dict]] = None) -> None:
+    def finish(self, stage: str, summary: dict[str, Any], outputs: dict[str, dict] | None = None) -> None:
         if outputs is not None:
             self.data["stages"][stage]["outputs"] = outputs
         self._close(stage, "done", summary=summary)
@@ -130,7 +130,7 @@ class Manifest:
             self.save()
         return stale
 
-    def _close(self, stage: str, status: str, summary: Optional[dict] = None, error: Optional[str] = None) -> None:
+    def _close(self, stage: str, status: str, summary: dict | None = None, error: str | None = None) -> None:
         raw = self.data["stages"][stage]
         raw["status"] = status
         raw["finished_at"] = now_iso()

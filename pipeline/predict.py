@@ -37,7 +37,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -65,7 +65,7 @@ class Source:
     names: list[str]
 
 
-def collect(inputs: list[str], class_names: list[str], mode: str, root: Optional[str] = None) -> list[Source]:
+def collect(inputs: list[str], class_names: list[str], mode: str, root: str | None = None) -> list[Source]:
     """The images each INPUT names (module docstring), decoded to PIL `mode`; FileNotFoundError for an input that is not there."""
     sources = []
     for given in inputs:
@@ -132,7 +132,7 @@ class Predictions:
     skipped: list[str]  # one message per image that could not be read
 
     @staticmethod
-    def concat(parts: list["Predictions"]) -> "Predictions":
+    def concat(parts: list[Predictions]) -> Predictions:
         return Predictions(
             [row for p in parts for row in p.rows],
             np.concatenate([p.predicted for p in parts]) if parts else np.zeros(0, np.int64),
@@ -233,7 +233,7 @@ def _batches(student: TrainedStudent, sources: list[Source], batch_size: int, sk
         yield batch
 
 
-def accuracy(student: TrainedStudent, predictions: Predictions) -> Optional[dict]:
+def accuracy(student: TrainedStudent, predictions: Predictions) -> dict | None:
     """The evaluate stage's accuracy report over the images with a known label (None if there are none)."""
     if not len(predictions.labels):
         return None

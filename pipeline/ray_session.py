@@ -33,7 +33,7 @@ import logging
 import os
 import socket
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from rundir.config import Config, RayConfig, Resources
 
@@ -49,12 +49,12 @@ class InsufficientResourcesError(RuntimeError):
     """A stage asks for more than any node of the cluster has (and, on a cluster, none came in time)."""
 
 
-def address_to_join(cfg: RayConfig) -> Optional[str]:
+def address_to_join(cfg: RayConfig) -> str | None:
     """The cluster address the driver joins, or None to start a local Ray (see the module docstring)."""
     return cfg.address if cfg.address is not None else os.environ.get(ADDRESS_ENV) or None
 
 
-def host_and_port(address: str) -> Optional[tuple[str, int]]:
+def host_and_port(address: str) -> tuple[str, int] | None:
     """(host, port) of `host:port` or `ray://host:port`; None for `auto` and other forms Ray resolves itself."""
     text = address.split("://", 1)[-1].rstrip("/")
     host, sep, port = text.rpartition(":")
@@ -151,7 +151,7 @@ def _fits(bundle: dict[str, float], have: dict[str, float]) -> bool:
     return all(have.get(key, 0.0) + 1e-9 >= amount for key, amount in bundle.items())
 
 
-def shortfall(bundle: dict[str, float], count: int, nodes: list[dict[str, float]]) -> Optional[str]:
+def shortfall(bundle: dict[str, float], count: int, nodes: list[dict[str, float]]) -> str | None:
     """Why the alive `nodes` (each its total resources) cannot run `count` x `bundle` at once, or None when they can.
 
     Each bundle must fit one node, and all of them the nodes together (Ray
@@ -252,7 +252,7 @@ class RaySession:
             ray.shutdown()
         self.connected = self.owned = False
 
-    def __enter__(self) -> "RaySession":
+    def __enter__(self) -> RaySession:
         return self
 
     def __exit__(self, *exc) -> None:

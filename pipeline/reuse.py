@@ -14,7 +14,7 @@ Local paths and object-storage URLs mix freely (`lfme.storage.copy_tree`).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from lfme import storage
 from pipeline.graph import STAGES, TEACHER_STAGES, UPSTREAM, fingerprints

@@ -34,7 +34,7 @@ the runner records it `interrupted`, and shuts down the Ray this driver started
 from __future__ import annotations
 
 import time
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
 
 from lfme import storage
 from pipeline.graph import STAGES, UPSTREAM, fingerprints, stage_settings
@@ -102,7 +102,7 @@ def damaged_outputs(run_dir: str, stage: str, record: StageRecord, hash_up_to: f
     return problems
 
 
-def stages_to_run(only: Optional[str], through: Optional[str]) -> tuple[str, ...]:
+def stages_to_run(only: str | None, through: str | None) -> tuple[str, ...]:
     if only is not None and through is not None:
         raise ValueError("run_pipeline: give `only` or `through`, not both")
     for name, value in (("--stage", only), ("through", through)):
@@ -115,12 +115,12 @@ def stages_to_run(only: Optional[str], through: Optional[str]) -> tuple[str, ...
 
 def run_pipeline(
     config: Config,
-    run_dir: Optional[str] = None,
-    only: Optional[str] = None,
+    run_dir: str | None = None,
+    only: str | None = None,
     log: Callable[[str], None] = print,
-    through: Optional[str] = None,
-    lease: Optional[Lease] = None,
-    ray: Optional[RaySession] = None,
+    through: str | None = None,
+    lease: Lease | None = None,
+    ray: RaySession | None = None,
 ) -> Manifest:
     """Run every stage (or `only` one, or the stages `through` one), skipping and resuming as the module says.
 
@@ -189,7 +189,7 @@ def run_pipeline(
     return manifest
 
 
-def reason_to_run(manifest: Manifest, run_dir: str, stage: str, fingerprint: str, ran: set[str]) -> Optional[str]:
+def reason_to_run(manifest: Manifest, run_dir: str, stage: str, fingerprint: str, ran: set[str]) -> str | None:
     """None: the stage is done and intact, skip it. "" : run it (new, changed or interrupted). Else why a done stage reruns."""
     if not manifest.is_done(stage, fingerprint):
         return ""

@@ -5,7 +5,6 @@ Reads only the manifest, the lease and the run's log files: no torch, no Ray.
 
 from __future__ import annotations
 
-from typing import Optional
 
 from lfme import storage
 from lfme.report import summary_table
@@ -64,7 +63,7 @@ def status_text(run_dir: str) -> str:
     return "\n".join(lines)
 
 
-def latest_progress(run_dir: str) -> Optional[str]:
+def latest_progress(run_dir: str) -> str | None:
     """The last epoch line (`[expert few] epoch 3/15 ...`, `[student] ...`) of the run's newest log, without Ray's prefix."""
     folder = storage.join(run_dir, LOGS_DIR)
     if not storage.exists(folder):

@@ -20,7 +20,8 @@ overall and per group (`evaluate/report.json`, if the run was evaluated).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -54,10 +55,10 @@ class TrainedStudent:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     precision: str  # what the student trained in
-    accuracy: Optional[dict[str, Any]]  # evaluate/report.json's student section, None if not evaluated
+    accuracy: dict[str, Any] | None  # evaluate/report.json's student section, None if not evaluated
     run_dir: str
     fingerprints: dict[str, str] = field(default_factory=dict)  # each done stage's fingerprint
-    config: Optional[Config] = None
+    config: Config | None = None
 
     @property
     def mode(self) -> str:

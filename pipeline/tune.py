@@ -40,7 +40,8 @@ import importlib.util
 import io
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
+from collections.abc import Callable
 
 from lfme import storage
 from lfme.report import markdown_table, format_percent
@@ -170,11 +171,11 @@ def ensure_inputs(config: Config, run_dir: str, lease: Lease, ray: RaySession, l
 
 def run_tune(
     config: Config,
-    run_dir: Optional[str] = None,
+    run_dir: str | None = None,
     resume: bool = False,
     log: Callable[[str], None] = print,
-    lease: Optional[Lease] = None,
-    ray: Optional[RaySession] = None,
+    lease: Lease | None = None,
+    ray: RaySession | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the sweep `config.tune` describes; write its tables and best config; return a summary.
 

@@ -20,7 +20,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -38,13 +38,13 @@ class RayConfig:
     # None: start a local Ray in this process, or inside a Ray Job (where
     # RAY_ADDRESS is set) join the job's cluster. "auto": join the cluster this
     # machine belongs to. "host:6379": that cluster. "ray://host:10001": Ray Client.
-    address: Optional[str] = None
+    address: str | None = None
     # Only for the local in-process Ray: CPUs it may use (None = all).
-    num_cpus: Optional[int] = None
+    num_cpus: int | None = None
     # Only for the local in-process Ray: GPUs it declares (None = those Ray
     # detects). A logical count: Ray schedules by it, and a task runs on CUDA
     # only where torch finds a device (stages.workers.task_device).
-    num_gpus: Optional[float] = None
+    num_gpus: float | None = None
     # A cluster address with a port (or RAY_ADDRESS) is tried for this many
     # seconds before the run stops with one line (ray.init alone waits minutes).
     connect_timeout_s: float = 30.0
@@ -113,19 +113,19 @@ class DataConfig:
     # imagefolder: the tree's root; oltr: the image root the list paths are
     # relative to; parquet: the folder of the files; inat: the folder the JSON
     # files' image file_names are relative to; cifar10/100: torchvision root.
-    root: Optional[str] = None
+    root: str | None = None
     # imagefolder: subfolder names; oltr: list files; parquet: file names or
     # globs; inat: the JSON annotation files (train2018.json, val2018.json).
     # Relative paths are taken relative to `root`.
-    train: Optional[str] = None
-    val: Optional[str] = None
-    test: Optional[str] = None
-    classes_file: Optional[str] = None  # parquet: `label<TAB>wnid<TAB>name`
+    train: str | None = None
+    val: str | None = None
+    test: str | None = None
+    classes_file: str | None = None  # parquet: `label<TAB>wnid<TAB>name`
     download: bool = False  # cifar10/100: let torchvision download (needs network)
     test_per_class: int = 40  # digits: balanced test images per class
     # LDAM-DRW long-tailed construction of a balanced source; None keeps the
     # source as it is (ImageNet-LT, Places-LT are long-tailed already).
-    imbalance_factor: Optional[float] = 10.0
+    imbalance_factor: float | None = 10.0
     # Balanced validation images per class, taken from the images the LT
     # construction leaves unused (never from the test set). Ignored when the
     # source brings its own validation list.
@@ -181,7 +181,7 @@ class SplitConfig:
     thresholds: list[float] = field(default_factory=lambda: [20.0, 100.0])
     convention: Literal["inclusive", "strict"] = "inclusive"
     num_subsets: int = 3
-    names: Optional[list[str]] = None
+    names: list[str] | None = None
 
     def check(self, path: str) -> None:
         if self.method == "thresholds" and not self.thresholds:
@@ -193,7 +193,7 @@ class SplitConfig:
 @dataclass
 class ModelConfig:
     arch: str = "small_cnn"
-    pretrained: Optional[str] = None  # local torchvision state-dict file
+    pretrained: str | None = None  # local torchvision state-dict file
 
     def check(self, path: str) -> None:
         if self.arch not in ARCHITECTURES:
@@ -241,7 +241,7 @@ class TrainingConfig:
 
 @dataclass
 class ExpertsConfig(TrainingConfig):
-    max_concurrent: Optional[int] = None  # experts trained at once (None: all)
+    max_concurrent: int | None = None  # experts trained at once (None: all)
     # A training budget in SGD steps that small subsets are not starved of: an
     # expert whose `epochs` give fewer steps trains more epochs until it has
     # taken at least this many (lfme.engine.epochs_for_budget; its schedule
@@ -413,7 +413,7 @@ class TuneConfig:
     # epochs; each rung keeps the best 1/`reduction_factor` of the trials.
     grace_period: int = 1
     reduction_factor: float = 2.0
-    max_concurrent_trials: Optional[int] = None  # None: as many as the distill resources fit in the cluster
+    max_concurrent_trials: int | None = None  # None: as many as the distill resources fit in the cluster
     seed: int = 0  # of the random search, so a sweep draws the same trials again
     loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
     name: str = "sweep"  # results under <run_dir>/tune/<name>/
@@ -663,7 +663,7 @@ def with_absolute_paths(config: Config, base: Path | None = None) -> Config:
     base = Path(base or Path.cwd())
     config = copy.deepcopy(config)
 
-    def absolute(path: Optional[str]) -> Optional[str]:
+    def absolute(path: str | None) -> str | None:
         if path is None or "://" in path or Path(path).is_absolute():
             return path
         return str((base / path).resolve())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch.utils.data
@@ -19,7 +18,7 @@ from lfme.data.views import EpochPixels, EpochTagged, ReplayedImages, StoredView
 from rundir.config import DataConfig
 
 
-def _resolve(root: Optional[str], path: Optional[str]) -> Optional[str]:
+def _resolve(root: str | None, path: str | None) -> str | None:
     if path is None:
         return None
     return path if Path(path).is_absolute() or root is None else str(Path(root) / path)
@@ -68,7 +67,7 @@ def make_loader(
     cfg: DataConfig,
     train: bool,
     batch_size: int,
-    sampler: Optional[torch.utils.data.Sampler] = None,
+    sampler: torch.utils.data.Sampler | None = None,
     every_epoch: bool = False,
     device: torch.device | str = "cpu",
     views: StoredViews | None = None,

@@ -36,7 +36,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 from lfme import storage
 from lfme.choices import IMAGE_EXTENSIONS
@@ -47,13 +47,13 @@ FORMAT = 1
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}  # torchvision's base_folder
 
 
-def _resolve(root: Optional[str], path: Optional[str]) -> Optional[str]:
+def _resolve(root: str | None, path: str | None) -> str | None:
     if path is None:
         return None
     return path if os.path.isabs(path) or root is None else os.path.join(root, path)
 
 
-def _key(path: str, root: Optional[str]) -> str:
+def _key(path: str, root: str | None) -> str:
     """A path as the signature names it: relative to the data root when under it."""
     if root is not None:
         relative = os.path.relpath(path, root)

@@ -25,7 +25,8 @@ import importlib.util
 import logging
 import os
 import re
-from typing import Iterator, Optional, TextIO
+from typing import TextIO
+from collections.abc import Iterator
 
 # Ray Train's controller takes a worker's report only when it polls the worker
 # group, every 2 s by default, and the worker's next report waits for that (its
@@ -177,7 +178,7 @@ def user_error(err: BaseException) -> BaseException:
     return err
 
 
-def _wrapped(err: BaseException) -> Optional[BaseException]:
+def _wrapped(err: BaseException) -> BaseException | None:
     failures = getattr(err, "worker_failures", None)
     if isinstance(failures, dict) and failures:
         return failures[min(failures)]
@@ -232,7 +233,7 @@ def one_line(err: BaseException) -> str:
 # prefixes come without colour codes.
 WORKER_LOGS_MODULE = "ray._private.worker"
 COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
-_ray_output: Optional[tuple[TextIO, bool]] = None  # (log file, verbose), set by `send_ray_output`
+_ray_output: tuple[TextIO, bool] | None = None  # (log file, verbose), set by `send_ray_output`
 
 
 def send_ray_output(log: TextIO, verbose: bool) -> None:

@@ -32,7 +32,8 @@ import sys
 import tempfile
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -77,10 +78,10 @@ class EpochCheckpoints:
     overwrites it.
     """
 
-    local_dir: Optional[str] = None
-    divergence_note: Optional[str] = None  # where `stop_diverged` leaves its message for `fit`
+    local_dir: str | None = None
+    divergence_note: str | None = None  # where `stop_diverged` leaves its message for `fit`
 
-    def restore(self, model, optimizer, scheduler) -> Optional[dict[str, Any]]:
+    def restore(self, model, optimizer, scheduler) -> dict[str, Any] | None:
         """Load the last checkpoint into model, optimiser and scheduler, and this rank's RNG state.
 
         Returns the checkpoint's state (epoch, history, ...) when the run is
@@ -133,7 +134,7 @@ def fit(
     name: str,
     storage_path: str,
     max_failures: int,
-    callbacks: Optional[list] = None,
+    callbacks: list | None = None,
 ) -> dict[str, Any]:
     """Run `loop` on `resources.num_workers` Ray Train workers; return the last checkpoint's state.
 
@@ -150,7 +151,7 @@ def fit(
     if resources.use_gpu:
         worker_resources["GPU"] = resources.gpus_per_worker
 
-    def trainer(local_dir: Optional[str]) -> TorchTrainer:
+    def trainer(local_dir: str | None) -> TorchTrainer:
         return TorchTrainer(
             loop,
             train_loop_config={**loop_config, CHECKPOINTS_KEY: EpochCheckpoints(local_dir, note)},

@@ -65,10 +65,10 @@ def s3_endpoint(tmp_path_factory):
         try:
             urllib.request.urlopen(endpoint, timeout=2)
             break
-        except OSError:
+        except OSError as err:
             if server.poll() is not None or time.monotonic() > deadline:
                 server.kill()
-                raise RuntimeError(f"moto S3 server did not start on {endpoint}: see {log.name}")
+                raise RuntimeError(f"moto S3 server did not start on {endpoint}: see {log.name}") from err
             time.sleep(0.3)
     saved = {key: os.environ.get(key) for key in [*S3_ENV, "AWS_ENDPOINT_URL"]}
     os.environ.update(S3_ENV, AWS_ENDPOINT_URL=endpoint)

@@ -278,7 +278,7 @@ def test_oltr_empty_list(tmp_path, which):
 
 def test_oltr_list_not_utf8_names_the_line(tmp_path):
     train, val, test = write_lists(tmp_path)
-    test.write_bytes("f.jpg 1\n".encode() + "caf\u00e9.jpg 0\n".encode("latin-1"))
+    test.write_bytes(b"f.jpg 1\n" + "caf\u00e9.jpg 0\n".encode("latin-1"))
     with pytest.raises(ValueError, match=re.escape(f"{test} line 2: not UTF-8 text (invalid continuation byte): b'caf\\xe9.jpg 0'")):
         oltr_lists(tmp_path, train, val, test)
 

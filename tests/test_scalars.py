@@ -6,7 +6,6 @@ import struct
 from pathlib import Path
 
 import fsspec
-import pytest
 
 from lfme.scalars import ScalarLog
 

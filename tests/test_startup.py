@@ -72,7 +72,7 @@ def test_status_and_verify_import_no_torch(tmp_path):
 
 def test_a_refused_second_driver_imports_no_torch(tmp_path):
     run_dir = make_run_dir(tmp_path)
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     holder = Holder(socket.gethostname(), os.getpid(), "lfme run", now, now, "t")  # this live process holds it
     (run_dir / LEASE_FILE).write_bytes(holder.to_bytes())
     refused = run_cli("run", "ray_config.yaml", "--run-dir", str(run_dir))

@@ -80,7 +80,7 @@ def test_predict_on_the_test_set_gives_the_evaluate_stage_numbers(finished_run, 
         f"top-1 {100 * expected['overall']:.1f}%  many {100 * shots['many']:.1f}%  medium {100 * shots['medium']:.1f}%  "
         f"few {100 * shots['few']:.1f}%  (400 labelled images; {shots['rule']})"
     )
-    assert f"broken.png" in result.stderr and "1 image(s) skipped" in result.stderr and "Traceback" not in result.stderr
+    assert "broken.png" in result.stderr and "1 image(s) skipped" in result.stderr and "Traceback" not in result.stderr
     import csv
 
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))

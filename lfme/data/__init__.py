@@ -43,5 +43,6 @@ __all__ = [
     "make_long_tailed",
     "oltr_lists",
     "parquet",
+    "synthetic",
     "torchvision_cifar",
 ]

@@ -6,7 +6,7 @@ joined back to the image they belong to, whatever the sampler's order.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.utils.data

@@ -22,7 +22,7 @@ import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -825,7 +825,7 @@ def torchvision_cifar(name: str, root, download: bool = False) -> SourceSplits:
     def split(files, offset):
         batches = [_read_cifar_batch(folder / f, labels_key) for f, _ in files]
         for (file, _), (_, labels) in zip(files, batches):
-            _check_labels(labels, len(class_names), lambda j: f"{folder / file} image {j}", counted_by)
+            _check_labels(labels, len(class_names), lambda j, file=file: f"{folder / file} image {j}", counted_by)
         images = np.concatenate([b[0] for b in batches])
         labels = np.concatenate([b[1] for b in batches])
         return ImageList(_ids(len(labels), offset), labels, ArrayStore(images, str(folder)), "RGB")
