@@ -77,7 +77,7 @@ def expert_accuracies(val_rows: TeacherRows, subsets: list[Subset], chunk: int =
             if n:
                 correct[l] += subset_accuracy(logits, labels, s.classes, restrict=True) * n
                 total[l] += n
-    return [c / t if t else float("nan") for c, t in zip(correct, total)]
+    return [c / t for c, t in zip(correct, total)]  # every subset has validation images (stages.split)
 
 
 def epoch_length(cfg: DistillConfig, class_counts: np.ndarray) -> int:
@@ -113,8 +113,8 @@ def validation_counts(model, loader, num_classes: int, device, precision) -> tor
 
 
 def accuracy_of(counts: torch.Tensor, classes) -> float:
-    correct, total = counts[0, list(classes)].sum().item(), counts[1, list(classes)].sum().item()
-    return correct / total if total else 0.0
+    """The student's accuracy on the validation images of `classes` (a subset: the split gives it some)."""
+    return counts[0, list(classes)].sum().item() / counts[1, list(classes)].sum().item()
 
 
 def distill_loop(loop_config: dict) -> None:

@@ -73,8 +73,9 @@ JOINT = "_joint"
 
 
 def validation_accuracy(model, loader, device, precision) -> float:
+    """Top-1 on the subset's validation images (the split gives every subset some: stages.split.check_validation_covers)."""
     pred = predict(model, loader, device, precision)
-    return float((pred.logits.argmax(1) == pred.labels).mean()) if len(pred.labels) else 0.0
+    return float((pred.logits.argmax(1) == pred.labels).mean())
 
 
 def load_checkpoint(path: str, fingerprint: str, tag: str):

@@ -47,6 +47,25 @@ def training_counts(cfg: DataConfig) -> tuple[np.ndarray, list[str]]:
     return class_counts(source.train.labels[train_idx], source.num_classes), source.class_names
 
 
+def check_validation_covers(subsets: list[Subset], val_labels: np.ndarray, class_names: list[str]) -> None:
+    """Every subset needs validation images: one rule, decided here, for every stage after.
+
+    Its expert keeps its best validation epoch, SpES compares the student with
+    it there (Acc_E, Acc_M), and evaluate reports both: a subset without a
+    validation image has none of these, and a run that went on would fail or,
+    worse, quietly keep an expert's first epoch. So the split refuses it.
+    """
+    present = np.isin(np.arange(len(class_names)), val_labels)
+    for s in subsets:
+        if not present[list(s.classes)].any():
+            names = ", ".join(class_names[c] for c in s.classes[:5]) + (", ..." if len(s.classes) > 5 else "")
+            raise ValueError(
+                f"split: subset '{s.name}' ({len(s.classes)} classes: {names}) has no validation image; its expert "
+                f"and SpES are judged on validation images: give these classes some (data.val_per_class > 0, or a "
+                f"data.val that has them)"
+            )
+
+
 def metrics_table(metrics: dict) -> str:
     """The paper's Table 1: the four imbalance metrics of the whole set and of each subset."""
     num_classes = sum(len(s["classes"]) for s in metrics["subsets"])
@@ -81,6 +100,7 @@ def run(ctx: StageContext) -> dict:
             f"{cfg.data.val_per_class}); lower one of them"
         )
     subsets = make_subsets(counts, cfg.split)
+    check_validation_covers(subsets, val.labels, source.class_names)
     metrics = subset_metrics(counts, subsets)
 
     save_split(

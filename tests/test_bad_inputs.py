@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,19 @@ def test_a_truncated_png_is_named_with_the_decoder_reason_only(tmp_path, image_t
     line = last_line(result)
     assert f"cannot decode image {png}: not an image format PIL recognises" in line
     assert "BytesIO" not in line and " at 0x" not in line
+
+
+def test_a_subset_without_validation_images_stops_the_split_naming_it(tmp_path, image_tree):
+    """A source's validation folder may miss classes; a subset with none of its classes there has no Acc_E."""
+    rng = np.random.default_rng(1)
+    for c in ("ant", "bee", "cat"):  # every class folder, two of them empty
+        (image_tree / "val" / c).mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(image_tree / "val" / "ant" / f"{i}.jpg")
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run", {"source": "imagefolder", "root": str(image_tree), "val": "val"})
+    result = run_lfme("run", str(config), "--stage", "split", timeout=120)
+    assert result.returncode == 1
+    line = last_line(result)
+    assert re.search(r"split: subset '\w+' \(\d classes: [a-z, ]+\) has no validation image", line), line
+    assert "ant" not in line.split("(")[1].split(")")[0]  # the subset named is one without ant
+    assert not (tmp_path / "run" / "split" / "split.json").exists()
