@@ -91,11 +91,11 @@ def run_with_lease(args: argparse.Namespace, config, lease) -> int:
     console.open(config.run_dir, "run")
     if args.reuse is not None:
         reuse_stages(config, args.reuse, config.run_dir, log=console.say)
-    manifest = run_pipeline(config, only=args.stage, log=console.say, lease=lease, ray=open_ray(args, config))
+    manifest = run_pipeline(config, only=args.stage, through=args.through, log=console.say, lease=lease, ray=open_ray(args, config))
     console.say("")
     console.say(summary_table(summary_rows(manifest.data), ["stage", "status", "seconds", "attempts", "resumed", "result"]))
     evaluate = manifest.data["stages"].get("evaluate", {}).get("summary")
-    if evaluate and args.stage in (None, "evaluate"):
+    if evaluate and args.stage in (None, "evaluate") and args.through in (None, "evaluate"):
         report = storage.join(report_dir(storage.absolute(config.run_dir)), "report.md")
         console.say(f"\ntest top-1 {100 * evaluate['overall']:.1f}%  (report: {report})")
     return 0
@@ -300,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", default="ray_config.yaml", help="YAML config (default: ray_config.yaml)")
     run.add_argument("--run-dir", help="run directory (default: the config's run_dir)")
     run.add_argument("--stage", help="run only this stage: split, experts, cache, distill, evaluate")
+    run.add_argument("--through", help="run the stages up to and including this one, e.g. cache: the teachers only")
     run.add_argument(
         "--reuse",
         metavar="OTHER_RUN",

@@ -104,8 +104,8 @@ def damaged_outputs(run_dir: str, stage: str, record: StageRecord, hash_up_to: f
 
 def stages_to_run(only: str | None, through: str | None) -> tuple[str, ...]:
     if only is not None and through is not None:
-        raise ValueError("run_pipeline: give `only` or `through`, not both")
-    for name, value in (("--stage", only), ("through", through)):
+        raise ValueError("give --stage (one stage) or --through (the stages up to one), not both")
+    for name, value in (("--stage", only), ("--through", through)):
         if value is not None and value not in STAGES:
             raise ValueError(f"{name}: unknown stage '{value}' (stages: {', '.join(STAGES)})")
     if only is not None:
