@@ -7,7 +7,8 @@ the driver or in tests without either.
 The input is the report dict built by the evaluation stage::
 
     {"student": ACC,                          # lfme.evaluation.accuracy_report(...)
-     "experts": {name: {"classes": [...], "accuracy": float, "num_samples": int}},
+     "experts": {name: {"classes": [...], "accuracy": float, "num_samples": int,
+                        "student_accuracy_within_subset": float}},   # the last: optional
      "subsets": [{"name": str, "classes": [...]}, ...],
      "class_names": [...], "train_counts": [...],
      "w_history": [{"epoch": 1, "weights": {name: float}}, ...],   # may be empty
@@ -96,6 +97,11 @@ def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], align: 
     return lines
 
 
+def _points(a, b) -> str:
+    """a - b in percentage points, or n/a."""
+    return NA if a is None or b is None else f"{100.0 * (float(a) - float(b)):+.1f}"
+
+
 def _compact_classes(classes: Sequence[int]) -> str:
     """``[0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8"``."""
     values = sorted(int(c) for c in classes)
@@ -166,22 +172,22 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             name for name in experts if name not in subset_names]
         lines += ["## Experts", "",
                   "Each expert predicts among its own subset's classes on that subset's test samples; "
-                  "the student predicts among all classes on the same samples.", ""]
+                  "the student predicts among all classes on the same samples, and, on equal terms with the "
+                  "expert (KD's premise: what a KD term over the subset can teach), among the subset's classes only.", ""]
         rows = []
         for name in order:
             info = experts[name] or {}
             classes = info.get("classes", subset_classes.get(name, []))
             expert_acc = info.get("accuracy")
             student_acc = subset_acc.get(name)
-            if expert_acc is None or student_acc is None:
-                delta = NA
-            else:
-                delta = f"{100.0 * (float(student_acc) - float(expert_acc)):+.1f}"
+            within = info.get("student_accuracy_within_subset")
             rows.append([name, f"{len(classes)}: {_compact_classes(classes)}",
                          format_value(info.get("num_samples")), format_percent(expert_acc),
-                         format_percent(student_acc), delta])
+                         format_percent(student_acc), _points(student_acc, expert_acc),
+                         format_percent(within), _points(within, expert_acc)])
         lines += markdown_table(["Subset", "Classes", "Test samples", "Expert (%)", "Student (%)",
-                            "Student - expert (pp)"], rows, ["l", "l", "r", "r", "r", "r"])
+                                 "Student - expert (pp)", "Student within subset (%)", "Within - expert (pp)"],
+                                rows, ["l", "l", "r", "r", "r", "r", "r", "r"])
         lines.append("")
 
     # Final SpES expert weights.

@@ -36,7 +36,7 @@ def report():
             "per_class": per_class,
         },
         "experts": {
-            "head": {"classes": [0, 1, 2], "accuracy": 0.9876, "num_samples": 300},
+            "head": {"classes": [0, 1, 2], "accuracy": 0.9876, "num_samples": 300, "student_accuracy_within_subset": 0.9},
             "middle": {"classes": [3, 4, 5], "accuracy": 0.7001, "num_samples": 300},
             "tail": {"classes": [6, 7], "accuracy": 0.6049, "num_samples": 200},
         },
@@ -116,8 +116,10 @@ def test_markdown_expert_rows_next_to_student(report):
     head = _row(experts, "head")
     assert head[1:5] == ["3: 0-2", "300", "98.8", "81.2"]
     assert head[5] == "-17.5"
+    # The student among the subset's classes only, on equal terms with the expert: 90.0 - 98.8 = -8.8 points.
+    assert head[6:8] == ["90.0", "-8.8"]
     tail = _row(experts, "tail")
-    assert tail[1:] == ["2: 6-7", "200", "60.5", "n/a", "n/a"]
+    assert tail[1:] == ["2: 6-7", "200", "60.5", "n/a", "n/a", "n/a", "n/a"]
     assert _row(experts, "middle")[3:5] == ["70.0", "33.3"]
 
 
