@@ -118,7 +118,7 @@ def test_failed_rewrite_leaves_old_cache_intact(tmp_path, monkeypatch):
     old_bytes = (tmp_path / "manifest.json").read_bytes()
     old_rows = read_cache(tmp_path, "train")
 
-    real = tc._write_shard
+    real = tc.write._write_shard
     calls = {"n": 0}
 
     def flaky(table, path):
@@ -128,7 +128,7 @@ def test_failed_rewrite_leaves_old_cache_intact(tmp_path, monkeypatch):
             raise OSError("disk full (simulated)")
         return real(table, path)
 
-    monkeypatch.setattr(tc, "_write_shard", flaky)
+    monkeypatch.setattr(tc.write, "_write_shard", flaky)
     with pytest.raises(OSError, match="simulated"):
         write(tmp_path, {"train": make_rows(10, seed=5)}, fingerprint="fp-two", shard_rows=3)
     assert calls["n"] == 2
@@ -149,7 +149,7 @@ def test_a_write_that_fails_after_its_manifest_replaced_the_old_keeps_the_new_ca
     def interrupted(directory, keep):
         raise KeyboardInterrupt  # Ctrl-C while the old data is being removed
 
-    monkeypatch.setattr(tc, "_remove_unreferenced", interrupted)
+    monkeypatch.setattr(tc.write, "_remove_unreferenced", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write(cache, {"train": new_train, "val": make_rows(4, seed=1, id_offset=1_000_000_000)}, fingerprint="fp-two")
     got = read_cache(cache, "train", expected_fingerprint="fp-two")
@@ -351,8 +351,8 @@ def test_map_cache_copies_once_per_node_and_anew_when_the_cache_is_rebuilt(tmp_p
     cache, local = tmp_path / "cache", str(tmp_path / "local")
     write(cache)
     reads = []
-    real = tc._read_shard
-    monkeypatch.setattr(tc, "_read_shard", lambda *a: reads.append(a[2:]) or real(*a))
+    real = tc.local._read_shard
+    monkeypatch.setattr(tc.local, "_read_shard", lambda *a: reads.append(a[2:]) or real(*a))
     first = tc.map_cache(cache, "train", local_dir=local)
     again = tc.map_cache(cache, "train", local_dir=local)
     assert reads == [("train", 0)]  # the second reader maps the copy the first made
@@ -391,7 +391,7 @@ def test_a_reader_that_copied_a_replaced_version_leaves_the_current_copy_alone(t
     tc.map_cache(cache, "train", local_dir=str(local))  # the current version's copy
     [root] = [p for p in local.iterdir() if p.is_dir()]
     (root / old / "train").mkdir(parents=True)  # a reader that read the manifest before the commit made its copy
-    tc._remove_stale_copies(str(cache), root, old)
+    tc.local._remove_stale_copies(str(cache), root, old)
     assert sorted(p.name for p in root.glob("data-*")) == sorted([old, read_manifest(cache)["data_dir"]])
 
 
@@ -401,8 +401,8 @@ def test_map_cache_concurrent_readers_make_one_copy(tmp_path, monkeypatch):
     cache, local = tmp_path / "cache", str(tmp_path / "local")
     write(cache, {"train": make_rows(30)}, shard_rows=5)
     reads = []
-    real = tc._read_shard
-    monkeypatch.setattr(tc, "_read_shard", lambda *a: reads.append(a[3]) or real(*a))
+    real = tc.local._read_shard
+    monkeypatch.setattr(tc.local, "_read_shard", lambda *a: reads.append(a[3]) or real(*a))
     results = [None] * 4
 
     def reader(i):

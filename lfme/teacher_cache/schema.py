@@ -1,0 +1,257 @@
+"""The teacher cache's schema and rows: the Arrow columns, the rows in memory (full or top-k), and what a cache is built from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+
+FORMAT = "lfme-teacher-cache/1"
+MANIFEST_NAME = "manifest.json"
+SCHEMA_METADATA_KEY = b"lfme"
+DATA_DIR_PREFIX = "data-"
+_PART_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class CacheMismatchError(ValueError):
+    """The cache on disk was built from other experts or data than the caller expects."""
+
+
+class CacheDamagedError(ValueError):
+    """A shard on disk is not the one the manifest recorded (truncated, overwritten, unreadable)."""
+
+
+VIEW_WIDTH = 9  # numbers per stored view (lfme.data.views.VIEW_FIELDS)
+
+
+def arrow_schema(num_classes: int, top_k: tuple[int, int] | None = None, views: int = 1) -> pa.Schema:
+    """The documented Arrow schema of a part's table (without the `lfme` metadata).
+
+    `top_k`: (K, L) for a top-k cache (`TopK`): K kept logits and their
+    classes, and one rest logit per subset, instead of the C logits.
+    `views`: signal columns `views` times as wide, and the views' parameters.
+    """
+    if top_k is None:
+        signal = [pa.field("logits", pa.list_(pa.float16(), int(num_classes) * views), nullable=False)]
+    else:
+        width, num_subsets = top_k
+        signal = [
+            pa.field("topk_logits", pa.list_(pa.float16(), int(width) * views), nullable=False),
+            pa.field("topk_classes", pa.list_(pa.int32(), int(width) * views), nullable=False),
+            pa.field("rest_logits", pa.list_(pa.float16(), int(num_subsets) * views), nullable=False),
+        ]
+    if views > 1:
+        signal.append(pa.field("view_params", pa.list_(pa.float32(), VIEW_WIDTH * views), nullable=False))
+    return pa.schema(
+        [
+            pa.field("sample_id", pa.int64(), nullable=False),
+            pa.field("label", pa.int64(), nullable=False),
+            pa.field("subset", pa.int32(), nullable=False),
+            *signal,
+            pa.field("confidence", pa.float32(), nullable=False),
+        ]
+    )
+
+
+def top_k_shape(top_k: int, subsets: list[dict]) -> tuple[int, int]:
+    """(K, L) of a top-k cache: sum_l min(k, |S_l|) kept logits, L subsets."""
+    return sum(min(int(top_k), len(s["classes"])) for s in subsets), len(subsets)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass(eq=False)
+class TopK:
+    """The teacher signal of a top-k cache (`cache.top_k`): per expert, its k largest logits and one for the rest.
+
+    Expert l's logits over its subset S_l are rebuilt (`dense`) as: each kept
+    class gets its own logit; every other class of S_l gets
+
+        m_l = log( sum_{j in S_l, not kept} exp(z_j) / (|S_l| - k) ),
+
+    the log of the dropped classes' mean exp(logit). The softmax over S_l at
+    temperature 1 is then exact on the kept classes and spreads the rest of
+    the mass evenly over the dropped ones; at temperature T the KD target is
+    the softmax of the rebuilt logits / T (the dropped classes flattened to
+    one value). The argmax within S_l, hence Acc_E, is unchanged: m_l is at
+    most the largest dropped logit. A subset of at most k classes keeps all.
+    """
+
+    k: int
+    values: np.ndarray  # float16 (n, K): the kept logits, subset by subset, largest first
+    classes: np.ndarray  # int32 (n, K): their global class indices
+    rest: np.ndarray  # float16 (n, L): m_l per subset (0 where S_l keeps every class)
+    owner: np.ndarray  # int64 (C,): the subset of each class
+
+    def take(self, index) -> TopK:
+        return TopK(self.k, self.values[index], self.classes[index], self.rest[index], self.owner)
+
+    @staticmethod
+    def concat(pieces: list[TopK]) -> TopK:
+        first = pieces[0]
+        return TopK(
+            first.k, *(np.concatenate([getattr(p, f) for p in pieces]) for f in ("values", "classes", "rest")), first.owner
+        )
+
+    def dense(self, positions) -> np.ndarray:
+        """(len(positions), C) float32 logits rebuilt in global class order."""
+        rest = np.asarray(self.rest[positions], dtype=np.float32)
+        out = rest[:, self.owner]
+        np.put_along_axis(out, np.asarray(self.classes[positions], dtype=np.int64), np.asarray(self.values[positions], dtype=np.float32), axis=1)
+        return out
+
+
+@dataclass(eq=False)
+class TeacherRows:
+    """The teacher signal of one part, column-wise; row k describes sample_ids[k].
+
+    A full cache has `logits`; a top-k cache has `topk` instead (and `logits`
+    None). `dense` gives either as float32 logits in global class order.
+    With `views` > 1 each row holds the signal of that many augmented views,
+    view by view (`logits` (n, views x C)), and `view_params` (n, views x 9)
+    their parameters; `dense` then takes the view of each row.
+    """
+
+    sample_ids: np.ndarray  # int64 (n,)
+    labels: np.ndarray  # int64 (n,)
+    subsets: np.ndarray  # int32 (n,)
+    logits: np.ndarray | None  # float16 (n, C), global class order
+    confidence: np.ndarray  # float32 (n,)
+    topk: TopK | None = None
+    views: int = 1
+    view_params: np.ndarray | None = None  # float32 (n, views x VIEW_WIDTH) when views > 1
+    # (the sample_ids array it was computed for, argsort or None when already sorted)
+    _index: tuple | None = field(default=None, init=False, repr=False)
+
+    def __len__(self) -> int:
+        return int(np.shape(self.sample_ids)[0])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.topk.owner.size if self.topk is not None else np.shape(self.logits)[1] // self.views)
+
+    def dense(self, positions, views=None) -> np.ndarray:
+        """The rows at `positions` as (len(positions), C) float32 logits; `views`: each row's view (views cache only)."""
+        if self.views == 1:
+            signal = self.topk if self.topk is not None else self.logits
+            return signal.dense(positions) if self.topk is not None else np.asarray(signal[positions], dtype=np.float32)
+        if views is None:
+            raise ValueError(f"these rows hold {self.views} views per sample: name the view of each row")
+        positions, views = np.asarray(positions), np.asarray(views)
+
+        def pick(array: np.ndarray) -> np.ndarray:  # (n, V x w) -> the w columns of each row's view
+            return array.reshape(array.shape[0], self.views, -1)[positions, views]
+
+        if self.topk is not None:
+            t = self.topk
+            return TopK(t.k, pick(t.values), pick(t.classes), pick(t.rest), t.owner).dense(np.arange(positions.size))
+        return np.asarray(pick(self.logits), dtype=np.float32)
+
+    def take(self, index) -> TeacherRows:
+        """The rows at `index` (a slice gives views, an index array copies)."""
+        return TeacherRows(
+            self.sample_ids[index],
+            self.labels[index],
+            self.subsets[index],
+            None if self.logits is None else self.logits[index],
+            self.confidence[index],
+            None if self.topk is None else self.topk.take(index),
+            self.views,
+            None if self.view_params is None else self.view_params[index],
+        )
+
+    def slice(self, start: int, stop: int) -> TeacherRows:
+        """Rows start..stop-1 (views, no copy)."""
+        return self.take(slice(start, stop))
+
+    @staticmethod
+    def concat(pieces: list[TeacherRows]) -> TeacherRows:
+        """The pieces (at least one) one after another."""
+        cat = {f: np.concatenate([getattr(p, f) for p in pieces]) for f in ("sample_ids", "labels", "subsets", "confidence")}
+        first = pieces[0]
+        if first.view_params is not None:
+            cat.update(views=first.views, view_params=np.concatenate([p.view_params for p in pieces]))
+        if first.topk is not None:
+            return TeacherRows(logits=None, topk=TopK.concat([p.topk for p in pieces]), **cat)
+        return TeacherRows(logits=np.concatenate([p.logits for p in pieces]), **cat)
+
+    def rows_for(self, sample_ids) -> np.ndarray:
+        """Row positions (int64) of `sample_ids`, in the order given.
+
+        Vectorised binary search on the sorted ids (rows read from a cache are
+        sorted by sample_id; unsorted rows are searched through an argsort
+        computed once). Raises KeyError naming the first id not present.
+        """
+        ids = np.asarray(self.sample_ids)
+        query = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
+        if self._index is None or self._index[0] is not self.sample_ids:
+            is_sorted = ids.size < 2 or bool(np.all(ids[1:] > ids[:-1]))
+            self._index = (self.sample_ids, None if is_sorted else np.argsort(ids, kind="stable"))
+        sorter = self._index[1]
+        if ids.size == 0:
+            if query.size:
+                raise KeyError(f"sample_id {int(query[0])} is not in the teacher cache (it holds no rows)")
+            return np.empty(0, dtype=np.int64)
+        pos = np.searchsorted(ids, query, sorter=sorter)
+        pos = np.minimum(pos, ids.size - 1)
+        if sorter is not None:
+            pos = sorter[pos]
+        hit = ids[pos] == query
+        if not hit.all():
+            missing = int(query[np.argmin(hit)])
+            raise KeyError(f"sample_id {missing} is not in the teacher cache ({ids.size} rows)")
+        return pos.astype(np.int64, copy=False)
+
+
+# ------------------------------------------------ what a cache is built from
+
+
+def _normalise_subsets(subsets) -> list[dict]:
+    """Accept lfme.subsets.Subset objects, {"name", "classes"} dicts or (name, classes) pairs."""
+    out = []
+    for s in subsets:
+        if isinstance(s, dict):
+            name, classes = s["name"], s["classes"]
+        elif hasattr(s, "name") and hasattr(s, "classes"):
+            name, classes = s.name, s.classes
+        else:
+            name, classes = s
+        out.append({"name": str(name), "classes": sorted(int(c) for c in classes)})
+    return out
+
+
+def _normalise_experts(experts) -> dict[str, dict]:
+    """name -> {"sha256": hex, ...}; a bare string value is taken as the sha256."""
+    out = {}
+    for name, info in dict(experts).items():
+        if isinstance(info, str):
+            info = {"sha256": info}
+        else:
+            info = dict(info)
+        if not isinstance(info.get("sha256"), str):
+            raise ValueError(f"expert {name!r} has no sha256 string: {info!r}")
+        out[str(name)] = info
+    return out
+
+
+def _validate_subsets(subsets: list[dict], num_classes: int) -> np.ndarray:
+    """Subsets must partition 0..C-1; returns class -> subset index."""
+    if not subsets or num_classes < 1:
+        raise ValueError("subsets is empty: the cache needs the experts' subsets of classes")
+    owner = np.full(num_classes, -1, dtype=np.int64)
+    for i, s in enumerate(subsets):
+        for c in s["classes"]:
+            if not 0 <= c < num_classes:
+                raise ValueError(f"subset {s['name']!r} lists class {c}, outside 0..{num_classes - 1}")
+            if owner[c] >= 0:
+                raise ValueError(f"class {c} is in subsets {subsets[owner[c]]['name']!r} and {s['name']!r}")
+            owner[c] = i
+    if (owner < 0).any():
+        raise ValueError(
+            f"class {int(np.argmin(owner))} is in no subset: the subsets must cover all {num_classes} classes"
+        )
+    return owner
