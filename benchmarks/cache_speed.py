@@ -38,8 +38,8 @@ figures; this command runs (a) and (b) alone.
     With `--views K` (K > 1) a third mode runs beside them:
       views:  a cache of K augmented views per image (`cache.views`,
               lfme.data.views): the loader replays each image's stored view
-              of the epoch (lfme.data.views.EpochPixels and DeviceBatches, the
-              crop and flip applied by BatchTransform.apply on the batch) and the rows are
+              (lfme.data.views.DrawPixels and DeviceBatches, the crop and
+              flip applied by BatchTransform.apply on the batch) and the rows are
               read for that view, as the distill stage does with such a cache.
     and "ratio views/live" is reported against the issue's goal of 1.4x.
     The experts are untrained (seeded random weights): speed does not depend
@@ -112,7 +112,7 @@ from lfme.data import (
     imagefolder,
     make_long_tailed,
 )
-from lfme.data.views import EpochPixels, EpochTagged, StoredViews, ViewsOfImages
+from lfme.data.views import DrawPixels, DrawTagged, StoredViews, ViewsOfImages
 from lfme.engine import Batch, make_optimizer, predict, seed_everything, train_epoch
 from lfme.losses import DistillationLoss
 from lfme.models import build_model
@@ -129,7 +129,7 @@ def modes(args) -> tuple[str, ...]:
 
 
 class FixedOrder(torch.utils.data.Sampler):
-    """The same sample order every pass, as epoch 0 (EpochTagged reads `epoch`)."""
+    """The same sample order every pass, as epoch 0 (DrawTagged reads `epoch`)."""
 
     def __init__(self, indices: list[int]):
         self.indices, self.epoch = indices, 0
@@ -327,11 +327,11 @@ class Bench:
         build_s = time.perf_counter() - start
         rows = read_cache(directory, "train")
         stored = StoredViews(rows.sample_ids, rows.view_params.reshape(len(rows), k, -1), self.args.seed)
-        self.views_cached = CachedTeachers(rows, stored)
+        self.views_cached = CachedTeachers(rows)
         pixels = torch.utils.data.DataLoader(
-            EpochPixels(PixelDataset(self.train)),
+            DrawPixels(PixelDataset(self.train), stored),
             batch_size=self.args.batch_size,
-            sampler=EpochTagged(FixedOrder(self.indices)),
+            sampler=DrawTagged(FixedOrder(self.indices)),
             num_workers=self.args.workers,
             persistent_workers=self.args.workers > 0,
             pin_memory=self.device.type == "cuda",

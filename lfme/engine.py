@@ -26,6 +26,7 @@ class Batch:
     images: torch.Tensor  # on the device, as the model got them (live teachers run on them)
     labels: torch.Tensor  # on the device
     sample_ids: torch.Tensor  # int64, on the CPU (a cached teacher signal is looked up by them)
+    views: torch.Tensor | None = None  # int64, on the CPU: the stored view each image replays (lfme.data.views)
 
 
 # (float32 logits, batch) -> (scalar loss, dict of detached 0-d tensors for the log)
@@ -118,7 +119,8 @@ def train_epoch(
     precision: Precision = FP32,
     scaler: torch.amp.GradScaler | None = None,
 ) -> EpochStats:
-    """One pass over `loader`, whose batches are (images, labels, sample_ids).
+    """One pass over `loader`, whose batches are (images, labels, sample_ids), or with replayed views
+    (images, labels, sample_ids, views) (`lfme.data.views`).
 
     The model's forward runs under `precision` (lfme.precision);
     the loss sees its logits in float32, so softmaxes and KL terms keep full
@@ -133,12 +135,12 @@ def train_epoch(
     start = time.perf_counter()
     total_loss, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long), 0
     parts_sum: dict[str, torch.Tensor] = {}
-    for images, labels, sample_ids in loader:
+    for images, labels, sample_ids, *views in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         images = precision.inputs(images)
         with precision.autocast():
             logits = model(images).float()
-        loss, parts = loss_fn(logits, Batch(images, labels, sample_ids))
+        loss, parts = loss_fn(logits, Batch(images, labels, sample_ids, views[0] if views else None))
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

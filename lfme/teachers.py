@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from lfme.data.views import StoredViews, chosen_views
 from lfme.devices import to_device
 from lfme.engine import Batch
 from lfme.precision import FP32, Precision
@@ -52,26 +51,20 @@ class CachedTeachers:
     worker on the node); only a batch's rows are gathered, copied, and moved
     to its device as float32.
 
-    `views`: the rows hold several views per image; each image's signal is
-    read for the view the loader replays in the epoch set by `set_epoch`
-    (`lfme.data.views.chosen_views`, the same pure function the loader uses).
+    Rows of several views per image (`cache.views`): each image's signal is
+    read for the view its batch says it replays (`Batch.views`, set by the
+    loader of `lfme.data.views`).
     """
 
-    def __init__(self, rows: TeacherRows, views: StoredViews | None = None):
-        if (views is None) != (rows.views == 1):
-            raise ValueError(f"the rows hold {rows.views} views per image: pass the StoredViews the loader replays" if views is None
-                             else "views given for rows of one view per image")
+    def __init__(self, rows: TeacherRows):
         self.rows = rows
-        self.views = views
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def targets(self, batch: Batch) -> torch.Tensor:
+        if self.rows.views > 1 and batch.views is None:
+            raise ValueError(f"the teacher cache holds {self.rows.views} views per image: the batch must say which it replays")
+        views = None if self.rows.views == 1 else batch.views.numpy()
         ids = batch.sample_ids.numpy()
-        chosen = None if self.views is None else chosen_views(self.views.seed, self.epoch, ids, self.views.count)
-        return to_device(torch.from_numpy(self.rows.dense(self.rows.rows_for(ids), chosen)), batch.images.device)
+        return to_device(torch.from_numpy(self.rows.dense(self.rows.rows_for(ids), views)), batch.images.device)
 
 
 class LiveTeachers(nn.Module):

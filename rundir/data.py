@@ -14,7 +14,7 @@ import torch.utils.data
 
 from lfme import data as lfme_data
 from lfme.data import BatchTransform, DeviceBatches, ImageDataset, ImageList, PixelDataset, SourceSplits, build_transform
-from lfme.data.views import EpochPixels, EpochTagged, ReplayedImages, StoredViews, ViewsOfImages
+from lfme.data.views import DrawPixels, DrawTagged, ReplayedImages, StoredViews, ViewsOfImages
 from rundir.config import DataConfig
 
 
@@ -74,9 +74,10 @@ def make_loader(
 ) -> torch.utils.data.DataLoader | DeviceBatches:
     """Batches `(images, labels, sample_ids)`: training batches augmented, everything else the test transform.
 
-    `views`: training batches replay these stored views (`lfme.data.views`),
-    the one each sample is given for the epoch of `sampler` (required then),
-    instead of drawing new crops.
+    `views`: training batches replay these stored views (`lfme.data.views`)
+    instead of drawing new crops, the view of each draw chosen from the epoch
+    of `sampler` (required then); the batches then carry each image's view
+    index too: `(images, labels, sample_ids, views)`.
 
     `every_epoch`: the loader is read once per epoch (training and validation
     loaders). With `data.decode_once` its images are then decoded here, once,
@@ -94,8 +95,8 @@ def make_loader(
     if views is not None:
         if not train or sampler is None:
             raise ValueError("stored views replace the training augmentation: a training loader with a sampler is needed")
-        sampler = EpochTagged(sampler)  # the item of a replayed view depends on the epoch, also in loader workers
-        dataset = EpochPixels(dataset) if decode_once else ReplayedImages(images, cfg.transform, cfg.image_size, views)
+        sampler = DrawTagged(sampler)  # the view a draw replays depends on its epoch and repeat, also in loader workers
+        dataset = DrawPixels(dataset, views) if decode_once else ReplayedImages(images, cfg.transform, cfg.image_size, views)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,

@@ -146,7 +146,7 @@ def distill_loop(loop_config: dict) -> None:
         if train_rows.views > 1:
             params = np.asarray(train_rows.view_params).reshape(len(train_rows), train_rows.views, -1)
             views = StoredViews(train_rows.sample_ids, params, cfg.seed)
-        teachers = CachedTeachers(train_rows, views)
+        teachers = CachedTeachers(train_rows)
     loss_fn = DistillationLoss(
         teachers,
         train_rows,
@@ -193,8 +193,6 @@ def distill_loop(loop_config: dict) -> None:
     scalars = ScalarLog(tensorboard_dir(run_dir, "distill", "student"), storage.name(run_dir), "distill/student") if rank == 0 else None
     for epoch in range(first_epoch, dcfg.epochs + 1):
         sampler.set_epoch(epoch)
-        if views is not None:
-            teachers.set_epoch(epoch)
         v = scheduled_instance_weights(v1, epoch, dcfg.epochs, dcfg.schedule, dcfg.spis_horizon, dcfg.spis_clip) if dcfg.spis else None
         loss_fn.expert_weights = torch.tensor(weights) if dcfg.kd else None
         loss_fn.instance_weights = v

@@ -102,19 +102,27 @@ def test_the_student_trains_on_the_pixels_its_cached_teachers_scored(family, siz
     stored = read_cache(tmp_path, "train")
     assert stored.views == 3 and stored.logits.shape == (len(images), 3 * 4)
     views = StoredViews(stored.sample_ids, stored.view_params.reshape(len(stored), 3, 9), seed=5)
-    cached = CachedTeachers(stored, views)
+    cached = CachedTeachers(stored)
+    # Class-balanced: the 4 images of the smallest classes come up several times an epoch.
     sampler = ClassBalancedSampler(images.labels, num_samples=40, seed=0)
     loader = make_loader(images, cfg, True, 8, sampler=sampler, every_epoch=True, views=views)
     for epoch in (1, 2):
         sampler.set_epoch(epoch)
-        cached.set_epoch(epoch)
-        seen = 0
-        for pixels, labels, sample_ids in loader:
+        seen, replayed = 0, {}
+        for pixels, labels, sample_ids, chosen in loader:
             live = teachers(pixels)  # the experts, live, on the very batch the student trains on
-            read = cached.targets(Batch(pixels, labels, sample_ids))
+            read = cached.targets(Batch(pixels, labels, sample_ids, chosen))
             np.testing.assert_allclose(read.numpy(), live.numpy().astype(np.float16).astype(np.float32), rtol=0, atol=1e-6)
+            for i, v in zip(sample_ids.tolist(), chosen.tolist()):
+                replayed.setdefault(i, []).append(v)
             seen += len(labels)
         assert seen == 40
+        # An image's d-th draw of the epoch replays view (first + d) mod 3: repeats move on to its other views.
+        for i, draws in replayed.items():
+            assert draws == [(draws[0] + d) % 3 for d in range(len(draws))], (i, draws)
+        assert max(len(d) for d in replayed.values()) > 1
+    with pytest.raises(ValueError, match="the batch must say which it replays"):
+        cached.targets(Batch(pixels, labels, sample_ids))
     # p_i comes from the un-augmented image: the experts on the test transform's pixels.
     test_rows = score_batches(teachers, make_loader(images, cfg, False, 16), subsets, None, "cpu")
     np.testing.assert_array_equal(stored.confidence, test_rows.confidence[np.argsort(test_rows.sample_ids)])

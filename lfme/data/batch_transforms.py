@@ -94,9 +94,10 @@ class DeviceBatches:
 
     Each iteration iterates `loader` anew, so its sampler's `set_epoch` still
     takes effect; labels and sample ids stay where the loader made them.
-    `views` (`lfme.data.views.StoredViews`): the loader's items carry their
-    epoch (`lfme.data.views.EpochPixels`), and each image gets the crop and
-    flip of its stored view of that epoch instead of new draws.
+    `views` (`lfme.data.views.StoredViews`): the loader's items carry the
+    index of the stored view each draw replays (`lfme.data.views.DrawPixels`);
+    each image gets that view's crop and flip instead of new draws, and the
+    batches are (images, labels, sample_ids, views).
     """
 
     def __init__(self, loader: torch.utils.data.DataLoader, transform: BatchTransform, device: torch.device | str, views=None):
@@ -109,10 +110,10 @@ class DeviceBatches:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        for pixels, labels, sample_ids, *epoch in self.loader:
+        for pixels, labels, sample_ids, *views in self.loader:
             pixels = pixels.to(self.device, non_blocking=True)
             if self.views is None:
                 yield self.transform(pixels), labels, sample_ids
                 continue
-            view = torch.from_numpy(self.views.of(int(epoch[0][0]), sample_ids.numpy()))
-            yield self.transform.apply(pixels, view[:, 0].long(), view[:, 1].long(), view[:, 4] > 0), labels, sample_ids
+            view = torch.from_numpy(self.views.of(sample_ids.numpy(), views[0].numpy()))
+            yield self.transform.apply(pixels, view[:, 0].long(), view[:, 1].long(), view[:, 4] > 0), labels, sample_ids, views[0]

@@ -25,17 +25,20 @@ generator state, with torchvision's own parameter samplers
 `ColorJitter.get_params`): the training transform's distribution, and the same
 views whichever shard or worker draws them. `replay_pil` turns an image and a
 view into the view's pixels (the PIL path); `BatchTransform.apply` does the
-same for decoded cifar and digits batches, on the device (`EpochPixels`,
-`DeviceBatches`). `chosen_views` says
-which of the K views the student trains on in an epoch: a hash of (seed,
-epoch, sample id), so every rank, loader worker and teacher lookup agrees
-without talking.
+same for decoded cifar and digits batches, on the device (`DrawPixels`,
+`DeviceBatches`). Which of the K views a draw of an image replays: view
+(hash(seed, epoch, sample id) + d) mod K for the image's d-th draw of the
+epoch (`chosen_views`, `DrawTagged`), so an image drawn again within an epoch
+(class-balanced sampling draws tail images many times) moves on to its next
+view; the view index travels with the batch to the teacher lookup
+(`lfme.engine.Batch.views`).
 
 Plain PyTorch and numpy, no Ray.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 
 import numpy as np
@@ -158,7 +161,7 @@ class ViewsOfImages(torch.utils.data.Dataset):
 
 
 class StoredViews:
-    """The views a teacher cache stored for its training images, and which one each sample trains on in an epoch.
+    """The views a teacher cache stored for its training images, and which one each draw of an image replays.
 
     `sample_ids` sorted ascending; `params` float32 (n, K, 9) in the same order.
     """
@@ -174,20 +177,35 @@ class StoredViews:
     def count(self) -> int:
         return int(self.params.shape[1])
 
-    def of(self, epoch: int, sample_ids) -> np.ndarray:
-        """(n, 9) the view each of `sample_ids` trains on in `epoch`."""
+    def choose(self, epoch: int, sample_ids, draws) -> np.ndarray:
+        """int64 view index of each draw: `chosen_views`, moved on by the draw's number within the epoch."""
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        return (chosen_views(self.seed, epoch, ids, self.count) + np.asarray(draws, dtype=np.int64)) % self.count
+
+    def of(self, sample_ids, views) -> np.ndarray:
+        """(n, 9) the parameters of view `views[k]` of image `sample_ids[k]`."""
         ids = np.asarray(sample_ids, dtype=np.int64)
         rows = np.searchsorted(self.sample_ids, ids)
         if ids.size and (rows.max() >= self.sample_ids.size or (self.sample_ids[rows] != ids).any()):
             raise KeyError(f"the teacher cache stores no views for some of sample ids {ids[:4].tolist()}...")
-        return self.params[rows, chosen_views(self.seed, epoch, ids, self.count)]
+        return self.params[rows, np.asarray(views, dtype=np.int64)]
 
 
-class EpochTagged(torch.utils.data.Sampler):
-    """`sampler`'s indices as (index, epoch) pairs, so a dataset in a loader worker process knows the epoch."""
+class DrawTagged(torch.utils.data.Sampler):
+    """`sampler`'s indices as (index, epoch, draw) keys: draw = how often the index came up before in this epoch.
+
+    A dataset in a loader worker process thus knows which view a draw replays.
+    Class-balanced sampling draws a tail image many times an epoch; each
+    repeat moves on to its next stored view instead of replaying the same
+    pixels, as a fresh random crop would not.
+    """
 
     def __init__(self, sampler):
         self.sampler = sampler
+
+    @property
+    def epoch(self) -> int:
+        return int(self.sampler.epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
@@ -196,12 +214,15 @@ class EpochTagged(torch.utils.data.Sampler):
         return len(self.sampler)
 
     def __iter__(self):
-        epoch = int(self.sampler.epoch)
-        return ((int(i), epoch) for i in self.sampler)
+        epoch, seen = self.epoch, collections.Counter()
+        for i in self.sampler:
+            i = int(i)
+            yield i, epoch, seen[i]
+            seen[i] += 1
 
 
 class ReplayedImages(torch.utils.data.Dataset):
-    """Training items `(view tensor, label, sample_id)` for (index, epoch) keys: the stored view of that epoch, in PIL."""
+    """Training items `(view tensor, label, sample_id, view)` for `DrawTagged` keys: the draw's stored view, in PIL."""
 
     def __init__(self, images: ImageList, family: str, image_size: int, views: StoredViews):
         self.images, self.family, self.image_size, self.views = images, family, image_size, views
@@ -210,38 +231,39 @@ class ReplayedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, key: tuple[int, int]):
-        i, epoch = key
+    def __getitem__(self, key: tuple[int, int, int]):
+        i, epoch, draw = key
         sample_id = int(self.images.sample_ids[i])
-        view = self.views.of(epoch, [sample_id])[0]
-        image = replay_pil(self.family, self.image_size, self.images.load(i), view)
-        return self.to_tensor(image), int(self.images.labels[i]), sample_id
+        view = int(self.views.choose(epoch, [sample_id], [draw])[0])
+        image = replay_pil(self.family, self.image_size, self.images.load(i), self.views.of([sample_id], [view])[0])
+        return self.to_tensor(image), int(self.images.labels[i]), sample_id, view
 
 
-class EpochPixels(torch.utils.data.Dataset):
-    """Training items `(uint8 pixels, label, sample_id, epoch)` for (index, epoch) keys.
+class DrawPixels(torch.utils.data.Dataset):
+    """Training items `(uint8 pixels, label, sample_id, view)` for `DrawTagged` keys.
 
-    `DeviceBatches` given the `StoredViews` looks up the whole batch's views
-    for that epoch at once and crops and flips the batch with them.
+    `DeviceBatches` given the `StoredViews` crops and flips the whole batch
+    with the parameters of each item's view.
     """
 
-    def __init__(self, pixels: PixelDataset):
-        self.pixels = pixels
+    def __init__(self, pixels: PixelDataset, views: StoredViews):
+        self.pixels, self.views = pixels, views
 
     def __len__(self) -> int:
         return len(self.pixels)
 
-    def __getitem__(self, key: tuple[int, int]):
-        i, epoch = key
-        return (*self.pixels[i], epoch)
+    def __getitem__(self, key: tuple[int, int, int]):
+        i, epoch, draw = key
+        pixels, label, sample_id = self.pixels[i]
+        return pixels, label, sample_id, int(self.views.choose(epoch, [sample_id], [draw])[0])
 
 
 __all__ = [
     "JITTER_ORDERS",
     "VIEW_FIELDS",
-    "EpochTagged",
+    "DrawTagged",
     "ReplayedImages",
-    "EpochPixels",
+    "DrawPixels",
     "StoredViews",
     "ViewsOfImages",
     "chosen_views",
