@@ -326,7 +326,7 @@ class Bench:
         write(directory, rows, self.subsets)
         build_s = time.perf_counter() - start
         rows = read_cache(directory, "train")
-        stored = StoredViews(rows.sample_ids, rows.view_params.reshape(len(rows), k, -1), self.args.seed)
+        stored = StoredViews.of_rows(rows, self.args.seed)
         self.views_cached = CachedTeachers(rows)
         pixels = torch.utils.data.DataLoader(
             DrawPixels(PixelDataset(self.train), stored),

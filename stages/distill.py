@@ -117,6 +117,18 @@ def accuracy_of(counts: torch.Tensor, classes) -> float:
     return counts[0, list(classes)].sum().item() / counts[1, list(classes)].sum().item()
 
 
+def teacher_signal(cfg: Config, run_dir: str, split, train_rows: TeacherRows, device, precision):
+    """The KD targets (`lfme.teachers`: the same call for cached rows and live experts; None without KD),
+    and the stored views the student's loader replays when the targets are a views cache's (else None)."""
+    if not cfg.distill.kd:
+        return None, None
+    if cfg.distill.teachers == "live":
+        experts = [precision.prepare(load_expert(run_dir, s, split.channels, device)) for s in split.subsets]
+        return LiveTeachers(experts, split.subsets, split.num_classes, precision).to(device), None
+    views = StoredViews.of_rows(train_rows, cfg.seed) if train_rows.views > 1 else None
+    return CachedTeachers(train_rows), views
+
+
 def distill_loop(loop_config: dict) -> None:
     """Ray Train worker: one data-parallel share of the student's training."""
     cfg: Config = loop_config["config"]
@@ -137,16 +149,7 @@ def distill_loop(loop_config: dict) -> None:
         train_rows.rows_for(split.train.sample_ids)  # every training image must have its row
     except KeyError as err:
         raise CacheMismatchError(f"the teacher cache has no row for training {err}: it was built from other data") from err
-    teachers = None  # the KD targets (lfme.teachers): the same call for cached rows and live experts
-    views = None  # the stored views the loader replays, when the KD targets are a views cache's
-    if dcfg.kd and dcfg.teachers == "live":
-        experts = [precision.prepare(load_expert(run_dir, s, split.channels, device)) for s in subsets]
-        teachers = LiveTeachers(experts, subsets, split.num_classes, precision).to(device)
-    elif dcfg.kd:
-        if train_rows.views > 1:
-            params = np.asarray(train_rows.view_params).reshape(len(train_rows), train_rows.views, -1)
-            views = StoredViews(train_rows.sample_ids, params, cfg.seed)
-        teachers = CachedTeachers(train_rows)
+    teachers, views = teacher_signal(cfg, run_dir, split, train_rows, device, precision)
     loss_fn = DistillationLoss(
         teachers,
         train_rows,

@@ -95,6 +95,16 @@ def load_checkpoint(path: str, fingerprint: str, tag: str):
     return state if isinstance(state, dict) and state.get("fingerprint") == fingerprint else None
 
 
+def training_sampler(subset: Subset, labels, seed: int):
+    """An expert's instance sampling, or the joint model's class-balanced one (the generalist of every class).
+
+    One replica: the sampler is here for its epoch-seeded order, which a resumed run repeats exactly.
+    """
+    if subset.name == JOINT:
+        return DistributedClassBalancedSampler(labels, 1, 0, samples_per_class=4, seed=seed, draw="cycle")
+    return DistributedSampler(range(len(labels)), num_replicas=1, rank=0, shuffle=True, seed=seed)
+
+
 def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) -> dict:
     """Train (or finish training) the expert of one subset; write its model and result; return the result."""
     train_cfg = cfg.experts
@@ -106,10 +116,7 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
     split = load_split(run_dir, cfg.data)
     train = restrict_to_subset(split.train, subset.classes)
     val = restrict_to_subset(split.val, subset.classes)
-    # One replica: the sampler is here for its epoch-seeded shuffle, which a resumed run repeats exactly.
-    sampler = DistributedSampler(range(len(train)), num_replicas=1, rank=0, shuffle=True, seed=cfg.seed)
-    if subset.name == JOINT:  # every class, class-balanced: the generalist the specialists start from
-        sampler = DistributedClassBalancedSampler(train.labels, 1, 0, samples_per_class=4, seed=cfg.seed, draw="cycle")
+    sampler = training_sampler(subset, train.labels, cfg.seed)
     train_loader = make_loader(train, cfg.data, True, train_cfg.batch_size, sampler=sampler, every_epoch=True, device=device)
     val_loader = make_loader(val, cfg.data, False, cfg.evaluate.batch_size, every_epoch=True, device=device)
 
@@ -131,7 +138,7 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
         workers.say(f"[{tag}] resuming after epoch {state['epoch']}")
     else:
         history, best = [], {"accuracy": -1.0, "epoch": 0, "model": None}
-        if train_cfg.init == "joint" and subset.name != JOINT:
+        if train_cfg.init == "joint" and subset.name != JOINT:  # a specialist starts from the joint model
             joint = storage.load_torch(storage.join(expert_dir(run_dir, JOINT), EXPERT_MODEL))
             model.load_state_dict(specialist_weights(joint["model"], model, subset.classes))
 

@@ -101,7 +101,7 @@ def test_the_student_trains_on_the_pixels_its_cached_teachers_scored(family, siz
     write_cache(tmp_path, {"train": rows}, fingerprint="fp-views", subsets=subsets, experts={"head": "a" * 64, "tail": "b" * 64})
     stored = read_cache(tmp_path, "train")
     assert stored.views == 3 and stored.logits.shape == (len(images), 3 * 4)
-    views = StoredViews(stored.sample_ids, stored.view_params.reshape(len(stored), 3, 9), seed=5)
+    views = StoredViews.of_rows(stored, seed=5)
     cached = CachedTeachers(stored)
     # Class-balanced: the 4 images of the smallest classes come up several times an epoch.
     sampler = ClassBalancedSampler(images.labels, num_samples=40, seed=0)

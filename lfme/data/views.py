@@ -173,6 +173,11 @@ class StoredViews:
         if self.params.ndim != 3 or self.params.shape[0] != self.sample_ids.size or self.params.shape[2] != len(VIEW_FIELDS):
             raise ValueError(f"views must be (n, K, {len(VIEW_FIELDS)}) for {self.sample_ids.size} samples, got {self.params.shape}")
 
+    @classmethod
+    def of_rows(cls, rows, seed: int) -> StoredViews:
+        """The views of a teacher cache's training rows (`lfme.teacher_cache.TeacherRows` of several views)."""
+        return cls(rows.sample_ids, np.asarray(rows.view_params).reshape(len(rows), rows.views, len(VIEW_FIELDS)), seed)
+
     @property
     def count(self) -> int:
         return int(self.params.shape[1])
