@@ -60,18 +60,12 @@ HISTORY = "history.json"
 
 
 CONFIG_YAML = "config.yaml"
-MANIFEST_JSON = "manifest.json"
 STAGE_SETTINGS = "settings.json"
 
 
 def run_config_file(run_dir: str) -> str:
     """The resolved config of the run's last `lfme run` (absolute paths)."""
     return storage.join(run_dir, CONFIG_YAML)
-
-
-def manifest_file(run_dir: str) -> str:
-    """What each stage did (pipeline.manifest)."""
-    return storage.join(run_dir, MANIFEST_JSON)
 
 
 def stage_settings_file(run_dir: str, stage: str) -> str:

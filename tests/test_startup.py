@@ -94,7 +94,8 @@ def test_status_watch_refreshes_with_the_latest_epoch_line_until_ctrl_c(tmp_path
     )
     (logs / "lfme-tune-20261206-060000-3.log").write_text("== split: up to date\n")  # newest, but no epoch line in it
     watch = subprocess.Popen(
-        [sys.executable, "-c", PROBE.format(heavy=HEAVY), "status", str(run_dir), "--watch", "0.2"],
+        # pyarrow too: `lfme status` reads JSON only (a Ctrl-C landing in pyarrow's import once hung it under load).
+        [sys.executable, "-c", PROBE.format(heavy=(*HEAVY, "pyarrow")), "status", str(run_dir), "--watch", "0.2"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     time.sleep(3)
