@@ -38,6 +38,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -134,6 +135,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.watch <= 0:
         raise ConfigError(f"--watch: seconds between refreshes must be > 0, got {args.watch}")
     clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
+    # Ctrl-C ends the watch even where the process came in with SIGINT ignored (a job started in the
+    # background by a shell), as `lfme run` installs its own handler too.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             latest = latest_progress(args.run_dir)
@@ -141,6 +145,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             time.sleep(args.watch)
     except KeyboardInterrupt:
         return 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
