@@ -97,6 +97,34 @@ def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], align: 
     return lines
 
 
+def _experts_section(experts: dict, subset_names: list, subset_classes: dict, subset_acc: dict) -> list[str]:
+    """Each expert next to the student on the expert's test samples: among all classes and within the subset."""
+    if not experts:
+        return []
+    order = [name for name in subset_names if name in experts] + [
+        name for name in experts if name not in subset_names]
+    lines = ["## Experts", "",
+              "Each expert predicts among its own subset's classes on that subset's test samples; "
+              "the student predicts among all classes on the same samples, and, on equal terms with the "
+              "expert (KD's premise: what a KD term over the subset can teach), among the subset's classes only.", ""]
+    rows = []
+    for name in order:
+        info = experts[name] or {}
+        classes = info.get("classes", subset_classes.get(name, []))
+        expert_acc = info.get("accuracy")
+        student_acc = subset_acc.get(name)
+        within = info.get("student_accuracy_within_subset")
+        rows.append([name, f"{len(classes)}: {_compact_classes(classes)}",
+                     format_value(info.get("num_samples")), format_percent(expert_acc),
+                     format_percent(student_acc), _points(student_acc, expert_acc),
+                     format_percent(within), _points(within, expert_acc)])
+    lines += markdown_table(["Subset", "Classes", "Test samples", "Expert (%)", "Student (%)",
+                             "Student - expert (pp)", "Student within subset (%)", "Within - expert (pp)"],
+                            rows, ["l", "l", "r", "r", "r", "r", "r", "r"])
+    lines.append("")
+    return lines
+
+
 def _points(a, b) -> str:
     """a - b in percentage points, or n/a."""
     return NA if a is None or b is None else f"{100.0 * (float(a) - float(b)):+.1f}"
@@ -165,30 +193,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += markdown_table(["Convention", "Rule", "Many", "Medium", "Few"], rows, ["l", "l", "r", "r", "r"])
         lines.append("")
 
-    # Experts next to the student on the same subset.
-    experts = report.get("experts") or {}
-    if experts:
-        order = [name for name in subset_names if name in experts] + [
-            name for name in experts if name not in subset_names]
-        lines += ["## Experts", "",
-                  "Each expert predicts among its own subset's classes on that subset's test samples; "
-                  "the student predicts among all classes on the same samples, and, on equal terms with the "
-                  "expert (KD's premise: what a KD term over the subset can teach), among the subset's classes only.", ""]
-        rows = []
-        for name in order:
-            info = experts[name] or {}
-            classes = info.get("classes", subset_classes.get(name, []))
-            expert_acc = info.get("accuracy")
-            student_acc = subset_acc.get(name)
-            within = info.get("student_accuracy_within_subset")
-            rows.append([name, f"{len(classes)}: {_compact_classes(classes)}",
-                         format_value(info.get("num_samples")), format_percent(expert_acc),
-                         format_percent(student_acc), _points(student_acc, expert_acc),
-                         format_percent(within), _points(within, expert_acc)])
-        lines += markdown_table(["Subset", "Classes", "Test samples", "Expert (%)", "Student (%)",
-                                 "Student - expert (pp)", "Student within subset (%)", "Within - expert (pp)"],
-                                rows, ["l", "l", "r", "r", "r", "r", "r", "r"])
-        lines.append("")
+    lines += _experts_section(report.get("experts") or {}, subset_names, subset_classes, subset_acc)
 
     # Final SpES expert weights.
     history = report.get("w_history") or []

@@ -68,16 +68,9 @@ def _validate_topk(part: str, topk: TopK, n: int, owner: np.ndarray) -> TopK:
     return TopK(int(topk.k), values, classes.astype(np.int32), rest, owner)
 
 
-def _validate_part(part: str, rows: TeacherRows, owner: np.ndarray) -> TeacherRows:
-    """Check shapes, dtypes and values of one part; return it cast and sorted by sample_id."""
-    if not isinstance(part, str) or not _PART_NAME.match(part):
-        raise ValueError(f"part name {part!r} must match {_PART_NAME.pattern} (it names the shard files)")
+def _validate_signal(part: str, rows: TeacherRows, n: int, owner: np.ndarray):
+    """The teacher signal of n rows checked and cast: (logits or None, top-k or None, view parameters or None)."""
     num_classes = owner.size
-    ids = _as_int_column(rows.sample_ids, part, "sample_ids", None, np.int64)
-    n = ids.shape[0]
-    labels = _as_int_column(rows.labels, part, "labels", n, np.int64)
-    subsets = _as_int_column(rows.subsets, part, "subsets", n, np.int32)
-
     views = int(rows.views)
     if views < 1:
         raise ValueError(f"part {part!r}: views must be >= 1, got {views}")
@@ -98,6 +91,21 @@ def _validate_part(part: str, rows: TeacherRows, owner: np.ndarray) -> TeacherRo
         view_params = np.asarray(rows.view_params if rows.view_params is not None else np.zeros((n, 0)), dtype=np.float32)
         if view_params.shape != (n, views * VIEW_WIDTH) or not np.isfinite(view_params).all():
             raise ValueError(f"part {part!r}: field 'view_params' must be finite of shape {(n, views * VIEW_WIDTH)}, got {view_params.shape}")
+    return logits, topk, view_params
+
+
+def _validate_part(part: str, rows: TeacherRows, owner: np.ndarray) -> TeacherRows:
+    """Check shapes, dtypes and values of one part; return it cast and sorted by sample_id."""
+    if not isinstance(part, str) or not _PART_NAME.match(part):
+        raise ValueError(f"part name {part!r} must match {_PART_NAME.pattern} (it names the shard files)")
+    num_classes = owner.size
+    ids = _as_int_column(rows.sample_ids, part, "sample_ids", None, np.int64)
+    n = ids.shape[0]
+    labels = _as_int_column(rows.labels, part, "labels", n, np.int64)
+    subsets = _as_int_column(rows.subsets, part, "subsets", n, np.int32)
+
+    logits, topk, view_params = _validate_signal(part, rows, n, owner)
+    views = int(rows.views)
 
     conf = np.asarray(rows.confidence)
     if conf.ndim != 1 or conf.shape[0] != n:
