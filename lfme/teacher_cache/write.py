@@ -262,6 +262,33 @@ def write_shard(directory, data_dir: str, part: str, index: int, rows: TeacherRo
     }
 
 
+def _part_record(part: str, ordered: list[dict]) -> dict:
+    """A part's manifest entry from its shards' records in index order, after checking they make one part."""
+    if [s["index"] for s in ordered] != list(range(len(ordered))):
+        raise ValueError(f"part {part!r}: shard indices {[s['index'] for s in ordered]} are not 0..{len(ordered) - 1}")
+    views = {s.get("views", 1) for s in ordered}
+    if len(views) > 1:
+        raise ValueError(f"part {part!r}: the shards mix views {sorted(views)}: one part has one")
+    last = None
+    for s in ordered:
+        if s["first_id"] is None:
+            continue
+        if last is not None and s["first_id"] <= last:
+            raise ValueError(
+                f"part {part!r}: shard {s['name']} starts at sample_id {s['first_id']}, not after {last}, "
+                "the last id of the shard before it"
+            )
+        last = s["last_id"]
+    return {
+        "rows": sum(s["rows"] for s in ordered),
+        "shards": [s["name"] for s in ordered],
+        "shard_rows": [s["rows"] for s in ordered],
+        "shard_bytes": [s["bytes"] for s in ordered],
+        "shard_sha256": [s["sha256"] for s in ordered],
+        **({"views": views.pop()} if views != {1} else {}),
+    }
+
+
 def commit_cache(directory, data_dir: str, shards: list[dict], *, fingerprint: str, subsets, experts: dict, extra: dict | None = None) -> dict:
     """Make the shards written into `directory/data_dir` the cache: write the manifest, drop older data.
 
@@ -282,30 +309,7 @@ def commit_cache(directory, data_dir: str, shards: list[dict], *, fingerprint: s
     top_k = top_k.pop()
     manifest_parts = {}
     for part in sorted({s["part"] for s in shards}):
-        ordered = sorted((s for s in shards if s["part"] == part), key=lambda s: s["index"])
-        if [s["index"] for s in ordered] != list(range(len(ordered))):
-            raise ValueError(f"part {part!r}: shard indices {[s['index'] for s in ordered]} are not 0..{len(ordered) - 1}")
-        views = {s.get("views", 1) for s in ordered}
-        if len(views) > 1:
-            raise ValueError(f"part {part!r}: the shards mix views {sorted(views)}: one part has one")
-        last = None
-        for s in ordered:
-            if s["first_id"] is None:
-                continue
-            if last is not None and s["first_id"] <= last:
-                raise ValueError(
-                    f"part {part!r}: shard {s['name']} starts at sample_id {s['first_id']}, not after {last}, "
-                    "the last id of the shard before it"
-                )
-            last = s["last_id"]
-        manifest_parts[part] = {
-            "rows": sum(s["rows"] for s in ordered),
-            "shards": [s["name"] for s in ordered],
-            "shard_rows": [s["rows"] for s in ordered],
-            "shard_bytes": [s["bytes"] for s in ordered],
-            "shard_sha256": [s["sha256"] for s in ordered],
-            **({"views": views.pop()} if views != {1} else {}),
-        }
+        manifest_parts[part] = _part_record(part, sorted((s for s in shards if s["part"] == part), key=lambda s: s["index"]))
     directory = str(directory)
     storage.sync_directory(storage.join(directory, data_dir))
     manifest = {
