@@ -1,4 +1,14 @@
-"""Shared fixtures: one finished pipeline run, and a real S3 API on loopback.
+"""Shared fixtures: one Ray head, one finished pipeline run, and a real S3 API on loopback.
+
+`shared_ray` is a Ray head (2 CPUs, like the local Ray of a test run on this
+machine) started once per session with `ray start` on 127.0.0.1
+(`tests.ray_cluster`). A test that takes `on_shared_ray` runs its `lfme`
+commands with `RAY_ADDRESS` pointing at it, so each driver joins it (as inside
+a Ray Job) instead of starting and stopping a Ray of its own. Tests whose
+subject is the driver's own Ray (its start, Ctrl-C, a kill of its process
+group, fake GPUs, the resource check of a local Ray) and the S3 tests (whose
+credentials reach Ray workers through the environment, which the head took
+before the S3 server existed) keep a local Ray.
 
 `finished_run` is the default pipeline (ray_config.yaml with the short FAST
 schedule) run once per session through the CLI, as a user runs it. Every
@@ -16,7 +26,7 @@ config). Child processes (`lfme run`, Ray workers) inherit the environment.
 from __future__ import annotations
 
 import os
-import socket
+import shutil
 import subprocess
 import sys
 import time
@@ -27,7 +37,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline_helpers import FAST, run_lfme
+from tests.pipeline_helpers import FAST, REPO, run_lfme
+from tests.ray_cluster import free_port, head_args, kill_sessions, ray_start, temp_dir
 
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "lfme-test-key-id",
@@ -36,17 +47,38 @@ S3_ENV = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="session")
+def shared_ray():
+    """The session's Ray head on loopback; yields its GCS address (host:port)."""
+    temp = temp_dir()
+    gcs_port = free_port()
+    session = ray_start(*head_args(gcs_port, free_port(), num_cpus=2, temp=temp), cwd=REPO)
+    try:
+        yield f"127.0.0.1:{gcs_port}"
+    finally:
+        kill_sessions([session])
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _join(patch: pytest.MonkeyPatch, address: str) -> None:
+    patch.setenv("RAY_ADDRESS", address)
+    patch.setenv("RAY_AUTH_MODE", "disabled")  # the head runs without token authentication, on loopback
+
+
+@pytest.fixture
+def on_shared_ray(shared_ray, monkeypatch) -> str:
+    """This test's `lfme` commands join the session's Ray head (their RAY_ADDRESS); returns its address."""
+    _join(monkeypatch, shared_ray)
+    return shared_ray
 
 
 @pytest.fixture(scope="session")
-def finished_run(tmp_path_factory) -> Path:
+def finished_run(tmp_path_factory, shared_ray) -> Path:
     """A run directory with every stage of the default pipeline done (FAST schedule). Read it; copy it to change it."""
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST)
+    with pytest.MonkeyPatch.context() as patch:
+        _join(patch, shared_ray)
+        result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir / "first_run.log").write_text(result.stdout)
     return run_dir
@@ -54,7 +86,7 @@ def finished_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
     server = subprocess.Popen(

@@ -13,7 +13,7 @@ import pytest
 
 from tests.pipeline_helpers import REPO, copy_run
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_shared_ray")]
 
 # Two variants: a pair with a claim (the cache's cost); the other variants differ only in their switches
 # (test_table3_stats.py checks what each variant sets).

@@ -403,6 +403,7 @@ def test_ctrl_c_in_the_distill_stage_under_ray_train_and_a_quiet_console(finishe
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("on_shared_ray")
 def test_a_student_stopped_after_its_last_checkpoint_reports_that_epoch_again_on_resume(finished_run, tmp_path):
     """Ray Train resumes a finished run too; the loop then reports its last epoch again, so a restored Tune trial
     (which keeps the result it had before the kill) gets the final val_acc and a checkpoint that is not pruned."""

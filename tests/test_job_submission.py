@@ -8,63 +8,26 @@ On the same cluster, a driver whose stage no node can hold waits for the
 cluster to grow, then stops with one line. Also checks that the cluster
 files in `cluster/` parse and that the overrides they pass are valid config keys.
 
-Two raylets on one host need distinct dashboard-agent ports (the default,
-52365, is fixed); every other port is chosen by Ray or given free here. The
-cluster's processes are stopped by session id, not with `ray stop`, which
-would also stop every other Ray on this machine.
+The daemons start and stop as `tests.ray_cluster` says (free ports, stopped
+by session id, never `ray stop`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import signal
-import socket
-import subprocess
+import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
 from rundir.config import load_config
 from tests.pipeline_helpers import FAST, REPO, copy_run, manifest, run_lfme
+from tests.ray_cluster import free_port, head_args, kill_sessions, ray_start, temp_dir
 
 STAGES = ["split", "experts", "cache", "distill", "evaluate"]
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ray_start(*args: str) -> int:
-    """Run `ray start` in a new session; returns the session id its daemons keep after it exits."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    process = subprocess.Popen(
-        [RAY, "start", "--disable-usage-stats", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    out, _ = process.communicate(timeout=180)
-    assert process.returncode == 0, out[-3000:]
-    return process.pid
-
-
-def kill_sessions(session_ids: list[int]) -> None:
-    """SIGKILL every process of these sessions: the daemons, workers and job drivers of our cluster only."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry.name)) in session_ids:
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +39,11 @@ def two_node_cluster():
 
 
 def _two_node_cluster():
-    temp_dir = tempfile.mkdtemp(prefix="lfmejob", dir="/tmp")  # short: Unix socket paths are limited to 107 bytes
+    temp = temp_dir()
     gcs_port, dashboard_port = free_port(), free_port()
     sessions: list[int] = []
     try:
-        sessions.append(ray_start(
-            "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
-            "--num-cpus=2", f"--temp-dir={temp_dir}",
-        ))
+        sessions.append(ray_start(*head_args(gcs_port, dashboard_port, num_cpus=2, temp=temp)))
         sessions.append(ray_start(
             f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1",
             f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=1",
@@ -93,7 +51,7 @@ def _two_node_cluster():
         yield f"http://127.0.0.1:{dashboard_port}", f"127.0.0.1:{gcs_port}"
     finally:
         kill_sessions(sessions)
-        subprocess.run(["rm", "-rf", temp_dir], check=False)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.integration

@@ -21,7 +21,7 @@ from lfme.storage import read_json
 from tests.test_scalars import read_scalars
 from tests.pipeline_helpers import FAST, copy_run, kill_group, manifest, run_lfme, start_lfme, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_shared_ray")]
 
 STAGES = ["split", "experts", "cache", "distill", "evaluate"]
 
@@ -197,8 +197,9 @@ def test_one_stage_alone_names_its_missing_inputs(tmp_path):
 
 def test_a_killed_distill_stage_resumes_from_its_last_checkpoint(default_run, tmp_path):
     run_dir = copy_run(default_run, tmp_path / "run")
-    # New distill settings: distill starts fresh. Enough epochs (0.2-0.5 s each) that the kill lands mid-stage.
-    epochs = 30
+    # New distill settings: distill starts fresh. Enough epochs (0.2-0.5 s each) that the kill, at most 0.5 s
+    # after the third is logged, lands mid-stage.
+    epochs = 12
     sets = FAST + [f"distill.epochs={epochs}", "distill.lr=0.03"]
     log = tmp_path / "killed.log"
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.pipeline_helpers import FAST, copy_run, kill_group, manifest, run_lfme, start_lfme, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_shared_ray")]
 
 
 def stage_lines(stdout: str) -> list[str]:
@@ -24,7 +24,7 @@ def stage_lines(stdout: str) -> list[str]:
 
 def test_a_second_driver_refuses_at_once_naming_the_first(finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path / "run")
-    sets = FAST + ["distill.epochs=40"]  # a new student: the first driver is busy for a while
+    sets = FAST + ["distill.epochs=12"]  # a new student: the first driver holds the lease through distill and evaluate
     log = tmp_path / "first.log"
     first = start_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=sets, log=log)
     try:

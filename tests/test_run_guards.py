@@ -38,6 +38,7 @@ def only_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.usefixtures("on_shared_ray")
 def test_a_diverged_student_stops_at_that_epoch_and_keeps_the_last_good_student(finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path / "run")
     student = (run_dir / "distill" / "student.pt").read_bytes()
@@ -55,6 +56,7 @@ def test_a_diverged_student_stops_at_that_epoch_and_keeps_the_last_good_student(
     assert manifest(run_dir)["stages"]["evaluate"]["status"] == "done"  # the last good report stays too
 
 
+@pytest.mark.usefixtures("on_shared_ray")
 def test_a_diverged_expert_stops_its_stage_with_one_line(finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path / "run")
     result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST + ["experts.lr=100000"], timeout=400)

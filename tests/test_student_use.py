@@ -22,7 +22,7 @@ from lfme.data import digits
 from pipeline.student import StudentError, TrainedStudent, load_student
 from tests.pipeline_helpers import copy_run, run_lfme
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_shared_ray")]
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,7 @@ def read_trials(path: Path) -> list[dict]:
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("on_shared_ray")
 def test_sweep_writes_tables_and_best_config_and_touches_no_expert(inputs_run):
     files, records = fingerprint_files(inputs_run), input_records(inputs_run)
     distill_record, student = manifest(inputs_run)["stages"]["distill"], (inputs_run / "distill" / "student.pt").read_bytes()
@@ -85,21 +86,23 @@ def test_sweep_writes_tables_and_best_config_and_touches_no_expert(inputs_run):
 
 
 @pytest.mark.integration
-def test_killed_sweep_resumes(inputs_run, tmp_path):
+@pytest.mark.usefixtures("on_shared_ray")
+def test_killed_sweep_resumes(inputs_run, tmp_path, monkeypatch):
     out = inputs_run / "tune" / "resumable"
     args = ("tune", "ray_config.yaml", "--run-dir", str(inputs_run), "--num-samples", "2")
-    # Enough epochs (0.2-0.5 s each) that the sweep is still running when it is killed: Tune saves its
-    # experiment state 10-20 s in, by when the trials are some 30 epochs along.
-    sets = [*SWEEP, "distill.epochs=100", "tune.name=resumable"]
+    # Tune saves its experiment state every TUNE_GLOBAL_CHECKPOINT_S seconds (10 s by default): 1 s lets the
+    # kill land a few epochs (0.2-0.5 s each) into the trials, well before their 30th.
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    sets = [*SWEEP, "distill.epochs=30", "tune.name=resumable"]
+
+    def state_saved_after_an_epoch() -> bool:
+        reported = [p.stat().st_mtime for p in out.glob("trials/*/result.json") if p.stat().st_size]
+        saved = [p.stat().st_mtime for p in out.glob("trials/experiment_state*.json")]
+        return bool(reported and saved) and max(saved) > min(reported)
+
     process = start_lfme(*args, sets=sets, log=tmp_path / "first.log")
     try:
-        # Killed once a trial has reported an epoch and Tune has saved the experiment's state.
-        wait_for(
-            lambda: any(p.stat().st_size for p in out.glob("trials/*/result.json"))
-            and any(out.glob("trials/experiment_state*.json")),
-            timeout=300,
-            what="a trial's first epoch",
-        )
+        wait_for(state_saved_after_an_epoch, timeout=300, what="Tune's experiment state saved after a trial's first epoch")
     finally:
         kill_group(process)
     assert not (out / "trials.csv").exists()
@@ -108,7 +111,7 @@ def test_killed_sweep_resumes(inputs_run, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = read_trials(out / "trials.csv")
     assert len(rows) == 2 and all(row["status"] != "error" for row in rows)
-    assert load_config(out / "best_config.yaml").distill.epochs == 100
+    assert load_config(out / "best_config.yaml").distill.epochs == 30
 
 
 # --------------------------------------------------------------------------- config
