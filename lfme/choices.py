@@ -9,10 +9,13 @@ live here, and the modules that implement them (`lfme.precision`,
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 
-# Per-image transform families (lfme.data.transforms).
-FAMILIES = ("digits", "cifar", "imagenet")
+# Per-image transform families (lfme.data.transforms). The Literal is the config's type, the tuple its values.
+Family = Literal["digits", "cifar", "imagenet"]
+FAMILIES: tuple[str, ...] = get_args(Family)
 # Families whose every image can be kept decoded: their transforms start with a
 # deterministic step to a fixed size (or none), so the pixels after that step
 # are the same every epoch. imagenet crops the full-size image at random.

@@ -15,13 +15,16 @@ multiplying the student's logits instead of its loss
 """
 
 import math
+from typing import Literal, get_args
 
 import numpy as np
 
 from lfme.subsets import subset_of_class
 
-SCHEDULES = ("linear", "convex", "concave", "concave_printed")
-HORIZONS = ("full", "half")
+Schedule = Literal["linear", "convex", "concave", "concave_printed"]
+Horizon = Literal["full", "half"]
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+HORIZONS: tuple[str, ...] = get_args(Horizon)
 
 
 def expert_weight(student_acc: float, expert_acc: float, alpha: float) -> float:

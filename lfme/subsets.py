@@ -36,6 +36,14 @@ class Subset:
     def __len__(self) -> int:
         return len(self.classes)
 
+    def record(self) -> dict:
+        """The JSON form every file of a run stores it in (split.json, the cache manifest, report.json)."""
+        return {"name": self.name, "classes": list(self.classes)}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Subset":
+        return cls(str(record["name"]), tuple(record["classes"]))
+
 
 def default_subset_names(num_subsets: int) -> list[str]:
     """many/medium/few for 3 subsets, many/few for 2, else subset0.. (subset0 most populous)."""

@@ -238,7 +238,7 @@ def accuracy(student: TrainedStudent, predictions: Predictions) -> dict | None:
     if not len(predictions.labels):
         return None
     meta = storage.read_json(storage.join(student.run_dir, "split", SPLIT_JSON))
-    subsets = [Subset(s["name"], tuple(s["classes"])) for s in meta["subsets"]]
+    subsets = [Subset.from_record(s) for s in meta["subsets"]]
     thresholds = tuple(student.config.evaluate.shot_thresholds)
     counts = np.asarray(meta["class_counts"])
     return prediction_report(predictions.predicted, predictions.labels, len(student.class_names), counts, subsets, thresholds)

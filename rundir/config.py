@@ -25,8 +25,8 @@ from typing import Any, Literal
 import yaml
 
 from lfme import storage
-from lfme.choices import ARCHITECTURES, FAMILIES, KEEPS_DECODED, PRECISIONS
-from lfme.selfpaced import HORIZONS, SCHEDULES
+from lfme.choices import ARCHITECTURES, KEEPS_DECODED, PRECISIONS, Family
+from lfme.selfpaced import Horizon, Schedule
 
 
 class ConfigError(ValueError):
@@ -131,7 +131,7 @@ class DataConfig:
     # source brings its own validation list.
     val_per_class: int = 10
     lt_seed: int = 0
-    transform: Literal[FAMILIES] = "digits"
+    transform: Family = "digits"
     image_size: int = 8
     loader_workers: int = 0  # DataLoader worker processes per Ray worker
     # Decode (and for the cifar family resize) the training and validation
@@ -349,12 +349,12 @@ class DistillConfig(TrainingConfig):
     # (spis_clip: false, to 2 - v1); v_i multiplying the student's logits
     # rather than weighting its CE (spis_on: logits).
     spis_init: Literal["paper", "official"] = "paper"
-    spis_horizon: Literal[HORIZONS] = "full"
+    spis_horizon: Horizon = "full"
     spis_clip: bool = True
     spis_on: Literal["loss", "logits"] = "loss"
     # SpIS schedule of v_i; concave_printed is the paper's printed formula
     # (see lfme.selfpaced.scheduled_instance_weights).
-    schedule: Literal[SCHEDULES] = "linear"
+    schedule: Schedule = "linear"
 
     def check(self, path: str) -> None:
         super().check(path)
@@ -576,18 +576,24 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw)
 
 
+def set_value(data: dict, keys: list[str], value: Any, where: str) -> None:
+    """Set `data[keys[0]]...[keys[-1]] = value` in place, making missing sections; `where` names the setting in errors."""
+    node = data
+    for key in keys[:-1]:
+        if node.get(key) is None:  # a missing section, or an empty one (`ray:` alone)
+            node[key] = {}
+        node = node[key]
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: '{key}' is not a section")
+    node[keys[-1]] = value
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """A copy of `data` with each `--set key=value` applied in order (values parsed as YAML)."""
     data = copy.deepcopy(data)
     for text in overrides:
         keys, value = parse_override(text)
-        node = data
-        for key in keys[:-1]:
-            if node.get(key) is None:  # a missing section, or an empty one (`ray:` alone)
-                node[key] = {}
-            node = node[key]
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {text!r}: '{key}' is not a section")
-        node[keys[-1]] = value
+        set_value(data, keys, value, f"--set {text!r}")
     return data
 
 
@@ -600,17 +606,12 @@ def config_from_dict(data: dict, overrides: list[str] = ()) -> Config:
 def with_values(config: Config, values: dict[str, Any]) -> Config:
     """A copy of `config` with dotted keys set (`{"distill.temperature": 4}`), validated again.
 
-    Values come from Python (a Tune trial's config), not YAML text, so they are
-    set directly rather than through `--set` parsing; numpy scalars become
-    Python ones first.
+    The same path as `--set`, except that the values come from Python (a Tune
+    trial's config), not YAML text; numpy scalars become Python ones first.
     """
     data = config.to_dict()
     for key, value in values.items():
-        *sections, name = key.split(".")
-        node = data
-        for section in sections:
-            node = node[section]
-        node[name] = value.item() if hasattr(value, "item") else value
+        set_value(data, key.split("."), value.item() if hasattr(value, "item") else value, key)
     return config_from_dict(data)
 
 

@@ -156,7 +156,7 @@ def load_split(run_dir: str, cfg: DataConfig) -> SplitData:
         test=source.test,
         class_names=meta["class_names"],
         class_counts=np.asarray(meta["class_counts"], dtype=np.int64),
-        subsets=[Subset(s["name"], tuple(s["classes"])) for s in meta["subsets"]],
+        subsets=[Subset.from_record(s) for s in meta["subsets"]],
         channels=source.channels,
     )
 

@@ -124,7 +124,7 @@ def run(ctx: StageContext) -> dict:
             data_dir,
             shards,
             fingerprint=ctx.fingerprint,
-            subsets=[{"name": s.name, "classes": list(s.classes)} for s in split.subsets],
+            subsets=split.subsets,
             experts={name: {"sha256": digest} for name, digest in hashes.items()},
         )
     except BaseException:

@@ -108,7 +108,7 @@ def run(ctx: StageContext) -> dict:
     report = {
         "student": student,
         "experts": experts,
-        "subsets": [{"name": s.name, "classes": list(s.classes)} for s in split.subsets],
+        "subsets": [s.record() for s in split.subsets],
         "class_names": split.class_names,
         "train_counts": split.class_counts.tolist(),
         "w_history": [{"epoch": h["epoch"], "weights": h["weights_used"]} for h in history if h["weights_used"]],

@@ -110,7 +110,7 @@ def run(ctx: StageContext) -> dict:
         {
             "class_names": source.class_names,
             "class_counts": counts.tolist(),
-            "subsets": [{"name": s.name, "classes": list(s.classes)} for s in subsets],
+            "subsets": [s.record() for s in subsets],
             "metrics": metrics,
             "sizes": {"train": len(train), "val": len(val), "test": len(source.test)},
         },

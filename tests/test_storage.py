@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lfme import storage
+from lfme.subsets import Subset
 from lfme.teacher_cache import TeacherRows, read_cache, write_cache
 from tests.conftest import s3_objects
 
@@ -81,7 +82,7 @@ def _rows(ids, num_classes=4, offset=0.0):
 
 def test_teacher_cache_on_s3_round_trip_and_rewrite(s3_endpoint, s3_bucket):
     cache = f"s3://{s3_bucket}/run/cache"
-    subsets = [("head", [0, 1]), ("tail", [2, 3])]
+    subsets = [Subset("head", (0, 1)), Subset("tail", (2, 3))]
     first = write_cache(cache, {"train": _rows(range(10))}, fingerprint="fp-one", subsets=subsets,
                         experts={"head": "a" * 64, "tail": "b" * 64}, shard_rows=4)
     keys = set(s3_objects(s3_endpoint, s3_bucket))

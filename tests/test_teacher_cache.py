@@ -13,10 +13,11 @@ import pytest
 
 from lfme import teacher_cache as tc
 from lfme.storage import file_sha256
+from lfme.subsets import Subset
 from lfme.teacher_cache import CacheDamagedError, CacheMismatchError, TeacherRows, read_cache, read_manifest, write_cache
 
 C = 6
-SUBSETS = [{"name": "many", "classes": [0, 1, 2]}, {"name": "medium", "classes": [3, 4]}, {"name": "few", "classes": [5]}]
+SUBSETS = [Subset("many", (0, 1, 2)), Subset("medium", (3, 4)), Subset("few", (5,))]
 OWNER = np.array([0, 0, 0, 1, 1, 2])
 EXPERTS = {"many": {"sha256": "a" * 64}, "medium": {"sha256": "b" * 64}, "few": {"sha256": "c" * 64}}
 
@@ -66,7 +67,7 @@ def test_round_trip_sorted_and_float16(tmp_path):
     on_disk = read_manifest(tmp_path)
     assert on_disk == manifest
     assert on_disk["format"] == "lfme-teacher-cache/1"
-    assert on_disk["num_classes"] == C and on_disk["subsets"] == SUBSETS and on_disk["experts"] == EXPERTS
+    assert on_disk["num_classes"] == C and on_disk["subsets"] == [s.record() for s in SUBSETS] and on_disk["experts"] == EXPERTS
     assert on_disk["parts"]["train"]["rows"] == 10 and on_disk["parts"]["val"]["rows"] == 4
     assert on_disk["extra"] == {"note": "x"} and "T" in on_disk["created_at"]
     assert on_disk["data_dir"].startswith("data-fp-one-01234-")
@@ -439,11 +440,10 @@ def test_map_cache_of_an_empty_part(tmp_path):
 
 
 def topk_rows(n=12, seed=0):
-    from lfme.subsets import Subset
     from lfme.teachers import teacher_rows
 
     rng = np.random.default_rng(seed)
-    subsets = [Subset(s["name"], tuple(s["classes"])) for s in SUBSETS]
+    subsets = SUBSETS
     logits = (rng.standard_normal((n, C)) * 3).astype(np.float32)
     labels = rng.integers(0, C, n)
     return logits, subsets, teacher_rows(np.arange(n) * 3, labels, logits, subsets, top_k=2)
@@ -475,7 +475,6 @@ def test_top_k_target_is_exact_on_the_kept_classes_and_spreads_the_rest_evenly()
 
 
 def test_top_k_rest_logit_by_hand():
-    from lfme.subsets import Subset
     from lfme.teachers import top_k_signal
 
     z = np.array([[4.0, 1.0, 0.0, 2.0]], dtype=np.float32)  # one subset of four classes, k = 1
@@ -517,25 +516,23 @@ def test_shards_of_top_k_and_full_caches_do_not_mix(tmp_path):
 
 def views_rows(n, views, seed=0, top_k=None):
     """Rows of `views` views per sample whose view v's logits are the sample's base logits + 10 v (so each view is told apart)."""
-    from lfme.subsets import Subset
     from lfme.teachers import teacher_rows
 
     rng = np.random.default_rng(seed)
     base = make_rows(n, seed)
     view_logits = base.logits[:, None, :] + 10.0 * np.arange(views)[None, :, None]
     params = rng.integers(0, 9, (n, views, 9)).astype(np.float32)
-    subsets = [Subset(s["name"], s["classes"]) for s in SUBSETS]
+    subsets = SUBSETS
     return teacher_rows(base.sample_ids, base.labels, base.logits, subsets, top_k, view_logits, params), view_logits, params
 
 
 @pytest.mark.parametrize("top_k", [None, 1])
 def test_a_views_cache_round_trips_through_read_and_map_view_by_view(tmp_path, top_k):
-    from lfme.subsets import Subset
     from lfme.teachers import teacher_rows
 
     rows, view_logits, params = views_rows(10, 3, top_k=top_k)
     v = make_rows(4, seed=1, id_offset=10**9)
-    val = teacher_rows(v.sample_ids, v.labels, v.logits, [Subset(s["name"], s["classes"]) for s in SUBSETS], top_k)
+    val = teacher_rows(v.sample_ids, v.labels, v.logits, SUBSETS, top_k)
     manifest = write(tmp_path / "cache", {"train": rows, "val": val})
     assert manifest["parts"]["train"]["views"] == 3 and "views" not in manifest["parts"]["val"]
     # Per row: 3 views x (6 float16 logits, or top-1 of 3 experts: 3 float16 + 3 int32 + 3 rest float16) + 3 x 9 float32.
@@ -553,7 +550,7 @@ def test_a_views_cache_round_trips_through_read_and_map_view_by_view(tmp_path, t
             np.testing.assert_array_equal(dense, expected.astype(np.float16).astype(np.float32))
         else:  # each expert's largest logit of that view, kept exactly
             for s in SUBSETS:
-                np.testing.assert_allclose(dense[:, s["classes"]].max(1), expected[:, s["classes"]].max(1), rtol=1e-3)
+                np.testing.assert_allclose(dense[:, list(s.classes)].max(1), expected[:, list(s.classes)].max(1), rtol=1e-3)
     val = read_cache(tmp_path / "cache", "val")
     assert val.views == 1 and val.view_params is None
 

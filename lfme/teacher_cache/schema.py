@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+
+from lfme.subsets import Subset
 
 
 FORMAT = "lfme-teacher-cache/1"
@@ -210,18 +213,9 @@ class TeacherRows:
 # ------------------------------------------------ what a cache is built from
 
 
-def _normalise_subsets(subsets) -> list[dict]:
-    """Accept lfme.subsets.Subset objects, {"name", "classes"} dicts or (name, classes) pairs."""
-    out = []
-    for s in subsets:
-        if isinstance(s, dict):
-            name, classes = s["name"], s["classes"]
-        elif hasattr(s, "name") and hasattr(s, "classes"):
-            name, classes = s.name, s.classes
-        else:
-            name, classes = s
-        out.append({"name": str(name), "classes": sorted(int(c) for c in classes)})
-    return out
+def subset_records(subsets: Sequence[Subset]) -> list[dict]:
+    """The manifest's form of the experts' subsets (`Subset.record`)."""
+    return [s.record() for s in subsets]
 
 
 def _normalise_experts(experts) -> dict[str, dict]:

@@ -8,13 +8,15 @@ import io
 import json
 import re
 import uuid
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lfme import storage
-from lfme.teacher_cache.schema import _normalise_experts, _normalise_subsets, _PART_NAME, _validate_subsets, arrow_schema, DATA_DIR_PREFIX, FORMAT, MANIFEST_NAME, SCHEMA_METADATA_KEY, TeacherRows, top_k_shape, TopK, VIEW_WIDTH
+from lfme.subsets import Subset
+from lfme.teacher_cache.schema import _normalise_experts, subset_records, _PART_NAME, _validate_subsets, arrow_schema, DATA_DIR_PREFIX, FORMAT, MANIFEST_NAME, SCHEMA_METADATA_KEY, TeacherRows, top_k_shape, TopK, VIEW_WIDTH
 from lfme.teacher_cache.manifest import _write_manifest, read_manifest
 
 
@@ -231,7 +233,7 @@ def new_data_dir(fingerprint: str) -> str:
     return f"{DATA_DIR_PREFIX}{safe_fp}-{uuid.uuid4().hex[:8]}"
 
 
-def write_shard(directory, data_dir: str, part: str, index: int, rows: TeacherRows, *, fingerprint: str, subsets) -> dict:
+def write_shard(directory, data_dir: str, part: str, index: int, rows: TeacherRows, *, fingerprint: str, subsets: Sequence[Subset]) -> dict:
     """Write shard `index` of `part` into `directory/data_dir`; returns what `commit_cache` needs about it.
 
     The rows are validated against the subsets (see `write_cache`) and sorted
@@ -239,7 +241,7 @@ def write_shard(directory, data_dir: str, part: str, index: int, rows: TeacherRo
     sample ids in index order; `commit_cache` checks that.
     """
     _check_fingerprint(fingerprint)
-    subset_list = _normalise_subsets(subsets)
+    subset_list = subset_records(subsets)
     num_classes = sum(len(s["classes"]) for s in subset_list)
     clean = _validate_part(part, rows, _validate_subsets(subset_list, num_classes))
     name = f"{part}-{int(index):05d}.parquet"
@@ -289,7 +291,7 @@ def _part_record(part: str, ordered: list[dict]) -> dict:
     }
 
 
-def commit_cache(directory, data_dir: str, shards: list[dict], *, fingerprint: str, subsets, experts: dict, extra: dict | None = None) -> dict:
+def commit_cache(directory, data_dir: str, shards: list[dict], *, fingerprint: str, subsets: Sequence[Subset], experts: dict, extra: dict | None = None) -> dict:
     """Make the shards written into `directory/data_dir` the cache: write the manifest, drop older data.
 
     `shards`: `write_shard`'s results, in any order. Each part's indices must
@@ -299,7 +301,7 @@ def commit_cache(directory, data_dir: str, shards: list[dict], *, fingerprint: s
     _check_fingerprint(fingerprint)
     if not shards:
         raise ValueError("no shards: nothing to cache")
-    subset_list = _normalise_subsets(subsets)
+    subset_list = subset_records(subsets)
     expert_map = _normalise_experts(experts)
     num_classes = sum(len(s["classes"]) for s in subset_list)
     _validate_subsets(subset_list, num_classes)
@@ -356,15 +358,14 @@ def write_cache(
     parts: dict[str, TeacherRows],
     *,
     fingerprint: str,
-    subsets,
+    subsets: Sequence[Subset],
     experts: dict,
     shard_rows: int = 100_000,
     extra: dict | None = None,
 ) -> dict:
     """Write a complete teacher cache from rows in memory to `directory` and return its manifest.
 
-    `subsets`: the experts' subsets in order (Subset objects, {"name", "classes"}
-    dicts or (name, classes) pairs); they must partition 0..C-1 and row k's
+    `subsets`: the experts' subsets in order; they must partition 0..C-1 and row k's
     `subsets[k]` must be the index of the subset holding `labels[k]`.
     `experts`: name -> {"sha256": ...} (or name -> sha256 string).
     Rows are sorted by sample_id; duplicate ids are rejected. The previous
@@ -376,7 +377,7 @@ def write_cache(
     shard_rows = int(shard_rows)
     if not parts:
         raise ValueError("parts is empty: nothing to cache")
-    subset_list = _normalise_subsets(subsets)
+    subset_list = subset_records(subsets)
     _normalise_experts(experts)
     # C is fixed by the subsets (they partition 0..C-1); every part's logits must be C wide.
     owner = _validate_subsets(subset_list, sum(len(s["classes"]) for s in subset_list))
@@ -390,8 +391,8 @@ def write_cache(
         for part, rows in clean.items():
             # An empty part still gets one (empty) shard, so its schema is on disk.
             for k, start in enumerate(range(0, max(len(rows), 1), shard_rows)):
-                written.append(write_shard(directory, data_dir, part, k, rows.slice(start, start + shard_rows), fingerprint=fingerprint, subsets=subset_list))
-        return commit_cache(directory, data_dir, written, fingerprint=fingerprint, subsets=subset_list, experts=experts, extra=extra)
+                written.append(write_shard(directory, data_dir, part, k, rows.slice(start, start + shard_rows), fingerprint=fingerprint, subsets=subsets))
+        return commit_cache(directory, data_dir, written, fingerprint=fingerprint, subsets=subsets, experts=experts, extra=extra)
     except BaseException:
         # The old manifest (if any) was not touched: drop only our half-written data.
         discard_data_dir(directory, data_dir)
