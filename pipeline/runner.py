@@ -153,8 +153,7 @@ def run_pipeline(
             lease.check()
             why = reason_to_run(manifest, run_dir, stage, fps[stage], ran)
             if why is None and stage == "split":
-                changes = changes_since_split(run_dir, config.data)
-                why = f"the data changed since it ran ({'; '.join(changes)})" if changes else None
+                why = data_changed(run_dir, config)
             if why is None:
                 log(f"== {stage}: up to date (fingerprint {fps[stage]}), skipped")
                 continue
@@ -165,28 +164,39 @@ def run_pipeline(
                 probed = True
             if stage != "split":
                 session.wait_for(config, stage)
-            record = manifest.start(stage, fps[stage], {u: fps[u] for u in UPSTREAM[stage]})
-            log(f"== {stage}: {'resuming' if record.resumed else 'running'} (fingerprint {fps[stage]})")
-            ctx = StageContext(config=config, run_dir=run_dir, stage=stage, fingerprints=fps, log=log)
-            storage.write_json_atomic(stage_settings_file(run_dir, stage), stage_settings(config, stage))
-            t0 = time.monotonic()
-            try:
-                summary = stage_module(stage).run(ctx)
-            except KeyboardInterrupt:
-                manifest.interrupt(stage)
-                raise
-            except BaseException as err:
-                manifest.fail(stage, f"{type(err).__name__}: {err}")
-                raise
-            manifest.finish(stage, summary, outputs=record_outputs(run_dir, stage, ctx.hashed))
+            run_stage(manifest, StageContext(config=config, run_dir=run_dir, stage=stage, fingerprints=fps, log=log))
             ran.add(stage)
-            log(f"== {stage}: done in {time.monotonic() - t0:.1f}s")
     finally:
         if own_ray:
             session.close()
         if own_lease:
             lease.release()
     return manifest
+
+
+def data_changed(run_dir: str, config: Config) -> str | None:
+    """Why a finished split must run again because its inputs changed (`rundir.inputs`), or None."""
+    changes = changes_since_split(run_dir, config.data)
+    return f"the data changed since it ran ({'; '.join(changes)})" if changes else None
+
+
+def run_stage(manifest: Manifest, ctx: StageContext) -> None:
+    """Run one stage, recording its start, its end (with its outputs' sizes and hashes) or how it stopped."""
+    stage, fingerprint = ctx.stage, ctx.fingerprints[ctx.stage]
+    record = manifest.start(stage, fingerprint, {u: ctx.fingerprints[u] for u in UPSTREAM[stage]})
+    ctx.log(f"== {stage}: {'resuming' if record.resumed else 'running'} (fingerprint {fingerprint})")
+    storage.write_json_atomic(stage_settings_file(ctx.run_dir, stage), stage_settings(ctx.config, stage))
+    t0 = time.monotonic()
+    try:
+        summary = stage_module(stage).run(ctx)
+    except KeyboardInterrupt:
+        manifest.interrupt(stage)
+        raise
+    except BaseException as err:
+        manifest.fail(stage, f"{type(err).__name__}: {err}")
+        raise
+    manifest.finish(stage, summary, outputs=record_outputs(ctx.run_dir, stage, ctx.hashed))
+    ctx.log(f"== {stage}: done in {time.monotonic() - t0:.1f}s")
 
 
 def reason_to_run(manifest: Manifest, run_dir: str, stage: str, fingerprint: str, ran: set[str]) -> str | None:

@@ -176,21 +176,25 @@ def fit(
         )
 
     if resources.num_workers > 0:
-        with ray_compat.fast_train_polling(), ray_compat.driver_keeps_sigint() as controllers:
-            try:
-                result = trainer(None).fit()
-            except KeyboardInterrupt:
-                # Ctrl-C in the driver: stop the workers now. The last committed
-                # checkpoint stays in storage, and the same run name resumes from it.
-                ray_compat.abort_train_runs(controllers, timeout_s=ABORT_WAIT_S)
-                raise
-        return final_state(result, name, note)
+        return _fit_on_workers(trainer(None), name, note)
     threads = torch.get_num_threads()  # `worker_setup` sizes them for the loop, in this process
     with tempfile.TemporaryDirectory() as directory:
         try:
             return final_state(trainer(directory).fit(), name, note)
         finally:
             torch.set_num_threads(threads)
+
+
+def _fit_on_workers(trainer: TorchTrainer, name: str, note: str) -> dict[str, Any]:
+    with ray_compat.fast_train_polling(), ray_compat.driver_keeps_sigint() as controllers:
+        try:
+            result = trainer.fit()
+        except KeyboardInterrupt:
+            # Ctrl-C in the driver: stop the workers now. The last committed
+            # checkpoint stays in storage, and the same run name resumes from it.
+            ray_compat.abort_train_runs(controllers, timeout_s=ABORT_WAIT_S)
+            raise
+    return final_state(result, name, note)
 
 
 def final_state(result, name: str, divergence_note: str) -> dict[str, Any]:

@@ -20,8 +20,6 @@ OVER = {
     "rundir/config.py",
     "stages/distill.py::distill_loop",
     "stages/experts.py::train_expert",
-    "stages/workers.py::fit",
-    "pipeline/runner.py::run_pipeline",
 }
 
 
