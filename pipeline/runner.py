@@ -38,10 +38,11 @@ from collections.abc import Callable, Mapping
 
 from lfme import storage
 from pipeline.graph import STAGES, UPSTREAM, fingerprints, stage_settings
+from pipeline.driver import holding, resolved
 from pipeline.lease import Lease
 from pipeline.manifest import Manifest, StageRecord
 from pipeline.ray_session import RaySession
-from rundir.config import Config, dump_config, with_absolute_paths
+from rundir.config import Config, dump_config
 from rundir.context import StageContext
 from rundir.inputs import changes_since_split
 from rundir.layout import run_config_file, stage_dir, stage_settings_file
@@ -129,19 +130,12 @@ def run_pipeline(
     caller's Ray session, which the caller closes (the CLI, after its last
     line); otherwise this call opens one and closes it.
     """
-    # Absolute paths: Ray workers do not run in the driver's working directory.
-    config = with_absolute_paths(config)
-    run_dir = storage.absolute(run_dir or config.run_dir)
+    config, run_dir = resolved(config, run_dir)
     stages = stages_to_run(only, through)
     fps = fingerprints(config)
-    own_lease, own_ray = lease is None, ray is None
-    if own_lease:
-        lease = Lease(run_dir, log=log)
-        lease.acquire()
-    session = ray if ray is not None else RaySession(config.ray, log)
     needs_ray = any(stage != "split" for stage in stages)
     probed = False
-    try:
+    with holding(run_dir, config, log, lease, ray) as (lease, session):
         manifest = Manifest.load(run_dir)
         for stage in manifest.mark_interrupted():
             log(f"== {stage}: interrupted (its driver is gone)")
@@ -166,11 +160,6 @@ def run_pipeline(
                 session.wait_for(config, stage)
             run_stage(manifest, StageContext(config=config, run_dir=run_dir, stage=stage, fingerprints=fps, log=log))
             ran.add(stage)
-    finally:
-        if own_ray:
-            session.close()
-        if own_lease:
-            lease.release()
     return manifest
 
 

@@ -46,11 +46,12 @@ from collections.abc import Callable
 from lfme import storage
 from lfme.report import markdown_table, format_percent
 from pipeline.graph import TEACHER_STAGES, fingerprints
+from pipeline.driver import holding, resolved
 from pipeline.lease import Lease
 from pipeline.manifest import Manifest
 from pipeline.ray_session import RaySession
 from pipeline.runner import check_inputs, run_pipeline
-from rundir.config import Config, ConfigError, dump_config, load_config, with_absolute_paths, with_values
+from rundir.config import Config, ConfigError, dump_config, load_config, with_values
 from rundir.layout import load_split, save_student, sweep_dir, verified_cache
 
 # A trial's own actor only waits on its Ray Train run; the CPUs are the
@@ -184,8 +185,7 @@ def run_tune(
     `ray`: the caller's Ray session, which the caller closes; otherwise this
     call opens one and closes it.
     """
-    config = with_absolute_paths(config)
-    run_dir = storage.absolute(run_dir or config.run_dir)
+    config, run_dir = resolved(config, run_dir)
     config.run_dir = run_dir  # best_config.yaml then points `lfme run` at this run and its cache
     out = sweep_dir(run_dir, config.tune.name)
     if resume:
@@ -204,12 +204,7 @@ def run_tune(
         raise ConfigError(f"tune.grace_period: {config.tune.grace_period} is more than the most epochs a trial runs ({epochs})")
     check_logger_packages(config.tune.loggers)
 
-    own_lease, own_ray = lease is None, ray is None
-    if own_lease:
-        lease = Lease(run_dir, log=log)
-        lease.acquire()
-    session = ray if ray is not None else RaySession(config.ray, log)
-    try:
+    with holding(run_dir, config, log, lease, ray) as (lease, session):
         session.check_reachable()
         fps = ensure_inputs(config, run_dir, lease, session, log)
         session.wait_for(config, "tune")
@@ -222,11 +217,6 @@ def run_tune(
         if verified_cache(run_dir, fps["cache"], subsets) != expected:
             raise RuntimeError("the experts or the teacher cache changed during the sweep")
         return write_outcome(config, run_dir, results, log)
-    finally:
-        if own_ray:
-            session.close()
-        if own_lease:
-            lease.release()
 
 
 def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs: int, log: Callable[[str], None]):
