@@ -26,7 +26,6 @@ config). Child processes (`lfme run`, Ray workers) inherit the environment.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline_helpers import FAST, REPO, run_lfme
-from tests.ray_cluster import free_port, head_args, kill_sessions, ray_start, temp_dir
+from tests.ray_cluster import free_port, head
 
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "lfme-test-key-id",
@@ -50,14 +49,8 @@ S3_ENV = {
 @pytest.fixture(scope="session")
 def shared_ray():
     """The session's Ray head on loopback; yields its GCS address (host:port)."""
-    temp = temp_dir()
-    gcs_port = free_port()
-    session = ray_start(*head_args(gcs_port, free_port(), num_cpus=2, temp=temp), cwd=REPO)
-    try:
-        yield f"127.0.0.1:{gcs_port}"
-    finally:
-        kill_sessions([session])
-        shutil.rmtree(temp, ignore_errors=True)
+    with head(num_cpus=2, cwd=REPO) as cluster:
+        yield cluster.gcs
 
 
 def _join(patch: pytest.MonkeyPatch, address: str) -> None:

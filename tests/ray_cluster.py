@@ -19,7 +19,11 @@ import signal
 import socket
 import subprocess
 import sys
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -70,3 +74,24 @@ def head_args(gcs_port: int, dashboard_port: int, num_cpus: int, temp: str) -> l
         f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
         f"--num-cpus={num_cpus}", f"--temp-dir={temp}",
     ]
+
+
+@dataclass
+class Head:
+    gcs: str  # host:port, what a driver's RAY_ADDRESS names
+    dashboard: str  # http://host:port, what the Jobs and state APIs take
+    sessions: list[int] = field(default_factory=list)  # every `ray start` of the cluster, stopped together
+
+
+@contextmanager
+def head(num_cpus: int, cwd: Path | None = None) -> Iterator[Head]:
+    """A head node on loopback; more nodes may join it (add their `ray_start` to `sessions`). Stopped on the way out."""
+    temp = temp_dir()
+    gcs_port, dashboard_port = free_port(), free_port()
+    cluster = Head(f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dashboard_port}")
+    try:
+        cluster.sessions.append(ray_start(*head_args(gcs_port, dashboard_port, num_cpus=num_cpus, temp=temp), cwd=cwd))
+        yield cluster
+    finally:
+        kill_sessions(cluster.sessions)
+        shutil.rmtree(temp, ignore_errors=True)

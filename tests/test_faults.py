@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import pytest
 
 from lfme.storage import read_json
 from tests.pipeline_helpers import FAST, REPO, copy_run, kill_group, manifest, start_lfme, wait_for
+from tests.ray_cluster import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -163,12 +163,6 @@ def test_expert_workers_killed_mid_stage_resume_from_the_last_checkpoint(tmp_pat
     # Ray reran the tasks inside the stage: no second attempt of the stage, no resume recorded by the runner.
     record = manifest(run_dir)["stages"]["experts"]
     assert record["status"] == "done" and record["attempts"] == 1 and not record["resumes"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def alive_train_workers(list_actors) -> list:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import sys
 import time
 
@@ -25,7 +24,7 @@ import yaml
 
 from rundir.config import load_config
 from tests.pipeline_helpers import FAST, REPO, copy_run, manifest, run_lfme
-from tests.ray_cluster import free_port, head_args, kill_sessions, ray_start, temp_dir
+from tests.ray_cluster import free_port, head, ray_start
 
 STAGES = ["split", "experts", "cache", "distill", "evaluate"]
 
@@ -39,19 +38,12 @@ def two_node_cluster():
 
 
 def _two_node_cluster():
-    temp = temp_dir()
-    gcs_port, dashboard_port = free_port(), free_port()
-    sessions: list[int] = []
-    try:
-        sessions.append(ray_start(*head_args(gcs_port, dashboard_port, num_cpus=2, temp=temp)))
-        sessions.append(ray_start(
-            f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1",
+    with head(num_cpus=2) as cluster:
+        cluster.sessions.append(ray_start(
+            f"--address={cluster.gcs}", "--node-ip-address=127.0.0.1",
             f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=1",
         ))
-        yield f"http://127.0.0.1:{dashboard_port}", f"127.0.0.1:{gcs_port}"
-    finally:
-        kill_sessions(sessions)
-        shutil.rmtree(temp, ignore_errors=True)
+        yield cluster.dashboard, cluster.gcs
 
 
 @pytest.mark.integration
