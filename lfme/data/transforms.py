@@ -14,11 +14,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from PIL import Image
-from torchvision import transforms as T
 
 from lfme.choices import FAMILIES, KEEPS_DECODED
+
+if TYPE_CHECKING:
+    from torchvision import transforms as T
+
+# torchvision is imported where a transform is built, not with this module: its
+# import pulls in torch._dynamo (1.5 s of CPU here, more under load), paid by
+# every Ray worker that imports the data package, while the digits and cifar
+# runs on decoded pixels never build a PIL transform (`BatchTransform`).
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -39,6 +47,8 @@ def fixed_size_step(family: str, image_size: int) -> Callable[[Image.Image], Ima
     """
     if family not in KEEPS_DECODED:
         raise ValueError(f"transform family {family!r} has no fixed-size first step; families that have: {list(KEEPS_DECODED)}")
+    from torchvision import transforms as T
+
     return T.Resize((image_size, image_size)) if family == "cifar" else None
 
 
@@ -53,6 +63,8 @@ def flips_in(family: str) -> bool:
 
 
 def family_normalize(family: str) -> T.Normalize:
+    from torchvision import transforms as T
+
     if family == "digits":
         return T.Normalize(DIGITS_MEAN, DIGITS_STD)
     if family == "cifar":
@@ -62,6 +74,13 @@ def family_normalize(family: str) -> T.Normalize:
     raise ValueError(f"unknown transform family {family!r}; expected one of {list(FAMILIES)}")
 
 
+def normalized_tensor(family: str) -> T.Compose:
+    """PIL image -> `family`'s normalised tensor, no other step (for pixels already cropped and flipped)."""
+    from torchvision import transforms as T
+
+    return T.Compose([T.ToTensor(), family_normalize(family)])
+
+
 def test_steps(family: str, image_size: int) -> list:
     """The PIL steps of `family`'s test transform, before ToTensor and Normalize."""
     if family == "digits":
@@ -69,12 +88,16 @@ def test_steps(family: str, image_size: int) -> list:
     if family == "cifar":
         return [fixed_size_step(family, image_size)]
     if family == "imagenet":
+        from torchvision import transforms as T
+
         return [T.Resize(int(image_size * 256 / 224)), T.CenterCrop(image_size)]
     raise ValueError(f"unknown transform family {family!r}; expected one of {list(FAMILIES)}")
 
 
 def build_transform(family: str, train: bool, image_size: int) -> T.Compose:
     """PIL image -> normalised tensor for `family` in FAMILIES; `train` adds the augmentation."""
+    from torchvision import transforms as T
+
     normalize = family_normalize(family)
     if not train:
         return T.Compose([*test_steps(family, image_size), T.ToTensor(), normalize])

@@ -45,17 +45,15 @@ import numpy as np
 import torch
 import torch.utils.data
 from PIL import Image
-from torchvision import transforms as T
-from torchvision.transforms import functional as TF
 
 from lfme.data.datasets import PixelDataset
 from lfme.data.sources import ImageList
-from lfme.data.transforms import IMAGENET_JITTER, KEEPS_DECODED, build_transform, crop_padding, family_normalize, fixed_size_step, flips_in
+from lfme.data.transforms import IMAGENET_JITTER, KEEPS_DECODED, build_transform, crop_padding, fixed_size_step, flips_in, normalized_tensor
 
 VIEW_FIELDS = ("top", "left", "height", "width", "flip", "brightness", "contrast", "saturation", "order")
 # ColorJitter applies brightness (0), contrast (1) and saturation (2) in a random order.
 JITTER_ORDERS = tuple(itertools.permutations(range(3)))
-_JITTER_FNS = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
+JITTER_FNS = ("adjust_brightness", "adjust_contrast", "adjust_saturation")  # in torchvision.transforms.functional
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -107,6 +105,8 @@ def draw_views(family: str, image_size: int, seed: int, sample_id: int, image: I
                 out[v, :4] = (top, left, image_size, image_size)
                 out[v, 4] = float(flips_in(family) and torch.rand(1) < 0.5)
             elif family == "imagenet":
+                from torchvision import transforms as T  # imported where needed: lfme.data.transforms says why
+
                 out[v, :4] = T.RandomResizedCrop.get_params(image, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
                 out[v, 4] = float(torch.rand(1) < 0.5)
                 jitter = T.ColorJitter(**IMAGENET_JITTER)
@@ -120,6 +120,8 @@ def draw_views(family: str, image_size: int, seed: int, sample_id: int, image: I
 
 def replay_pil(family: str, image_size: int, image: Image.Image, view: np.ndarray) -> Image.Image:
     """The pixels of `view` (one row of `draw_views`) of `image`: the training transform with its draws given."""
+    from torchvision.transforms import functional as TF  # imported where needed: lfme.data.transforms says why
+
     top, left, height, width, flip = (int(x) for x in view[:5])
     if family in KEEPS_DECODED:
         step = fixed_size_step(family, image_size)
@@ -133,7 +135,7 @@ def replay_pil(family: str, image_size: int, image: Image.Image, view: np.ndarra
         image = TF.hflip(image)
     if family == "imagenet":
         for fn in JITTER_ORDERS[int(view[8])]:
-            image = _JITTER_FNS[fn](image, float(view[5 + fn]))
+            image = getattr(TF, JITTER_FNS[fn])(image, float(view[5 + fn]))
     return image
 
 
@@ -148,7 +150,7 @@ class ViewsOfImages(torch.utils.data.Dataset):
     def __init__(self, images: ImageList, family: str, image_size: int, seed: int, views: int):
         self.images, self.family, self.image_size, self.seed, self.views = images, family, image_size, seed, views
         self.test = build_transform(family, train=False, image_size=image_size)
-        self.to_tensor = T.Compose([T.ToTensor(), family_normalize(family)])
+        self.to_tensor = normalized_tensor(family)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -231,7 +233,7 @@ class ReplayedImages(torch.utils.data.Dataset):
 
     def __init__(self, images: ImageList, family: str, image_size: int, views: StoredViews):
         self.images, self.family, self.image_size, self.views = images, family, image_size, views
-        self.to_tensor = T.Compose([T.ToTensor(), family_normalize(family)])
+        self.to_tensor = normalized_tensor(family)
 
     def __len__(self) -> int:
         return len(self.images)

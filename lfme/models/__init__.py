@@ -15,7 +15,6 @@ import os
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from lfme.choices import ARCHITECTURES, CIFAR_DEPTHS, TORCHVISION_RESNETS
 from lfme.models.cifar_resnet import cifar_resnet
@@ -49,6 +48,11 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, pretrained: s
     if arch == "resnet10":
         model = resnet10(num_classes)
     else:
+        # torchvision is imported when one of its models is built: its import pulls
+        # in torch._dynamo (1.5 s of CPU here), which every Ray worker importing
+        # this package would pay for the small CNN and the CIFAR ResNets too.
+        import torchvision
+
         model = getattr(torchvision.models, arch[len("tv_"):])(weights=None, num_classes=num_classes)
 
     if pretrained is not None:

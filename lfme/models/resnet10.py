@@ -8,9 +8,16 @@ parameter names (`conv1`, `layer1.0.conv1`, `fc`, ...) identical to the
 torchvision ResNets, so state dicts load the same way for all of them.
 """
 
-from torchvision.models.resnet import BasicBlock, ResNet
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torchvision.models.resnet import ResNet
 
 
 def resnet10(num_classes: int) -> ResNet:
     """ResNet-10 with a freshly initialised `num_classes`-way `fc`."""
+    from torchvision.models.resnet import BasicBlock, ResNet  # imported when built: lfme.models says why
+
     return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes)
