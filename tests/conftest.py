@@ -6,9 +6,10 @@ machine) started once per session with `ray start` on 127.0.0.1
 commands with `RAY_ADDRESS` pointing at it, so each driver joins it (as inside
 a Ray Job) instead of starting and stopping a Ray of its own. Tests whose
 subject is the driver's own Ray (its start, Ctrl-C, a kill of its process
-group, fake GPUs, the resource check of a local Ray) and the S3 tests (whose
-credentials reach Ray workers through the environment, which the head took
-before the S3 server existed) keep a local Ray.
+group, fake GPUs, the resource check of a local Ray) keep a local Ray. The
+head starts after the session's S3 server (`s3_endpoint`), so its workers
+inherit the S3 credentials and endpoint the S3 tests' runs need, as a
+cluster's nodes get them from their environment.
 
 `finished_run` is the default pipeline (ray_config.yaml with the short FAST
 schedule) run once per session through the CLI, as a user runs it. Every
@@ -25,13 +26,14 @@ config). Child processes (`lfme run`, Ray workers) inherit the environment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import uuid
 import urllib.request
-
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,8 +49,8 @@ S3_ENV = {
 
 
 @pytest.fixture(scope="session")
-def shared_ray():
-    """The session's Ray head on loopback; yields its GCS address (host:port)."""
+def shared_ray(s3_endpoint):
+    """The session's Ray head on loopback, with the S3 server's environment; yields its GCS address (host:port)."""
     with head(num_cpus=2, cwd=REPO) as cluster:
         yield cluster.gcs
 
@@ -65,12 +67,19 @@ def on_shared_ray(shared_ray, monkeypatch) -> str:
     return shared_ray
 
 
+@contextlib.contextmanager
+def joining(address: str) -> Iterator[None]:
+    """`on_shared_ray` for a module- or session-scoped fixture, which is set up before any test's fixtures."""
+    with pytest.MonkeyPatch.context() as patch:
+        _join(patch, address)
+        yield
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, shared_ray) -> Path:
     """A run directory with every stage of the default pipeline done (FAST schedule). Read it; copy it to change it."""
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        _join(patch, shared_ray)
+    with joining(shared_ray):
         result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir / "first_run.log").write_text(result.stdout)

@@ -15,20 +15,21 @@ import re
 import boto3
 import pytest
 
-from tests.conftest import S3_ENV, s3_objects
+from tests.conftest import S3_ENV, joining, s3_objects
 from tests.pipeline_helpers import FAST, run_lfme
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_shared_ray")]
 
 STAGES = ["split", "experts", "cache", "distill", "evaluate"]
 
 
 @pytest.fixture(scope="module")
-def s3_run(s3_endpoint):
+def s3_run(s3_endpoint, shared_ray):
     bucket = "lfme-pipeline-run"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     run_dir = f"s3://{bucket}/runs/digits"
-    first = run_lfme("run", "ray_config.yaml", "--run-dir", run_dir, sets=FAST)
+    with joining(shared_ray):
+        first = run_lfme("run", "ray_config.yaml", "--run-dir", run_dir, sets=FAST)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     return {"endpoint": s3_endpoint, "bucket": bucket, "run_dir": run_dir, "stdout": first.stdout}
 
