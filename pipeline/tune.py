@@ -77,20 +77,16 @@ def check_logger_packages(loggers: list[str]) -> None:
 
 def max_epochs(config: Config) -> int:
     """The most epochs any trial can run: ASHA's max_t."""
-    spec = config.tune.search_space.get("distill.epochs")
-    if spec is None:
-        return config.distill.epochs
-    ((form, values),) = spec.items()
-    return max(values) if form == "choice" else values[1] - 1  # randint's high is exclusive
+    spec = config.tune.specs().get("distill.epochs")
+    return config.distill.epochs if spec is None else spec.largest
 
 
 def param_space(config: Config) -> dict[str, Any]:
     from ray import tune
 
     space = {}
-    for key, spec in config.tune.search_space.items():
-        ((form, values),) = spec.items()
-        space[key] = tune.choice(values) if form == "choice" else getattr(tune, form)(*values)
+    for key, spec in config.tune.specs().items():
+        space[key] = tune.choice(list(spec.values)) if spec.form == "choice" else getattr(tune, spec.form)(*spec.values)
     return space
 
 

@@ -393,6 +393,25 @@ class EvaluateConfig:
 SEARCH_SPECS = ("choice", "uniform", "loguniform", "randint")
 
 
+@dataclass(frozen=True)
+class SearchSpec:
+    """How Ray Tune draws one swept key: `tune.choice(values)`, or `tune.<form>(low, high)` (randint's high exclusive).
+
+    Parsed from the config's `{form: values}` and checked against the distill
+    field it sweeps by `TuneConfig.specs`, the one reader of that format.
+    """
+
+    form: str  # one of SEARCH_SPECS
+    values: tuple  # choice: the values as written; else (low, high)
+
+    @property
+    def largest(self) -> Any:
+        """The largest value a draw can take."""
+        if self.form == "choice":
+            return max(self.values)
+        return self.values[1] - 1 if self.form == "randint" else self.values[1]
+
+
 @dataclass
 class TuneConfig:
     """`lfme tune`: a sweep of the distill stage over one run's teacher cache.
@@ -429,11 +448,14 @@ class TuneConfig:
             raise ConfigError(f"{path}.max_concurrent_trials: must be >= 1 or null, got {self.max_concurrent_trials}")
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ConfigError(f"{path}.name: must be a plain folder name, got {self.name!r}")
-        for key, spec in self.search_space.items():
-            _check_search_spec(f"{path}.search_space.{key}", key, spec)
+        self.specs(path)
+
+    def specs(self, path: str = "tune") -> dict[str, SearchSpec]:
+        """`search_space` parsed: dotted distill key -> its spec; ConfigError naming the first bad one."""
+        return {str(key): _search_spec(f"{path}.search_space.{key}", key, spec) for key, spec in self.search_space.items()}
 
 
-def _check_search_spec(where: str, key: Any, spec: Any) -> None:
+def _search_spec(where: str, key: Any, spec: Any) -> SearchSpec:
     """One swept key: a scalar field of the distill section and a known, well-formed spec."""
     hints = typing.get_type_hints(DistillConfig)
     section, _, name = str(key).partition(".")
@@ -452,7 +474,7 @@ def _check_search_spec(where: str, key: Any, spec: Any) -> None:
     if form == "choice":
         for i, value in enumerate(values):
             _convert(value, annotation, f"{where}.choice[{i}]")
-        return
+        return SearchSpec(form, tuple(values))
     if len(values) != 2:
         raise ConfigError(f"{where}.{form}: expected [low, high], got {values!r}")
     if form == "randint":
@@ -467,6 +489,7 @@ def _check_search_spec(where: str, key: Any, spec: Any) -> None:
             raise ConfigError(f"{where}.loguniform: low must be > 0, got {low}")
     if low >= high:
         raise ConfigError(f"{where}.{form}: low must be < high, got {values!r}")
+    return SearchSpec(form, tuple(values))
 
 
 @dataclass
