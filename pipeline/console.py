@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import TextIO
 from collections.abc import Iterator
 
+from rundir.layout import logs_dir
 from stages import ray_compat
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
 
-LOGS_DIR = "logs"  # <run_dir>/logs/: one log file per `lfme run` or `lfme tune`
 # After the first Ctrl-C: the most seconds the driver spends stopping (cancel,
 # abort, record, shut Ray down) before it exits regardless; Ctrl-C promises an
 # exit within 10 s.
@@ -64,7 +64,7 @@ class Console:
 
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = f"lfme-{command}-{stamp}-{os.getpid()}.log"
-        self.location = storage.join(storage.absolute(run_dir), LOGS_DIR, name)
+        self.location = storage.join(logs_dir(storage.absolute(run_dir)), name)
         self.local = storage.local_path(self.location) or os.path.join(tempfile.gettempdir(), "lfme-logs", name)
         Path(self.local).parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.local, "a", buffering=1, encoding="utf-8")

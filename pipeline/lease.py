@@ -39,8 +39,8 @@ from dataclasses import asdict, dataclass
 from collections.abc import Callable
 
 from lfme import storage
+from rundir.layout import lease_file
 
-LEASE_FILE = "lease.json"
 HEARTBEAT_S = 10.0
 TIMEOUT_S = 60.0
 
@@ -97,18 +97,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def lease_path(run_dir: str) -> str:
-    return storage.join(run_dir, LEASE_FILE)
-
-
 def read_holder(run_dir: str) -> Holder | None:
     """The holder named in the run's lease file, or None when there is none (or it is being replaced)."""
     try:
-        return Holder(**json.loads(storage.read_text(lease_path(run_dir))))
+        return Holder(**json.loads(storage.read_text(lease_file(run_dir))))
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, TypeError) as err:
-        raise ValueError(f"{lease_path(run_dir)} is not a lease file ({err}); delete it if no driver is running") from None
+        raise ValueError(f"{lease_file(run_dir)} is not a lease file ({err}); delete it if no driver is running") from None
 
 
 class Lease:
@@ -123,7 +119,7 @@ class Lease:
         timeout_s: float = TIMEOUT_S,
     ):
         self.run_dir = run_dir
-        self.path = lease_path(run_dir)
+        self.path = lease_file(run_dir)
         self.log = log
         self.heartbeat_s = heartbeat_s
         self.timeout_s = timeout_s

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lfme import storage
+from rundir.layout import manifest_file
 
-MANIFEST_FILE = "manifest.json"
 
 FORMAT = "lfme-run/1"
 
@@ -67,7 +67,7 @@ class Manifest:
     def __init__(self, run_dir: str, data: dict[str, Any]):
         self.run_dir = run_dir
         # Named here, not through rundir.layout, whose imports (pyarrow) `lfme status` does not need.
-        self.path = storage.join(run_dir, MANIFEST_FILE)
+        self.path = manifest_file(run_dir)
         self.data = data
         self._started: dict[str, float] = {}
 

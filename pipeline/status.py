@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from lfme import storage
 from lfme.report import summary_table
-from pipeline.console import LOGS_DIR
 from pipeline.lease import TIMEOUT_S, read_holder
 from pipeline.manifest import Manifest
+from rundir.layout import logs_dir
 
 
 def manifest_data(run_dir: str) -> dict:
@@ -65,7 +65,7 @@ def status_text(run_dir: str) -> str:
 
 def latest_progress(run_dir: str) -> str | None:
     """The last epoch line (`[expert few] epoch 3/15 ...`, `[student] ...`) of the run's newest log, without Ray's prefix."""
-    folder = storage.join(run_dir, LOGS_DIR)
+    folder = logs_dir(run_dir)
     if not storage.exists(folder):
         return None
     logs = sorted(name for name in storage.list_files(folder) if name.startswith("lfme-"))

@@ -52,7 +52,7 @@ from pipeline.manifest import Manifest
 from pipeline.ray_session import RaySession
 from pipeline.runner import check_inputs, run_pipeline
 from rundir.config import Config, ConfigError, dump_config, load_config, with_values
-from rundir.layout import load_split, save_student, sweep_dir, verified_cache
+from rundir.layout import CONFIG_YAML, load_split, save_student, sweep_dir, verified_cache
 
 # A trial's own actor only waits on its Ray Train run; the CPUs are the
 # workers'. Tune refuses 0, so a token share.
@@ -185,9 +185,9 @@ def run_tune(
     config.run_dir = run_dir  # best_config.yaml then points `lfme run` at this run and its cache
     out = sweep_dir(run_dir, config.tune.name)
     if resume:
-        if not storage.is_file(storage.join(out, "config.yaml")):
+        if not storage.is_file(storage.join(out, CONFIG_YAML)):
             raise FileNotFoundError(f"--resume: no sweep '{config.tune.name}' in {storage.join(run_dir, 'tune')}")
-        config = load_config(storage.join(out, "config.yaml"))  # a resumed sweep is the same sweep, whatever CONFIG says now
+        config = load_config(storage.join(out, CONFIG_YAML))  # a resumed sweep is the same sweep, whatever CONFIG says now
         log(f"tune: resuming the sweep in {out} with its own config.yaml")
     elif storage.exists(storage.join(out, "trials")):
         raise FileExistsError(
@@ -204,7 +204,7 @@ def run_tune(
         session.check_reachable()
         fps = ensure_inputs(config, run_dir, lease, session, log)
         session.wait_for(config, "tune")
-        storage.write_text_atomic(storage.join(out, "config.yaml"), dump_config(config))
+        storage.write_text_atomic(storage.join(out, CONFIG_YAML), dump_config(config))
         subsets = load_split(run_dir, config.data).subsets
         expected = verified_cache(run_dir, fps["cache"], subsets)
         results = fit_sweep(config, run_dir, expected, resume, epochs, log)

@@ -31,12 +31,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lfme import storage
 from lfme.subsets import Subset
-from lfme.teacher_cache import verify_cache
 from rundir.config import DataConfig
 
 if TYPE_CHECKING:
@@ -44,10 +41,11 @@ if TYPE_CHECKING:
 
     from lfme.data import ImageList
 
-# torch (with torchvision, seconds to import, tens under load) is imported only
-# by the functions that build a model or read images: the runner's skip and
-# verify checks, `lfme status`, `lfme verify` and a refused second driver read
-# this module's paths and need none of it.
+# torch (with torchvision, seconds to import, tens under load) and pyarrow are
+# imported only by the functions that build a model, read images or read and
+# write Parquet: the runner's skip and verify checks, `lfme status` (whose
+# Ctrl-C once hung inside pyarrow's import under load), `lfme verify` and a
+# refused second driver read this module's paths and need none of them.
 
 SPLIT_JSON = "split.json"
 SPLIT_INPUTS = "inputs.json"
@@ -61,11 +59,29 @@ HISTORY = "history.json"
 
 CONFIG_YAML = "config.yaml"
 STAGE_SETTINGS = "settings.json"
+MANIFEST_FILE = "manifest.json"
+LEASE_FILE = "lease.json"
+LOGS_DIR = "logs"
 
 
 def run_config_file(run_dir: str) -> str:
     """The resolved config of the run's last `lfme run` (absolute paths)."""
     return storage.join(run_dir, CONFIG_YAML)
+
+
+def manifest_file(run_dir: str) -> str:
+    """What each stage did: the pipeline's memory between commands (pipeline.manifest)."""
+    return storage.join(run_dir, MANIFEST_FILE)
+
+
+def lease_file(run_dir: str) -> str:
+    """The driver holding the run, while one does (pipeline.lease)."""
+    return storage.join(run_dir, LEASE_FILE)
+
+
+def logs_dir(run_dir: str) -> str:
+    """One log file per `lfme run` or `lfme tune` (pipeline.console)."""
+    return storage.join(run_dir, LOGS_DIR)
 
 
 def stage_settings_file(run_dir: str, stage: str) -> str:
@@ -99,6 +115,9 @@ class SplitData:
 
 def save_split(run_dir: str, train: ImageList, val: ImageList, meta: dict[str, Any]) -> None:
     """The split stage's outputs: which images were chosen (by sample id), and `meta` (split.json)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.table(
         {
             "sample_id": np.concatenate([train.sample_ids, val.sample_ids]).astype(np.int64),
@@ -140,6 +159,9 @@ def load_split(run_dir: str, cfg: DataConfig) -> SplitData:
     for path in (meta_path, samples_path):
         if not storage.exists(path):
             raise FileNotFoundError(f"{path} is missing: run the split stage first (lfme run --stage split)")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from rundir.data import load_source
 
     meta = storage.read_json(meta_path)
@@ -242,6 +264,8 @@ def verified_cache(run_dir: str, cache_fingerprint: str, subsets: list[Subset]) 
     cache on disk was not built from the experts on disk), and passed on to
     the student's workers, which check again as they read.
     """
+    from lfme.teacher_cache import verify_cache
+
     expected = {"expected_fingerprint": cache_fingerprint, "expected_experts": expert_hashes(run_dir, subsets)}
     verify_cache(cache_dir(run_dir), **expected)
     return expected

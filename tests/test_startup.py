@@ -15,7 +15,8 @@ import socket
 import subprocess
 import sys
 
-from pipeline.lease import LEASE_FILE, Holder
+from pipeline.lease import Holder
+from rundir.layout import LEASE_FILE
 from pipeline.manifest import FORMAT
 from rundir.config import dump_config, load_config
 from tests.pipeline_helpers import REPO
