@@ -1,8 +1,11 @@
 """The paper's Table 3 (ablation) on one preset, plus the student with live teachers.
 
-    python -m benchmarks.table3 configs/cifar10-lt.yaml --scale cpu
-    python -m benchmarks.table3 configs/tiny-imagenet-100-lt.yaml --scale cpu
-    python -m benchmarks.table3 configs/cifar10-lt.yaml --scale paper      # GPU machines
+    python -m benchmarks.table3 configs/cifar10-lt.yaml --scale cpu --set data.root=../shared/data/cifar10
+    python -m benchmarks.table3 configs/tiny-imagenet-100-lt.yaml --scale cpu --set data.root=../shared/data/tiny-imagenet-100
+    python -m benchmarks.table3 configs/cifar10-lt.yaml --scale paper      # GPU machines, data in data/cifar10
+
+The presets read data/ (README, "Data for the presets"); this project's own
+runs give its data folder explicitly, as above.
 
 Variants: the paper's seven, LFME with the official code's SpIS
 (`lfme_official`), and LFME with live teachers. What runs, all with the same
