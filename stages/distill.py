@@ -25,7 +25,6 @@ are read for that view (`lfme.data.views`).
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import ray.train.torch
@@ -33,9 +32,10 @@ import torch
 from torch.utils.data.distributed import DistributedSampler
 
 from lfme import storage
-from lfme.engine import divergence_message, make_optimizer, make_scheduler, predict, progress_line, seed_everything, train_epoch
+from lfme.engine import NonFiniteLossError, divergence_message, make_optimizer, make_scheduler, predict, seed_everything, train_epoch
 from lfme.data.views import StoredViews
 from lfme.evaluation import subset_accuracy
+from lfme.loop import EpochResult, LoopState, run_epochs
 from lfme.losses import DistillationLoss, base_loss_offsets
 from lfme.models import build_model
 from lfme.precision import resolve
@@ -117,6 +117,12 @@ def accuracy_of(counts: torch.Tensor, classes) -> float:
     return counts[0, list(classes)].sum().item() / counts[1, list(classes)].sum().item()
 
 
+def student_accuracies(model, val_loader, split, device, precision) -> tuple[float, list[float]]:
+    """The student's validation accuracy over all ranks' shares, overall and on each subset's classes (SpES)."""
+    counts = workers.all_reduce_sum(validation_counts(model, val_loader, split.num_classes, device, precision)).cpu()
+    return counts[0].sum().item() / max(counts[1].sum().item(), 1), [accuracy_of(counts, s.classes) for s in split.subsets]
+
+
 def teacher_signal(cfg: Config, run_dir: str, split, train_rows: TeacherRows, device, precision):
     """The KD targets (`lfme.teachers`: the same call for cached rows and live experts; None without KD),
     and the stored views the student's loader replays when the targets are a views cache's (else None)."""
@@ -129,22 +135,19 @@ def teacher_signal(cfg: Config, run_dir: str, split, train_rows: TeacherRows, de
     return CachedTeachers(train_rows), views
 
 
-def distill_loop(loop_config: dict) -> None:
-    """Ray Train worker: one data-parallel share of the student's training."""
-    cfg: Config = loop_config["config"]
-    dcfg = cfg.distill
-    run_dir = loop_config["run_dir"]
-    rank, world, device = workers.worker_setup(dcfg.resources.cpus_per_worker)
-    precision, fallback = resolve(cfg.precision, device)
-    if fallback and rank == 0:
-        workers.say(f"[student] {fallback}")
-    seed_everything(workers.rank_seed(cfg.seed, rank))
+def distillation_targets(cfg: Config, run_dir: str, split, expected: dict, device, precision):
+    """What the student learns from, read from the teacher cache on this worker's node.
 
-    split = load_split(run_dir, cfg.data)
-    subsets = split.subsets
+    Returns the loss (cross-entropy plus KD on the experts' targets), the
+    experts' validation accuracies (SpES's reference), the initial instance
+    weights v1 (SpIS; per cache row, like everything the loss looks up by
+    sample id; None without SpIS) and the stored views the loader replays
+    (None unless the targets are a views cache's).
+    """
+    dcfg = cfg.distill
     # Mapped from the node's one copy of the cache, not read into each worker.
-    train_rows = map_cache(cache_dir(run_dir), "train", local_dir=cfg.cache.local_dir, **loop_config["expected"])
-    val_rows = map_cache(cache_dir(run_dir), "val", local_dir=cfg.cache.local_dir, **loop_config["expected"])
+    train_rows = map_cache(cache_dir(run_dir), "train", local_dir=cfg.cache.local_dir, **expected)
+    val_rows = map_cache(cache_dir(run_dir), "val", local_dir=cfg.cache.local_dir, **expected)
     try:
         train_rows.rows_for(split.train.sample_ids)  # every training image must have its row
     except KeyError as err:
@@ -153,102 +156,89 @@ def distill_loop(loop_config: dict) -> None:
     loss_fn = DistillationLoss(
         teachers,
         train_rows,
-        [torch.tensor(s.classes, dtype=torch.long) for s in subsets],
+        [torch.tensor(s.classes, dtype=torch.long) for s in split.subsets],
         dcfg.temperature,
         dcfg.t_squared,
         dcfg.spis_on,
         base_loss_offsets(dcfg.base_loss, split.class_counts, dcfg.logit_tau),
     )
-    acc_experts = expert_accuracies(val_rows, subsets)
-    v1 = None  # per cache row, like everything the loss looks up by sample id
+    v1 = None
     if dcfg.spis:
-        v1 = initial_instance_weights(train_rows.confidence, train_rows.labels, subsets, split.class_counts, variant=dcfg.spis_init)
+        v1 = initial_instance_weights(train_rows.confidence, train_rows.labels, split.subsets, split.class_counts, variant=dcfg.spis_init)
+    return loss_fn, expert_accuracies(val_rows, split.subsets), v1, views
 
+
+def student_loaders(cfg: Config, split, views: StoredViews | None, world: int, rank: int, device):
+    """This rank's sampler, its training loader (its share of each batch) and its share of the validation set."""
+    dcfg = cfg.distill
     sampler = make_sampler(dcfg, split.train.labels, split.class_counts, world, rank, cfg.seed)
     train_loader = make_loader(
         split.train, cfg.data, True, dcfg.batch_size // world, sampler=sampler, every_epoch=True, device=device, views=views
     )
     val_rank = split.val.subset(np.arange(rank, len(split.val), world))
-    val_loader = make_loader(val_rank, cfg.data, False, cfg.evaluate.batch_size, every_epoch=True, device=device)
+    return sampler, train_loader, make_loader(val_rank, cfg.data, False, cfg.evaluate.batch_size, every_epoch=True, device=device)
+
+
+def distill_loop(loop_config: dict) -> None:
+    """Ray Train worker: one data-parallel share of the student's training."""
+    cfg, run_dir = loop_config["config"], loop_config["run_dir"]
+    dcfg = cfg.distill
+    rank, world, device = workers.worker_setup(dcfg.resources.cpus_per_worker)
+    precision, fallback = resolve(cfg.precision, device)
+    if fallback and rank == 0:
+        workers.say(f"[student] {fallback}")
+    seed_everything(workers.rank_seed(cfg.seed, rank))
+
+    split = load_split(run_dir, cfg.data)
+    loss_fn, acc_experts, v1, views = distillation_targets(cfg, run_dir, split, loop_config["expected"], device, precision)
+    sampler, train_loader, val_loader = student_loaders(cfg, split, views, world, rank, device)
 
     model = build_model(cfg.model.arch, split.num_classes, in_channels=split.channels, pretrained=cfg.model.pretrained)
     model = ray.train.torch.prepare_model(precision.prepare(model))
     scaler = precision.grad_scaler()
     optimizer = make_optimizer(model, dcfg.lr, dcfg.momentum, dcfg.weight_decay)
     scheduler = make_scheduler(optimizer, dcfg.lr_schedule, dcfg.epochs, dcfg.milestones, dcfg.gamma)
+    names = [s.name for s in split.subsets]
 
-    weights = [1.0] * len(subsets)  # w_l of the first epoch: plain KD until the student is measured
-    history: list[dict] = []
-    best = None  # with keep: best, {"epoch", "val_acc", "model"} of the best validation epoch so far
-    checkpoints: workers.EpochCheckpoints = loop_config[workers.CHECKPOINTS_KEY]
-    state = checkpoints.restore(model, optimizer, scheduler)
-    if state is not None:
-        weights, history, best = state["weights"], state["history"], state.get("best")
-        if rank == 0:
-            workers.say(f"[student] resuming after epoch {state['epoch']}")
-
-    start, first_epoch = time.perf_counter(), len(history) + 1
-    # An epoch's `seconds` run from the previous epoch's checkpoint to its own:
-    # its training and validation, and the previous checkpoint (written and
-    # reported to Ray Train). Its own checkpoint holds the history, so it cannot
-    # time itself; the first epoch after a (re)start counts no checkpoint.
-    epoch_start = start
-    scalars = ScalarLog(tensorboard_dir(run_dir, "distill", "student"), storage.name(run_dir), "distill/student") if rank == 0 else None
-    for epoch in range(first_epoch, dcfg.epochs + 1):
+    def one_epoch(epoch: int, state: LoopState) -> EpochResult:
+        weights = state.carry["weights"]
         sampler.set_epoch(epoch)
         v = scheduled_instance_weights(v1, epoch, dcfg.epochs, dcfg.schedule, dcfg.spis_horizon, dcfg.spis_clip) if dcfg.spis else None
         loss_fn.expert_weights = torch.tensor(weights) if dcfg.kd else None
         loss_fn.instance_weights = v
         stats = train_epoch(model, train_loader, optimizer, loss_fn, device, precision=precision, scaler=scaler)
-        diverged = workers.any_rank(not math.isfinite(stats.loss), device)
-        scheduler.step()
-
-        counts = workers.all_reduce_sum(validation_counts(model, val_loader, split.num_classes, device, precision)).cpu()
-        val_acc = counts[0].sum().item() / max(counts[1].sum().item(), 1)
-        acc_student = [accuracy_of(counts, s.classes) for s in subsets]
-        used_weights = list(weights)
-        if dcfg.kd and dcfg.spes:
-            weights = expert_weights(acc_student, acc_experts, dcfg.alpha)
-        history.append(
-            {
-                "epoch": epoch,
-                "loss": stats.loss,
-                "ce": stats.parts.get("ce"),
-                "kd": stats.parts.get("kd"),
-                "train_acc": stats.accuracy,
-                "val_acc": val_acc,
-                "lr": optimizer.param_groups[0]["lr"],
-                "student_subset_acc": dict(zip([s.name for s in subsets], acc_student)),
-                "expert_subset_acc": dict(zip([s.name for s in subsets], acc_experts)),
-                "weights_used": dict(zip([s.name for s in subsets], used_weights)) if dcfg.kd else {},
-                "weights_next": dict(zip([s.name for s in subsets], weights)) if dcfg.kd else {},
-                "mean_instance_weight": float(v.mean()) if v is not None else 1.0,
-                "precision": precision.name,
-                "seconds": time.perf_counter() - epoch_start,
-            }
-        )
-        if diverged:  # the loss of one rank at least: stop every rank, keep the last good checkpoint
+        if workers.any_rank(not math.isfinite(stats.loss), device):  # every rank stops at the same epoch
             loss = stats.loss if not math.isfinite(stats.loss) else float("nan")  # another rank's went non-finite
-            message = divergence_message("distill", epoch, loss, "distill.lr")
-            checkpoints.stop_diverged(rank, message)
-            if scalars is not None:
-                scalars.close()
-            return
-        if rank == 0:
-            eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (dcfg.epochs - epoch)
-            workers.say(progress_line("student", epoch, dcfg.epochs, stats, val_acc, eta))
-            scalars.write(epoch, epoch_scalars(history[-1]))
-        if dcfg.keep == "best" and (best is None or val_acc > best["val_acc"]):
-            best = {"epoch": epoch, "val_acc": val_acc, "model": {k: v.detach().cpu().clone() for k, v in workers.unwrap(model).state_dict().items()}}
-        epoch_start = time.perf_counter()
-        checkpoints.report(epoch_metrics(history[-1]), model, optimizer, scheduler, rank, weights=weights, history=history, best=best)
-    if scalars is not None:
-        scalars.close()
-    if first_epoch > dcfg.epochs:
-        # Resumed after its last epoch (killed between that checkpoint and the run's end; Ray Train resumes a
-        # finished run too): report that epoch again. A restored Tune trial otherwise keeps the result it had
-        # before the kill, whose val_acc is older and whose checkpoint may have been pruned since.
-        checkpoints.report(epoch_metrics(history[-1]), model, optimizer, scheduler, rank, weights=weights, history=history, best=best)
+            raise NonFiniteLossError(divergence_message("distill", epoch, loss, "distill.lr"))
+        scheduler.step()
+        val_acc, acc_student = student_accuracies(model, val_loader, split, device, precision)
+        if dcfg.kd and dcfg.spes:
+            state.carry = {"weights": expert_weights(acc_student, acc_experts, dcfg.alpha)}
+        record = {
+            **{part: stats.parts.get(part) for part in ("ce", "kd")},  # the loss's two terms
+            "lr": optimizer.param_groups[0]["lr"],
+            "student_subset_acc": dict(zip(names, acc_student)),
+            "expert_subset_acc": dict(zip(names, acc_experts)),
+            "weights_used": dict(zip(names, weights)) if dcfg.kd else {},
+            "weights_next": dict(zip(names, state.carry["weights"])) if dcfg.kd else {},
+            "mean_instance_weight": float(v.mean()) if v is not None else 1.0,
+            "precision": precision.name,
+        }
+        return EpochResult(stats, val_acc, record)
+
+    checkpoints: workers.EpochCheckpoints = loop_config[workers.CHECKPOINTS_KEY]
+    scalars = ScalarLog(tensorboard_dir(run_dir, "distill", "student"), storage.name(run_dir), "distill/student") if rank == 0 else None
+    try:
+        run_epochs(
+            dcfg.epochs, model, optimizer, scheduler, checkpoints, one_epoch,
+            tag="student", fresh=lambda: LoopState(carry={"weights": [1.0] * len(names)}),  # plain KD until the student is measured
+            keep_best=dcfg.keep == "best", say=workers.say if rank == 0 else None, scalars=scalars, scalars_of=epoch_scalars,
+        )
+    except NonFiniteLossError as err:  # raised on every rank: stop them all, keep the last good checkpoint
+        checkpoints.stop_diverged(rank, str(err))
+    finally:
+        if scalars is not None:
+            scalars.close()
 
 
 def kept_student(state: dict, keep: str) -> tuple[dict, dict]:
@@ -265,11 +255,6 @@ def epoch_scalars(record: dict) -> dict:
     """What TensorBoard shows of a history record: loss and its parts, accuracies, lr, w_l per expert, mean v_i, seconds."""
     keys = ("loss", "ce", "kd", "train_acc", "val_acc", "lr", "mean_instance_weight", "seconds")
     return {**{key: record[key] for key in keys}, **{f"w/{name}": w for name, w in record["weights_used"].items()}}
-
-
-def epoch_metrics(record: dict) -> dict:
-    """What an epoch reports to Ray Train (and through it to Tune): the history record's epoch, loss and val_acc."""
-    return {key: record[key] for key in ("epoch", "loss", "val_acc")}
 
 
 def run(ctx: StageContext) -> dict:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import ray
 from torch.utils.data.distributed import DistributedSampler
@@ -51,12 +52,12 @@ from lfme.engine import (
     make_optimizer,
     make_scheduler,
     predict,
-    progress_line,
     rng_state,
     seed_everything,
     set_rng_state,
     train_epoch,
 )
+from lfme.loop import EpochResult, LoopState, load_state, run_epochs, state_dict
 from lfme.models import build_model, specialist_weights
 from lfme.sampling import DistributedClassBalancedSampler
 from lfme.scalars import ScalarLog
@@ -78,21 +79,64 @@ def validation_accuracy(model, loader, device, precision) -> float:
     return float((pred.logits.argmax(1) == pred.labels).mean())
 
 
-def load_checkpoint(path: str, fingerprint: str, tag: str):
-    """The checkpoint of an interrupted run of this expert with these settings, else None.
+@dataclass(frozen=True)
+class ExpertCheckpoints:
+    """An expert's epoch checkpoint (`lfme.loop`): one file, with the RNG state and the stage fingerprint it belongs to."""
 
-    An unreadable checkpoint (written atomically, so damaged after the fact)
-    only costs the epochs it held: the expert says so and starts over.
-    """
-    if not storage.exists(path):
-        return None
-    try:
-        with workers.reading(path, "expert checkpoint", hint=""):
-            state = storage.load_torch(path)
-    except workers.UnreadableFileError as err:
-        workers.say(f"[{tag}] {err}; training from epoch 1")
-        return None
-    return state if isinstance(state, dict) and state.get("fingerprint") == fingerprint else None
+    path: str
+    fingerprint: str
+    tag: str
+
+    def restore(self, model, optimizer, scheduler) -> LoopState | None:
+        """The checkpoint of an interrupted run of this expert with these settings, else None.
+
+        An unreadable checkpoint (written atomically, so damaged after the fact)
+        only costs the epochs it held: the expert says so and starts over.
+        """
+        if not storage.exists(self.path):
+            return None
+        try:
+            with workers.reading(self.path, "expert checkpoint", hint=""):
+                saved = storage.load_torch(self.path)
+        except workers.UnreadableFileError as err:
+            workers.say(f"[{self.tag}] {err}; training from epoch 1")
+            return None
+        if not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint:
+            return None
+        set_rng_state(saved["rng"])
+        return load_state(saved, model, optimizer, scheduler)
+
+    def save(self, state: LoopState, model, optimizer, scheduler) -> None:
+        saved = {"fingerprint": self.fingerprint, "rng": rng_state(), **state_dict(state, model, optimizer, scheduler)}
+        storage.save_torch_atomic(self.path, saved)
+
+
+def expert_scalars(record: dict) -> dict:
+    """What TensorBoard shows of an expert's history record."""
+    return {key: record[key] for key in ("loss", "train_acc", "val_acc", "lr", "seconds")}
+
+
+def expert_record(fingerprint: str, subset: Subset, state: LoopState, steps_per_epoch: int, precision: str, device, started_at: float) -> dict:
+    """`experts/<name>/result.json`: the best epoch, the history, and where and when this attempt ran."""
+    assert state.best is not None
+    return {
+        "fingerprint": fingerprint,
+        "subset": subset.name,
+        "classes": list(subset.classes),
+        "val_accuracy": state.best["val_acc"],
+        "best_epoch": state.best["epoch"],
+        "epochs": len(state.history),
+        "steps": len(state.history) * steps_per_epoch,  # SGD steps taken: what experts.min_steps budgets
+        "precision": precision,
+        # The GPU ids Ray gave the task (a fractional share shows as the same id
+        # in several experts) and the device torch used, which is the CPU when
+        # no CUDA device is visible.
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        "device": str(device),
+        "started_at": started_at,
+        "finished_at": time.time(),
+        "history": state.history,
+    }
 
 
 def training_sampler(subset: Subset, labels, seed: int):
@@ -127,74 +171,29 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
     scheduler = make_scheduler(optimizer, train_cfg.lr_schedule, epochs, train_cfg.milestones, train_cfg.gamma)
     scaler = precision.grad_scaler()
 
-    checkpoint_path = expert_checkpoint(run_dir, subset.name)
-    state = load_checkpoint(checkpoint_path, fingerprint, tag)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        history, best = state["history"], state["best"]
-        workers.say(f"[{tag}] resuming after epoch {state['epoch']}")
-    else:
-        history, best = [], {"accuracy": -1.0, "epoch": 0, "model": None}
+    def fresh() -> LoopState:
         if train_cfg.init == "joint" and subset.name != JOINT:  # a specialist starts from the joint model
             joint = storage.load_torch(storage.join(expert_dir(run_dir, JOINT), EXPERT_MODEL))
             model.load_state_dict(specialist_weights(joint["model"], model, subset.classes))
+        return LoopState()
 
-    start = time.perf_counter()
-    first_epoch = len(history) + 1
+    def one_epoch(epoch: int, state: LoopState) -> EpochResult:
+        sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_epoch(model, train_loader, optimizer, cross_entropy_loss, device, precision=precision, scaler=scaler)
+        if not math.isfinite(stats.loss):  # not retried: the same epoch would diverge again
+            raise NonFiniteLossError(divergence_message(f"experts: {subset.name}", epoch, stats.loss, "experts.lr"))
+        scheduler.step()
+        return EpochResult(stats, validation_accuracy(model, val_loader, device, precision), {"lr": lr})
+
+    checkpoints = ExpertCheckpoints(expert_checkpoint(run_dir, subset.name), fingerprint, tag)
     with ScalarLog(tensorboard_dir(run_dir, "experts", subset.name), storage.name(run_dir), f"experts/{subset.name}") as scalars:
-        for epoch in range(first_epoch, epochs + 1):
-            epoch_start = time.perf_counter()
-            sampler.set_epoch(epoch)
-            lr = optimizer.param_groups[0]["lr"]
-            stats = train_epoch(model, train_loader, optimizer, cross_entropy_loss, device, precision=precision, scaler=scaler)
-            if not math.isfinite(stats.loss):  # not retried: the same epoch would diverge again
-                raise NonFiniteLossError(divergence_message(f"experts: {subset.name}", epoch, stats.loss, "experts.lr"))
-            scheduler.step()
-            val_acc = validation_accuracy(model, val_loader, device, precision)
-            if val_acc > best["accuracy"]:
-                best = {"accuracy": val_acc, "epoch": epoch, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-            history.append(
-                {"epoch": epoch, "loss": stats.loss, "train_acc": stats.accuracy, "val_acc": val_acc, "seconds": time.perf_counter() - epoch_start}
-            )
-            eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (epochs - epoch)
-            workers.say(progress_line(tag, epoch, epochs, stats, val_acc, eta))
-            scalars.write(epoch, {"loss": stats.loss, "train_acc": stats.accuracy, "val_acc": val_acc, "lr": lr, "seconds": history[-1]["seconds"]})
-            storage.save_torch_atomic(
-                checkpoint_path,
-                {
-                    "fingerprint": fingerprint,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng_state(),
-                    "history": history,
-                    "best": best,
-                },
-            )
-
-    result = {
-        "fingerprint": fingerprint,
-        "subset": subset.name,
-        "classes": list(subset.classes),
-        "val_accuracy": best["accuracy"],
-        "best_epoch": best["epoch"],
-        "epochs": len(history),
-        "steps": len(history) * len(train_loader),  # SGD steps taken: what experts.min_steps budgets
-        "precision": precision.name,
-        # Where and when this attempt ran: the GPU ids Ray gave the task (a
-        # fractional share shows as the same id in several experts) and the
-        # device torch used, which is the CPU when no CUDA device is visible.
-        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-        "device": str(device),
-        "started_at": started_at,
-        "finished_at": time.time(),
-        "history": history,
-    }
-    return save_expert(run_dir, subset, cfg.model.arch, best["model"], result)
+        state = run_epochs(
+            epochs, model, optimizer, scheduler, checkpoints, one_epoch,
+            tag=tag, fresh=fresh, keep_best=True, say=workers.say, scalars=scalars, scalars_of=expert_scalars,
+        )
+    result = expert_record(fingerprint, subset, state, len(train_loader), precision.name, device, started_at)
+    return save_expert(run_dir, subset, cfg.model.arch, state.best["model"], result)
 
 
 def run(ctx: StageContext) -> dict:

@@ -44,6 +44,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from lfme import storage
 from lfme.engine import NonFiniteLossError, rng_state, set_rng_state
+from lfme.loop import LoopState, load_state, state_dict
 from lfme.precision import Precision, resolve
 from rundir.config import Resources
 from stages import ray_compat
@@ -69,7 +70,7 @@ class UnreadableFileError(ValueError):
 
 @dataclass(frozen=True)
 class EpochCheckpoints:
-    """A training loop's per-epoch checkpoint: restore at the start, report after each epoch.
+    """A Ray Train loop's epoch checkpoints (`lfme.loop.Checkpoints`): restored at the start, reported after each epoch.
 
     `local_dir` is set in Ray Train's local mode only. There a reported
     checkpoint stays a reference to the caller's directory (distributed mode
@@ -81,28 +82,24 @@ class EpochCheckpoints:
     local_dir: str | None = None
     divergence_note: str | None = None  # where `stop_diverged` leaves its message for `fit`
 
-    def restore(self, model, optimizer, scheduler) -> dict[str, Any] | None:
+    def restore(self, model, optimizer, scheduler) -> LoopState | None:
         """Load the last checkpoint into model, optimiser and scheduler, and this rank's RNG state.
 
-        Returns the checkpoint's state (epoch, history, ...) when the run is
-        resuming (after a killed driver or a failed worker), None on a fresh start.
+        None on a fresh start; after a killed driver or a failed worker, the state to resume from.
         """
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
             return None
         rank = ray.train.get_context().get_world_rank()
         with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+            saved = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
             rng = Path(directory) / rng_file(rank)
             if rng.exists():  # absent when the worker group grew since the checkpoint
                 set_rng_state(torch.load(rng, weights_only=False))
-        unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        return state
+        return load_state(saved, model, optimizer, scheduler)
 
     def stop_diverged(self, rank: int, message: str) -> None:
-        """Instead of `report`, for an epoch whose loss went non-finite: no checkpoint; `fit` then raises `message`.
+        """Instead of `save`, for an epoch whose loss went non-finite: no checkpoint; `fit` then raises `message`.
 
         Every rank calls it and then ends its loop, so the run finishes with
         the last good checkpoint as its latest. Raising in the workers instead
@@ -113,18 +110,19 @@ class EpochCheckpoints:
         if rank == 0 and self.divergence_note is not None:
             storage.write_text_atomic(self.divergence_note, message)
 
-    def report(self, metrics: dict[str, Any], model, optimizer, scheduler, rank: int, **extra: Any) -> None:
-        """Checkpoint the epoch and report it (a barrier over all ranks).
+    def save(self, state: LoopState, model, optimizer, scheduler) -> None:
+        """Checkpoint the epoch and report it with its epoch, loss and val_acc (a barrier over all ranks).
 
         Rank 0 writes the training state; every rank writes its own RNG state
         (augmentation and sampling streams differ per rank), and Ray Train merges
         the ranks' files into one checkpoint directory.
         """
+        rank = ray.train.get_context().get_world_rank()
         if self.local_dir is not None:
-            write_and_report(self.local_dir, metrics, model, optimizer, scheduler, rank, **extra)
+            _write_and_report(self.local_dir, state, model, optimizer, scheduler, rank)
         else:  # Ray Train copies the directory into the run's storage during the report
             with tempfile.TemporaryDirectory() as directory:
-                write_and_report(directory, metrics, model, optimizer, scheduler, rank, **extra)
+                _write_and_report(directory, state, model, optimizer, scheduler, rank)
 
 
 def fit(
@@ -257,17 +255,11 @@ def rng_file(rank: int) -> str:
     return f"rng-rank{rank}.pt"
 
 
-def write_and_report(directory: str, metrics: dict[str, Any], model, optimizer, scheduler, rank: int, **extra: Any) -> None:
+def _write_and_report(directory: str, state: LoopState, model, optimizer, scheduler, rank: int) -> None:
     torch.save(rng_state(), Path(directory) / rng_file(rank))
     if rank == 0:
-        state = {
-            "epoch": metrics["epoch"],
-            "model": unwrap(model).state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            **extra,
-        }
-        torch.save(state, Path(directory) / STATE_FILE)
+        torch.save(state_dict(state, model, optimizer, scheduler), Path(directory) / STATE_FILE)
+    metrics = {key: state.history[-1][key] for key in ("epoch", "loss", "val_acc")}  # what Tune's trials see
     ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
 
 
@@ -358,8 +350,3 @@ def say(line: str) -> None:
     """
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The bare model under a DistributedDataParallel wrapper, whose state_dict keys have no `module.`."""
-    return model.module if hasattr(model, "module") else model
