@@ -420,7 +420,7 @@ def error_line(err: BaseException) -> str:
     """`lfme: error: Type: message` of the worker's exception; never fails (its type alone if the message cannot be had)."""
     try:
         return f"lfme: error: {ray_compat.one_line(err)}"
-    except Exception:  # noqa: BLE001 - the one line must come out whatever the exception holds
+    except Exception:  # the one line must come out whatever the exception holds
         return f"lfme: error: {type(err).__name__}"
 
 

@@ -122,7 +122,7 @@ class Console:
             storage.write_text_atomic(self.location, Path(self.local).read_text(encoding="utf-8"))
             Path(self.local).unlink()
             return self.location
-        except Exception as err:  # noqa: BLE001 - the log stays on this machine; say where
+        except Exception as err:  # the log stays on this machine; say where
             return f"{self.local} (not copied to {self.location}: {type(err).__name__}: {err})"
 
 

@@ -135,12 +135,12 @@ def abort_train_runs(controllers: list, timeout_s: float) -> None:
     for controller in controllers:
         try:
             refs.append(controller.abort.remote())
-        except Exception:  # noqa: BLE001 - the actor or the connection is gone: nothing left to abort
+        except Exception:  # the actor or the connection is gone: nothing left to abort
             pass
     if refs:
         try:
             ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 

@@ -336,7 +336,7 @@ def drained_on_failure(pending: Iterable[ray.ObjectRef]) -> Iterator[None]:
         if refs:
             try:
                 ray.wait(refs, num_returns=len(refs), timeout=DRAIN_WAIT_S)
-            except Exception:  # noqa: BLE001 - Ray going away: the task's own error is the one to raise
+            except Exception:  # Ray going away: the task's own error is the one to raise
                 pass
         raise
 
@@ -346,7 +346,7 @@ def _cancel(refs: Iterable[ray.ObjectRef]) -> None:
     for ref in list(refs):
         try:
             ray.cancel(ref, force=True)
-        except Exception:  # noqa: BLE001 - finished, or Ray is going away: nothing to cancel
+        except Exception:  # finished, or Ray is going away: nothing to cancel
             pass
 
 

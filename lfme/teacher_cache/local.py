@@ -75,7 +75,7 @@ def _remove_stale_copies(directory: str, local_root: Path, data_dir: str) -> Non
             read_manifest(storage.read_text(source))
         except FileNotFoundError:  # only a cache that is certainly gone; an unreachable one may come back
             storage.remove(str(local_root.parent / other))
-        except Exception:  # noqa: BLE001 - unreadable or unreachable now: keep its copy
+        except Exception:  # unreadable or unreachable now: keep its copy
             pass
 
 

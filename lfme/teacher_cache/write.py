@@ -349,7 +349,7 @@ def discard_data_dir(directory, data_dir: str) -> None:
             committed = False
         if not committed:
             storage.remove(storage.join(directory, data_dir))
-    except Exception:  # noqa: BLE001 - e.g. storage unreachable now; see above
+    except Exception:  # e.g. storage unreachable now; see above
         pass
 
 
