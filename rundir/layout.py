@@ -242,9 +242,9 @@ def verified_cache(run_dir: str, cache_fingerprint: str, subsets: list[Subset]) 
     cache on disk was not built from the experts on disk), and passed on to
     the student's workers, which check again as they read.
     """
-    expected = {"expected_fingerprint": cache_fingerprint, "expected_experts": expert_hashes(run_dir, subsets)}
-    verify_cache(cache_dir(run_dir), **expected)
-    return expected
+    experts = expert_hashes(run_dir, subsets)
+    verify_cache(cache_dir(run_dir), expected_fingerprint=cache_fingerprint, expected_experts=experts)
+    return {"expected_fingerprint": cache_fingerprint, "expected_experts": experts}
 
 
 # ------------------------------------------------------------------------- student

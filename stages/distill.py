@@ -98,7 +98,8 @@ def make_sampler(cfg: DistillConfig, labels: np.ndarray, class_counts: np.ndarra
             labels, world, rank, cfg.samples_per_class, num_samples=epoch_length(cfg, class_counts), seed=seed,
             draw=cfg.class_draw,
         )
-    return DistributedSampler(range(len(labels)), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    # torch annotates a Dataset; the sampler takes only len() of it.
+    return DistributedSampler(range(len(labels)), num_replicas=world, rank=rank, shuffle=True, seed=seed)  # type: ignore[arg-type]
 
 
 def validation_counts(model, loader, num_classes: int, device, precision) -> torch.Tensor:
@@ -237,6 +238,7 @@ def distill_loop(loop_config: dict) -> None:
         if rank == 0:
             eta = (time.perf_counter() - start) / (epoch - first_epoch + 1) * (dcfg.epochs - epoch)
             workers.say(progress_line("student", epoch, dcfg.epochs, stats, val_acc, eta))
+        if scalars is not None:  # rank 0's
             scalars.write(epoch, epoch_scalars(history[-1]))
         if dcfg.keep == "best" and (best is None or val_acc > best["val_acc"]):
             best = {"epoch": epoch, "val_acc": val_acc, "model": {k: v.detach().cpu().clone() for k, v in workers.unwrap(model).state_dict().items()}}

@@ -102,7 +102,8 @@ def training_sampler(subset: Subset, labels, seed: int):
     """
     if subset.name == JOINT:
         return DistributedClassBalancedSampler(labels, 1, 0, samples_per_class=4, seed=seed, draw="cycle")
-    return DistributedSampler(range(len(labels)), num_replicas=1, rank=0, shuffle=True, seed=seed)
+    # torch annotates a Dataset; the sampler takes only len() of it.
+    return DistributedSampler(range(len(labels)), num_replicas=1, rank=0, shuffle=True, seed=seed)  # type: ignore[arg-type]
 
 
 def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) -> dict:
@@ -209,7 +210,8 @@ def run(ctx: StageContext) -> dict:
 def train_all(ctx: StageContext, subsets: list[Subset]) -> dict[str, dict]:
     """Each subset's expert, trained at once (`experts.max_concurrent`), or kept where trained with these settings."""
     cfg = ctx.config
-    results, pending = {}, {}
+    results: dict[str, dict] = {}
+    pending: dict[ray.ObjectRef, str] = {}  # task -> the expert it trains
     for subset in subsets:
         result = expert_result(ctx.run_dir, subset.name, ctx.fingerprint)
         if result is not None:

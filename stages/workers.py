@@ -160,7 +160,8 @@ def fit(
             scaling_config=ScalingConfig(
                 num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker=worker_resources
             ),
-            run_config=RunConfig(
+            # ray.train's RunConfig is Ray Train v2's when it runs; the type checker sees the v1 class, which has no logging_config.
+            run_config=RunConfig(  # type: ignore[call-arg]
                 name=name,
                 storage_path=storage_path,
                 storage_filesystem=storage_filesystem,
@@ -362,4 +363,5 @@ def say(line: str) -> None:
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The bare model under a DistributedDataParallel wrapper, whose state_dict keys have no `module.`."""
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
