@@ -99,13 +99,13 @@ def versions() -> dict:
             info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
             info["bf16_supported"] = torch.cuda.is_bf16_supported()
             info["cudnn"] = torch.backends.cudnn.version()
-    except Exception as err:  # noqa: BLE001 - reported, not raised: the steps say what they need
+    except Exception as err:  # reported, not raised: the steps say what they need
         info["torch"] = f"not importable: {type(err).__name__}: {err}"
     for name in ("ray", "numpy", "pyarrow", "pytest"):
         try:
             module = __import__(name)
             info[name] = getattr(module, "__version__", "?")
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             info[name] = f"not importable: {type(err).__name__}: {err}"
     smi = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
     info["nvidia_smi"] = smi if smi is not None else "not available"

@@ -114,7 +114,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # The environment of (h)'s runs: as it was when this command started, before
 # importing Ray sets variables in it (the "before" tree must run as it would
-# on its own).
+# on its own). Hence the imports below it (E402).
 ENVIRONMENT = dict(os.environ)
 
 import ray  # noqa: E402

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+# The arithmetic a run may train and infer in (lfme.precision). The Literal is the config's type, the tuple its values.
+PrecisionName = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 
 # Per-image transform families (lfme.data.transforms). The Literal is the config's type, the tuple its values.
 Family = Literal["digits", "cifar", "imagenet"]

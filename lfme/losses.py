@@ -112,6 +112,8 @@ def lfme_loss(
     ce_term = ce.mean()
     if expert_weights is None:
         return ce_term, {"ce": ce_term.detach(), "kd": torch.zeros_like(ce_term).detach(), "kd_per_expert": ce.new_zeros(0)}
+    if teacher_logits is None:
+        raise ValueError("expert_weights without teacher_logits: the KD term needs the teachers' logits")
     expert_weights = torch.as_tensor(expert_weights).to(ce)
     if expert_weights.numel() != len(subsets_classes):
         raise ValueError(f"{expert_weights.numel()} expert weights for {len(subsets_classes)} subsets")
@@ -159,10 +161,10 @@ class DistillationLoss:
         # Everything the loss needs on the device gets there without making the
         # host wait (lfme.devices): the class indices and w_l once, v_i per batch.
         device = logits.device
-        weights = None if self.teachers is None or self.expert_weights is None else self.expert_weights
-        targets = self.teachers.targets(batch) if weights is not None else None
-        if weights is not None:
-            weights = self._copies.get("expert_weights", torch.as_tensor(weights, dtype=torch.float32), device)
+        weights = targets = None
+        if self.teachers is not None and self.expert_weights is not None:
+            targets = self.teachers.targets(batch)
+            weights = self._copies.get("expert_weights", torch.as_tensor(self.expert_weights, dtype=torch.float32), device)
         v = None
         if self.instance_weights is not None:
             v = to_device(torch.from_numpy(self.instance_weights[self.rows.rows_for(batch.sample_ids.numpy())]), device)

@@ -137,7 +137,7 @@ def _compact_classes(classes: Sequence[int]) -> str:
         return "-"
     parts: list[str] = []
     start = prev = values[0]
-    for c in values[1:] + [None]:  # type: ignore[list-item]
+    for c in values[1:] + [None]:
         if c is not None and c == prev + 1:
             prev = c
             continue
@@ -217,10 +217,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- atomic writes
 
-def _save_figure(fig, location: str) -> str:
+def _save_figure(fig, location: storage.Location) -> None:
     with storage.atomic_file(location) as f:
         fig.savefig(f, format="png", dpi=100)
-    return location
 
 
 def _pyplot():

@@ -35,7 +35,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 from collections.abc import Iterator
 
 import fsspec
@@ -183,7 +183,7 @@ def list_files(location: Location) -> dict[str, int]:
 
 
 @contextmanager
-def atomic_file(location: Location) -> Iterator[BinaryIO]:
+def atomic_file(location: Location) -> Iterator[IO[bytes]]:
     """A binary file object whose content replaces `location` only if the block succeeds."""
     target = local_path(location)
     if target is not None:

@@ -60,9 +60,11 @@ class CachedTeachers:
         self.rows = rows
 
     def targets(self, batch: Batch) -> torch.Tensor:
-        if self.rows.views > 1 and batch.views is None:
-            raise ValueError(f"the teacher cache holds {self.rows.views} views per image: the batch must say which it replays")
-        views = None if self.rows.views == 1 else batch.views.numpy()
+        views = None
+        if self.rows.views > 1:
+            if batch.views is None:
+                raise ValueError(f"the teacher cache holds {self.rows.views} views per image: the batch must say which it replays")
+            views = batch.views.numpy()
         ids = batch.sample_ids.numpy()
         return to_device(torch.from_numpy(self.rows.dense(self.rows.rows_for(ids), views)), batch.images.device)
 
@@ -208,7 +210,7 @@ def teacher_rows(
     topk = None
     if top_k:
         t = top_k_signal(signal, subsets, top_k)
-        topk = TopK(t.k, *(a.reshape(n, views * a.shape[1]) for a in (t.values, t.classes, t.rest)), t.owner)
+        topk = t.map_arrays(lambda a: a.reshape(n, views * a.shape[1]))
     return TeacherRows(
         sample_ids=np.asarray(sample_ids).astype(np.int64),
         labels=labels,

@@ -158,8 +158,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     manifest_data(args.run_dir)
     manifest = Manifest.load(args.run_dir)
     damaged = 0
-    for stage in manifest.data["stages"]:
-        record = manifest.record(stage)
+    for stage, record in manifest.records().items():
         if record.status != "done":
             print(f"{stage}: {record.status}, nothing to verify")
             continue
@@ -206,11 +205,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     student = load_student(args.run_dir)
     sources = predict.collect(args.inputs, student.class_names, student.mode, root=args.root)
     if args.on_ray:
-        ray = open_ray(args, student.config)
+        config = student.run_config()
+        ray = open_ray(args, config)
         ray.check_reachable()
         ray.connect()
         result = predict.predict_on_ray(
-            student.run_dir, sources, student.config.evaluate.resources, args.top_k, args.batch_size, args.chunk, log=print
+            student.run_dir, sources, config.evaluate.resources, args.top_k, args.batch_size, args.chunk, log=print
         )
     else:
         result = predict.predict(student, sources, top_k=args.top_k, batch_size=args.batch_size)
@@ -420,7 +420,7 @@ def error_line(err: BaseException) -> str:
     """`lfme: error: Type: message` of the worker's exception; never fails (its type alone if the message cannot be had)."""
     try:
         return f"lfme: error: {ray_compat.one_line(err)}"
-    except Exception:  # noqa: BLE001 - the one line must come out whatever the exception holds
+    except Exception:  # the one line must come out whatever the exception holds
         return f"lfme: error: {type(err).__name__}"
 
 

@@ -114,16 +114,18 @@ class Console:
             return None
         self.log.close()
         self.log = None
-        if self.local == self.location:
-            return self.location
+        location, local = self.location, self.local
+        assert location is not None and local is not None, "open() names the log's files as it opens it"
+        if local == location:
+            return location
         from lfme import storage
 
         try:
-            storage.write_text_atomic(self.location, Path(self.local).read_text(encoding="utf-8"))
-            Path(self.local).unlink()
-            return self.location
-        except Exception as err:  # noqa: BLE001 - the log stays on this machine; say where
-            return f"{self.local} (not copied to {self.location}: {type(err).__name__}: {err})"
+            storage.write_text_atomic(location, Path(local).read_text(encoding="utf-8"))
+            Path(local).unlink()
+            return location
+        except Exception as err:  # the log stays on this machine; say where
+            return f"{local} (not copied to {location}: {type(err).__name__}: {err})"
 
 
 SHOW_WARNING = warnings.showwarning

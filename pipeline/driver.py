@@ -32,7 +32,7 @@ def holding(
 ) -> Iterator[tuple[Lease, RaySession]]:
     """(lease, Ray session) for the run; those made here are given back on the way out, the caller's are left to it."""
     own_lease = lease is None
-    if own_lease:
+    if lease is None:
         lease = Lease(run_dir, log=log)
         lease.acquire()
     session = ray if ray is not None else RaySession(config.ray, log)

@@ -77,7 +77,11 @@ def _onnx_bytes(model: torch.nn.Module, example: torch.Tensor) -> bytes:
 
     buffer = io.BytesIO()
     torch.onnx.export(
-        model, (example,), buffer, input_names=["images"], output_names=["logits"], opset_version=ONNX_OPSET,
+        model,
+        (example,),
+        # torch annotates a path, but its TorchScript exporter (dynamo=False) takes a file object too.
+        buffer,  # type: ignore[arg-type]
+        input_names=["images"], output_names=["logits"], opset_version=ONNX_OPSET,
         dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
     )
     return buffer.getvalue()

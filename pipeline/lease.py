@@ -167,7 +167,8 @@ class Lease:
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             self.me.heartbeat = _now().isoformat(timespec="seconds")
-            written = storage.replace_if_version(self.path, self.me.to_bytes(), self.version)
+            # No version: the file was gone already when we read it back after writing it.
+            written = None if self.version is None else storage.replace_if_version(self.path, self.me.to_bytes(), self.version)
             if written is None:
                 holder = read_holder(self.run_dir)
                 self.lost = "it was removed" if holder is None else f"{holder.describe()} took it over"

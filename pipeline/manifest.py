@@ -89,22 +89,31 @@ class Manifest:
         raw = self.data["stages"].get(stage)
         return StageRecord(**raw) if raw else None
 
-    def is_done(self, stage: str, fingerprint: str) -> bool:
+    def records(self) -> dict[str, StageRecord]:
+        """Every stage the manifest holds a record of, in the order they first ran."""
+        return {stage: StageRecord(**raw) for stage, raw in self.data["stages"].items() if raw}
+
+    def done_record(self, stage: str, fingerprint: str) -> StageRecord | None:
+        """The stage's record if it is done with this fingerprint, else None."""
         rec = self.record(stage)
-        return rec is not None and rec.status == "done" and rec.fingerprint == fingerprint
+        return rec if rec is not None and rec.status == "done" and rec.fingerprint == fingerprint else None
+
+    def is_done(self, stage: str, fingerprint: str) -> bool:
+        return self.done_record(stage, fingerprint) is not None
 
     def start(self, stage: str, fingerprint: str, inputs: dict[str, str]) -> StageRecord:
         """Mark a stage running; an unfinished attempt with the same fingerprint is resumed."""
-        previous = self.record(stage)
-        resumed = previous is not None and previous.status in ("interrupted", "failed") and previous.fingerprint == fingerprint
+        resuming = self.record(stage)
+        if resuming is not None and (resuming.status not in ("interrupted", "failed") or resuming.fingerprint != fingerprint):
+            resuming = None  # only an interrupted or failed attempt with the same settings is resumed
         rec = StageRecord(
             status="running",
             fingerprint=fingerprint,
             inputs=inputs,
             started_at=now_iso(),
-            attempts=(previous.attempts + 1) if resumed else 1,
-            resumed=resumed,
-            resumes=(previous.resumes + [now_iso()]) if resumed else [],
+            attempts=(resuming.attempts + 1) if resuming is not None else 1,
+            resumed=resuming is not None,
+            resumes=(resuming.resumes + [now_iso()]) if resuming is not None else [],
         )
         self._started[stage] = time.monotonic()
         self.data["stages"][stage] = asdict(rec)

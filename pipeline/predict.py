@@ -144,7 +144,8 @@ class Predictions:
 def predict(student: TrainedStudent, sources: list[Source], top_k: int = 5, batch_size: int = 256) -> Predictions:
     """The student's top-k over every image of `sources`, in this process (images that cannot be read are skipped and named)."""
     k = min(top_k, len(student.class_names))
-    parts, skipped = [], []
+    parts: list[Predictions] = []
+    skipped: list[str] = []
     for batch in _batches(student, sources, batch_size, skipped):
         names, images, batch_labels = zip(*batch)
         probs = torch.softmax(student.logits(torch.stack(images)).cpu(), dim=1)
@@ -188,7 +189,10 @@ def predict_on_ray(
     capacity = ray.cluster_resources().get("GPU" if resources.gpus_per_worker else "CPU", 1)
     slots = max(1, int(capacity // per_task))
     total = sum(len(s.images) for s in sources)
-    todo, pending, parts, done = enumerate(chunks(sources, chunk)), {}, {}, 0
+    todo = enumerate(chunks(sources, chunk))
+    pending: dict[ray.ObjectRef, tuple[int, int]] = {}  # task -> (its chunk's index, images)
+    parts: dict[int, Predictions] = {}
+    done = 0
     start, said = time.monotonic(), 0.0
     with workers.cancelled_on_interrupt(pending):
         while True:
@@ -239,7 +243,7 @@ def accuracy(student: TrainedStudent, predictions: Predictions) -> dict | None:
         return None
     meta = storage.read_json(storage.join(student.run_dir, "split", SPLIT_JSON))
     subsets = [Subset.from_record(s) for s in meta["subsets"]]
-    thresholds = tuple(student.config.evaluate.shot_thresholds)
+    thresholds = tuple(student.run_config().evaluate.shot_thresholds)
     counts = np.asarray(meta["class_counts"])
     return prediction_report(predictions.predicted, predictions.labels, len(student.class_names), counts, subsets, thresholds)
 

@@ -109,8 +109,10 @@ def init_ray(cfg: RayConfig, log: Callable[[str], None] = print) -> bool:
             # The dashboard serves the state API Ray Train uses to clean up after a
             # killed driver; bind it to loopback.
             ray.init(
-                address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                address="local", num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
                 logging_level=logging.WARNING,
+                # Ray annotates an int, but passes it on as the node's "GPU" resource, a float like every resource.
+                num_gpus=cfg.num_gpus,  # type: ignore[arg-type]
             )
         else:
             if cfg.address is None:

@@ -190,12 +190,13 @@ def run_stage(manifest: Manifest, ctx: StageContext) -> None:
 
 def reason_to_run(manifest: Manifest, run_dir: str, stage: str, fingerprint: str, ran: set[str]) -> str | None:
     """None: the stage is done and intact, skip it. "" : run it (new, changed or interrupted). Else why a done stage reruns."""
-    if not manifest.is_done(stage, fingerprint):
+    record = manifest.done_record(stage, fingerprint)
+    if record is None:
         return ""
     upstream_ran = [u for u in UPSTREAM[stage] if u in ran]
     if upstream_ran:
         return f"its input {upstream_ran[0]} ran again"
-    problems = damaged_outputs(run_dir, stage, manifest.record(stage))
+    problems = damaged_outputs(run_dir, stage, record)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         return problems[0] + more

@@ -60,6 +60,12 @@ class TrainedStudent:
     fingerprints: dict[str, str] = field(default_factory=dict)  # each done stage's fingerprint
     config: Config | None = None
 
+    def run_config(self) -> Config:
+        """The config of the run the student came from (`load_student` reads it; a student built by hand may have none)."""
+        if self.config is None:
+            raise ValueError(f"this student of {self.run_dir} came without its run's config; load it with load_student")
+        return self.config
+
     @property
     def mode(self) -> str:
         """The PIL mode images are converted to before the transform."""

@@ -41,7 +41,7 @@ import io
 import os
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from lfme import storage
 from lfme.report import markdown_table, format_percent
@@ -64,7 +64,7 @@ class MissingPackageError(RuntimeError):
     """A logger named in `tune.loggers` needs a package that is not installed."""
 
 
-def check_logger_packages(loggers: list[str]) -> None:
+def check_logger_packages(loggers: Sequence[str]) -> None:
     """Fail before any work when a configured logger cannot be built."""
     for logger in loggers:
         package = LOGGER_PACKAGES[logger]

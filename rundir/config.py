@@ -21,11 +21,12 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from collections.abc import Sequence
 
 import yaml
 
 from lfme import storage
-from lfme.choices import ARCHITECTURES, KEEPS_DECODED, PRECISIONS, Family
+from lfme.choices import ARCHITECTURES, KEEPS_DECODED, Family, PrecisionName
 from lfme.selfpaced import Horizon, Schedule
 
 
@@ -499,7 +500,7 @@ class Config:
     # evaluate, tune): fp32; bf16 autocast (CPUs with AVX512-BF16 or AMX, and
     # CUDA); fp16 autocast with loss scaling (CUDA only). Where the hardware
     # cannot, the stage says so in one line and runs fp32 (lfme.precision).
-    precision: Literal[PRECISIONS] = "fp32"
+    precision: PrecisionName = "fp32"
     run_dir: str = "runs/default"
     ray: RayConfig = field(default_factory=RayConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -536,7 +537,7 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
         return [_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return _build(annotation, value, path)
     if annotation is dict:  # a free-form mapping: its section's check() validates the content
         if not isinstance(value, dict):
@@ -620,7 +621,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def config_from_dict(data: dict, overrides: list[str] = ()) -> Config:
+def config_from_dict(data: dict, overrides: Sequence[str] = ()) -> Config:
     config = _build(Config, apply_overrides(data, list(overrides)), "")
     _check_cross_section(config)
     return config
@@ -661,7 +662,7 @@ def _check_cross_section(config: Config) -> None:
         )
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
     """Load and validate a YAML config; `None` gives the built-in defaults."""
     data: Any = {}
     if path is not None:
@@ -687,13 +688,15 @@ def with_absolute_paths(config: Config, base: Path | None = None) -> Config:
     base = Path(base or Path.cwd())
     config = copy.deepcopy(config)
 
-    def absolute(path: str | None) -> str | None:
-        if path is None or "://" in path or Path(path).is_absolute():
+    def absolute(path: str) -> str:
+        if "://" in path or Path(path).is_absolute():
             return path
         return str((base / path).resolve())
 
-    config.data.root = absolute(config.data.root)
-    config.model.pretrained = absolute(config.model.pretrained)
+    if config.data.root is not None:
+        config.data.root = absolute(config.data.root)
+    if config.model.pretrained is not None:
+        config.model.pretrained = absolute(config.model.pretrained)
     config.run_dir = absolute(config.run_dir)
     return config
 

@@ -88,15 +88,17 @@ def make_loader(
     in PIL as it goes and yields CPU tensors.
     """
     decode_once = every_epoch and cfg.decode_once
-    if decode_once:
-        dataset = PixelDataset(images.decoded(lfme_data.fixed_size_step(cfg.transform, cfg.image_size)))
+    pixels = PixelDataset(images.decoded(lfme_data.fixed_size_step(cfg.transform, cfg.image_size))) if decode_once else None
+    dataset: torch.utils.data.Dataset
+    if pixels is not None:
+        dataset = pixels
     else:
         dataset = ImageDataset(images, build_transform(cfg.transform, train=train, image_size=cfg.image_size))
     if views is not None:
         if not train or sampler is None:
             raise ValueError("stored views replace the training augmentation: a training loader with a sampler is needed")
         sampler = DrawTagged(sampler)  # the view a draw replays depends on its epoch and repeat, also in loader workers
-        dataset = DrawPixels(dataset, views) if decode_once else ReplayedImages(images, cfg.transform, cfg.image_size, views)
+        dataset = DrawPixels(pixels, views) if pixels is not None else ReplayedImages(images, cfg.transform, cfg.image_size, views)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,

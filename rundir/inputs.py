@@ -47,10 +47,15 @@ FORMAT = 1
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}  # torchvision's base_folder
 
 
-def _resolve(root: str | None, path: str | None) -> str | None:
-    if path is None:
-        return None
+def _resolve(root: str | None, path: str) -> str:
     return path if os.path.isabs(path) or root is None else os.path.join(root, path)
+
+
+def _image_root(cfg: DataConfig) -> str:
+    """The root the image paths of `cfg` are relative to, which every source that reads image files requires."""
+    if cfg.root is None:
+        raise ValueError(f"data.root: required for source '{cfg.source}'")
+    return cfg.root
 
 
 def _key(path: str, root: str | None) -> str:
@@ -66,7 +71,7 @@ def content_files(cfg: DataConfig) -> list[str]:
     """The list, annotation and Parquet files the source reads (signed by content)."""
     root = cfg.root
     if cfg.source in ("oltr", "inat"):
-        return [p for p in (_resolve(root, cfg.train), _resolve(root, cfg.val), _resolve(root, cfg.test)) if p]
+        return [r for r in (_resolve(root, p) for p in (cfg.train, cfg.val, cfg.test) if p is not None) if r]
     if cfg.source == "parquet":
         files = []
         for pattern in (cfg.train, cfg.val, cfg.test):
@@ -82,9 +87,9 @@ def content_files(cfg: DataConfig) -> list[str]:
 
 def image_folders(cfg: DataConfig) -> dict[str, list[str]]:
     """The image files the source reads (signed by size and modification time), by folder relative to the root."""
-    root = cfg.root
     folders: dict[str, list[str]] = {}
     if cfg.source == "imagefolder":
+        root = _image_root(cfg)
         for part in (cfg.train or "train", cfg.val, cfg.test or "test"):
             if part is not None and os.path.isdir(os.path.join(root, part)):
                 for entry in os.scandir(os.path.join(root, part)):
@@ -132,7 +137,7 @@ def data_signature(cfg: DataConfig) -> dict:
         else:
             entries[name] = {"files": 0, "bytes": 0, "digest": ""}
     for folder, names in image_folders(cfg).items():
-        base = os.path.join(cfg.root, folder)
+        base = os.path.join(_image_root(cfg), folder)
         seen, files, size = [], 0, 0
         for name in sorted(names):
             try:

@@ -266,9 +266,9 @@ def verified_cache(run_dir: str, cache_fingerprint: str, subsets: list[Subset]) 
     """
     from lfme.teacher_cache import verify_cache
 
-    expected = {"expected_fingerprint": cache_fingerprint, "expected_experts": expert_hashes(run_dir, subsets)}
-    verify_cache(cache_dir(run_dir), **expected)
-    return expected
+    experts = expert_hashes(run_dir, subsets)
+    verify_cache(cache_dir(run_dir), expected_fingerprint=cache_fingerprint, expected_experts=experts)
+    return {"expected_fingerprint": cache_fingerprint, "expected_experts": experts}
 
 
 # ------------------------------------------------------------------------- student

@@ -79,10 +79,11 @@ def cache_shard(cfg: Config, run_dir: str, data_dir: str, fingerprint: str, part
     teachers = LiveTeachers(experts, split.subsets, split.num_classes, precision).to(device)
     images = (split.train if part == "train" else split.val).subset(positions)
     views = part_views(cfg, part)
-    if views > 1:
-        batches = views_loader(images, cfg.data, cfg.cache.batch_size, cfg.seed, views)
-    else:
-        batches = make_loader(images, cfg.data, False, cfg.cache.batch_size)
+    batches = (
+        views_loader(images, cfg.data, cfg.cache.batch_size, cfg.seed, views)
+        if views > 1
+        else make_loader(images, cfg.data, False, cfg.cache.batch_size)
+    )
     rows = score_batches(teachers, batches, split.subsets, cfg.cache.top_k, device, views)
     return write_shard(cache_dir(run_dir), data_dir, part, index, rows, fingerprint=fingerprint, subsets=split.subsets)
 

@@ -98,7 +98,8 @@ def make_sampler(cfg: DistillConfig, labels: np.ndarray, class_counts: np.ndarra
             labels, world, rank, cfg.samples_per_class, num_samples=epoch_length(cfg, class_counts), seed=seed,
             draw=cfg.class_draw,
         )
-    return DistributedSampler(range(len(labels)), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    # torch annotates a Dataset; the sampler takes only len() of it.
+    return DistributedSampler(range(len(labels)), num_replicas=world, rank=rank, shuffle=True, seed=seed)  # type: ignore[arg-type]
 
 
 def validation_counts(model, loader, num_classes: int, device, precision) -> torch.Tensor:

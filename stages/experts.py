@@ -116,17 +116,18 @@ def expert_scalars(record: dict) -> dict:
     return {key: record[key] for key in ("loss", "train_acc", "val_acc", "lr", "seconds")}
 
 
-def expert_record(fingerprint: str, subset: Subset, state: LoopState, steps_per_epoch: int, precision: str, device, started_at: float) -> dict:
+def expert_record(
+    fingerprint: str, subset: Subset, history: list[dict], best: dict, steps_per_epoch: int, precision: str, device, started_at: float
+) -> dict:
     """`experts/<name>/result.json`: the best epoch, the history, and where and when this attempt ran."""
-    assert state.best is not None
     return {
         "fingerprint": fingerprint,
         "subset": subset.name,
         "classes": list(subset.classes),
-        "val_accuracy": state.best["val_acc"],
-        "best_epoch": state.best["epoch"],
-        "epochs": len(state.history),
-        "steps": len(state.history) * steps_per_epoch,  # SGD steps taken: what experts.min_steps budgets
+        "val_accuracy": best["val_acc"],
+        "best_epoch": best["epoch"],
+        "epochs": len(history),
+        "steps": len(history) * steps_per_epoch,  # SGD steps taken: what experts.min_steps budgets
         "precision": precision,
         # The GPU ids Ray gave the task (a fractional share shows as the same id
         # in several experts) and the device torch used, which is the CPU when
@@ -135,7 +136,7 @@ def expert_record(fingerprint: str, subset: Subset, state: LoopState, steps_per_
         "device": str(device),
         "started_at": started_at,
         "finished_at": time.time(),
-        "history": state.history,
+        "history": history,
     }
 
 
@@ -146,7 +147,8 @@ def training_sampler(subset: Subset, labels, seed: int):
     """
     if subset.name == JOINT:
         return DistributedClassBalancedSampler(labels, 1, 0, samples_per_class=4, seed=seed, draw="cycle")
-    return DistributedSampler(range(len(labels)), num_replicas=1, rank=0, shuffle=True, seed=seed)
+    # torch annotates a Dataset; the sampler takes only len() of it.
+    return DistributedSampler(range(len(labels)), num_replicas=1, rank=0, shuffle=True, seed=seed)  # type: ignore[arg-type]
 
 
 def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) -> dict:
@@ -192,8 +194,10 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
             epochs, model, optimizer, scheduler, checkpoints, one_epoch,
             tag=tag, fresh=fresh, keep_best=True, say=workers.say, scalars=scalars, scalars_of=expert_scalars,
         )
-    result = expert_record(fingerprint, subset, state, len(train_loader), precision.name, device, started_at)
-    return save_expert(run_dir, subset, cfg.model.arch, state.best["model"], result)
+    best = state.best
+    assert best is not None  # keep_best, and at least one epoch trained
+    result = expert_record(fingerprint, subset, state.history, best, len(train_loader), precision.name, device, started_at)
+    return save_expert(run_dir, subset, cfg.model.arch, best["model"], result)
 
 
 def run(ctx: StageContext) -> dict:
@@ -208,7 +212,8 @@ def run(ctx: StageContext) -> dict:
 def train_all(ctx: StageContext, subsets: list[Subset]) -> dict[str, dict]:
     """Each subset's expert, trained at once (`experts.max_concurrent`), or kept where trained with these settings."""
     cfg = ctx.config
-    results, pending = {}, {}
+    results: dict[str, dict] = {}
+    pending: dict[ray.ObjectRef, str] = {}  # task -> the expert it trains
     for subset in subsets:
         result = expert_result(ctx.run_dir, subset.name, ctx.fingerprint)
         if result is not None:

@@ -135,12 +135,12 @@ def abort_train_runs(controllers: list, timeout_s: float) -> None:
     for controller in controllers:
         try:
             refs.append(controller.abort.remote())
-        except Exception:  # noqa: BLE001 - the actor or the connection is gone: nothing left to abort
+        except Exception:  # the actor or the connection is gone: nothing left to abort
             pass
     if refs:
         try:
             ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 
@@ -231,7 +231,6 @@ def one_line(err: BaseException) -> str:
 # (`filter_autoscaler_events`). With `verbose` the console shows everything,
 # as Ray prints it. On a stream that is not a terminal the "(task pid=N)"
 # prefixes come without colour codes.
-WORKER_LOGS_MODULE = "ray._private.worker"
 COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
 _ray_output: tuple[TextIO, bool] | None = None  # (log file, verbose), set by `send_ray_output`
 
@@ -251,14 +250,15 @@ def route_worker_output() -> None:
     if _ray_output is None:
         return
     log, verbose = _ray_output
-    module = importlib.import_module(WORKER_LOGS_MODULE)
-    original = getattr(module.print_worker_logs, "__wrapped__", module.print_worker_logs)
+    from ray._private import worker as ray_worker  # an import statement, not importlib: the type checker then holds the wrapper to Ray's signature
+
+    original = getattr(ray_worker.print_worker_logs, "__wrapped__", ray_worker.print_worker_logs)
 
     @functools.wraps(original)
     def print_worker_logs(data: dict, print_file, ignore_prefix: bool = False) -> None:
         lines = data.get("lines", [])
         if data.get("pid") == "autoscaler":  # its whole monitor log arrives; Ray prints only the events in it
-            lines = [line for line in module.filter_autoscaler_events(lines) if not line.startswith("Tip: ")]
+            lines = [line for line in ray_worker.filter_autoscaler_events(lines) if not line.startswith("Tip: ")]
         origin = worker_origin(data)
         if not log.closed:  # Ray's printing thread can outlive the command's log (closed after its last line)
             log.write("".join(f"{origin} {line}\n" for line in lines))
@@ -273,7 +273,7 @@ def route_worker_output() -> None:
             with plain:
                 original(data, print_file, ignore_prefix)
 
-    module.print_worker_logs = print_worker_logs
+    ray_worker.print_worker_logs = print_worker_logs
 
 
 def is_terminal(stream) -> bool:

@@ -158,7 +158,8 @@ def fit(
             scaling_config=ScalingConfig(
                 num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker=worker_resources
             ),
-            run_config=RunConfig(
+            # ray.train's RunConfig is Ray Train v2's when it runs; the type checker sees the v1 class, which has no logging_config.
+            run_config=RunConfig(  # type: ignore[call-arg]
                 name=name,
                 storage_path=storage_path,
                 storage_filesystem=storage_filesystem,
@@ -328,7 +329,7 @@ def drained_on_failure(pending: Iterable[ray.ObjectRef]) -> Iterator[None]:
         if refs:
             try:
                 ray.wait(refs, num_returns=len(refs), timeout=DRAIN_WAIT_S)
-            except Exception:  # noqa: BLE001 - Ray going away: the task's own error is the one to raise
+            except Exception:  # Ray going away: the task's own error is the one to raise
                 pass
         raise
 
@@ -338,7 +339,7 @@ def _cancel(refs: Iterable[ray.ObjectRef]) -> None:
     for ref in list(refs):
         try:
             ray.cancel(ref, force=True)
-        except Exception:  # noqa: BLE001 - finished, or Ray is going away: nothing to cancel
+        except Exception:  # finished, or Ray is going away: nothing to cancel
             pass
 
 

@@ -109,7 +109,7 @@ class DeviceBatches:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         for pixels, labels, sample_ids, *views in self.loader:
             pixels = pixels.to(self.device, non_blocking=True)
             if self.views is None:

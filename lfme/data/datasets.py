@@ -41,13 +41,15 @@ class PixelDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, image_list: ImageList):
-        if not isinstance(image_list.store, ArrayStore):
-            raise TypeError(f"PixelDataset needs decoded images (ImageList.decoded), got a {type(image_list.store).__name__}")
+        store = image_list.store
+        if not isinstance(store, ArrayStore):
+            raise TypeError(f"PixelDataset needs decoded images (ImageList.decoded), got a {type(store).__name__}")
         self.image_list = image_list
+        self.store = store
 
     def __len__(self) -> int:
         return len(self.image_list)
 
     def __getitem__(self, i: int):
-        pixels = torch.from_numpy(self.image_list.store.images[i])
+        pixels = torch.from_numpy(self.store.images[i])
         return pixels, int(self.image_list.labels[i]), int(self.image_list.sample_ids[i])

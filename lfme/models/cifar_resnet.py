@@ -40,6 +40,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module
         if stride != 1 or in_planes != planes:
             self.shortcut = PadShortcut(in_planes, planes)
         else:

@@ -69,11 +69,19 @@ def _fixed_size_numpy(table: pa.Table, name: str) -> np.ndarray:
 
 def _rows_from(manifest: dict, part: str, wide: dict[str, np.ndarray], small: dict[str, np.ndarray]) -> TeacherRows:
     """A part's rows from its array columns (`_wide_columns`' names) and the small ones: full logits or top-k, as the manifest says."""
-    views = {"views": _part_views(manifest, part), "view_params": wide.get("view_params")}
+    topk = None
     if manifest.get("top_k") is not None:
         topk = TopK(int(manifest["top_k"]), wide["topk_logits"], wide["topk_classes"], wide["rest_logits"], _owner(manifest))
-        return TeacherRows(logits=None, topk=topk, **small, **views)
-    return TeacherRows(logits=wide["logits"], **small, **views)
+    return TeacherRows(
+        sample_ids=small["sample_ids"],
+        labels=small["labels"],
+        subsets=small["subsets"],
+        logits=None if topk is not None else wide["logits"],
+        confidence=small["confidence"],
+        topk=topk,
+        views=_part_views(manifest, part),
+        view_params=wide.get("view_params"),
+    )
 
 
 def _small_columns(table: pa.Table) -> dict[str, np.ndarray]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -90,14 +91,22 @@ class TopK:
     rest: np.ndarray  # float16 (n, L): m_l per subset (0 where S_l keeps every class)
     owner: np.ndarray  # int64 (C,): the subset of each class
 
+    def map_arrays(self, f: Callable[[np.ndarray], np.ndarray]) -> TopK:
+        """The same signal with `f` applied to each per-row array (values, classes, rest): a row selection, a reshape."""
+        return TopK(self.k, f(self.values), f(self.classes), f(self.rest), self.owner)
+
     def take(self, index) -> TopK:
-        return TopK(self.k, self.values[index], self.classes[index], self.rest[index], self.owner)
+        return self.map_arrays(lambda a: a[index])
 
     @staticmethod
     def concat(pieces: list[TopK]) -> TopK:
         first = pieces[0]
         return TopK(
-            first.k, *(np.concatenate([getattr(p, f) for p in pieces]) for f in ("values", "classes", "rest")), first.owner
+            first.k,
+            np.concatenate([p.values for p in pieces]),
+            np.concatenate([p.classes for p in pieces]),
+            np.concatenate([p.rest for p in pieces]),
+            first.owner,
         )
 
     def dense(self, positions) -> np.ndarray:
@@ -135,13 +144,20 @@ class TeacherRows:
 
     @property
     def num_classes(self) -> int:
-        return int(self.topk.owner.size if self.topk is not None else np.shape(self.logits)[1] // self.views)
+        return int(self.topk.owner.size if self.topk is not None else np.shape(self.stored_logits())[1] // self.views)
+
+    def stored_logits(self) -> np.ndarray:
+        """`logits`, which rows without `topk` hold (a full cache's); ValueError for rows with neither."""
+        if self.logits is None:
+            raise ValueError("these teacher rows hold neither logits nor a top-k signal")
+        return self.logits
 
     def dense(self, positions, views=None) -> np.ndarray:
         """The rows at `positions` as (len(positions), C) float32 logits; `views`: each row's view (views cache only)."""
         if self.views == 1:
-            signal = self.topk if self.topk is not None else self.logits
-            return signal.dense(positions) if self.topk is not None else np.asarray(signal[positions], dtype=np.float32)
+            if self.topk is not None:
+                return self.topk.dense(positions)
+            return np.asarray(self.stored_logits()[positions], dtype=np.float32)
         if views is None:
             raise ValueError(f"these rows hold {self.views} views per sample: name the view of each row")
         positions, views = np.asarray(positions), np.asarray(views)
@@ -150,9 +166,8 @@ class TeacherRows:
             return array.reshape(array.shape[0], self.views, -1)[positions, views]
 
         if self.topk is not None:
-            t = self.topk
-            return TopK(t.k, pick(t.values), pick(t.classes), pick(t.rest), t.owner).dense(np.arange(positions.size))
-        return np.asarray(pick(self.logits), dtype=np.float32)
+            return self.topk.map_arrays(pick).dense(np.arange(positions.size))
+        return np.asarray(pick(self.stored_logits()), dtype=np.float32)
 
     def take(self, index) -> TeacherRows:
         """The rows at `index` (a slice gives views, an index array copies)."""
@@ -173,14 +188,18 @@ class TeacherRows:
 
     @staticmethod
     def concat(pieces: list[TeacherRows]) -> TeacherRows:
-        """The pieces (at least one) one after another."""
-        cat = {f: np.concatenate([getattr(p, f) for p in pieces]) for f in ("sample_ids", "labels", "subsets", "confidence")}
+        """The pieces (at least one) one after another; each holds what the first does (logits or top-k, view parameters or not)."""
         first = pieces[0]
-        if first.view_params is not None:
-            cat.update(views=first.views, view_params=np.concatenate([p.view_params for p in pieces]))
-        if first.topk is not None:
-            return TeacherRows(logits=None, topk=TopK.concat([p.topk for p in pieces]), **cat)
-        return TeacherRows(logits=np.concatenate([p.logits for p in pieces]), **cat)
+        return TeacherRows(
+            sample_ids=np.concatenate([p.sample_ids for p in pieces]),
+            labels=np.concatenate([p.labels for p in pieces]),
+            subsets=np.concatenate([p.subsets for p in pieces]),
+            logits=None if first.topk is not None else np.concatenate(_each(pieces, lambda p: p.logits, "logits")),
+            confidence=np.concatenate([p.confidence for p in pieces]),
+            topk=None if first.topk is None else TopK.concat(_each(pieces, lambda p: p.topk, "a top-k signal")),
+            views=first.views,
+            view_params=None if first.view_params is None else np.concatenate(_each(pieces, lambda p: p.view_params, "view parameters")),
+        )
 
     def rows_for(self, sample_ids) -> np.ndarray:
         """Row positions (int64) of `sample_ids`, in the order given.
@@ -208,6 +227,18 @@ class TeacherRows:
             missing = int(query[np.argmin(hit)])
             raise KeyError(f"sample_id {missing} is not in the teacher cache ({ids.size} rows)")
         return pos.astype(np.int64, copy=False)
+
+
+T = TypeVar("T")
+
+
+def _each(pieces: list[TeacherRows], part: Callable[[TeacherRows], T | None], what: str) -> list[T]:
+    """`part` of every piece, which each must hold (ValueError naming `what` if one does not)."""
+    found = [part(p) for p in pieces]
+    present = [x for x in found if x is not None]
+    if len(present) < len(found):
+        raise ValueError(f"teacher rows to concatenate: some hold {what}, others do not")
+    return present
 
 
 # ------------------------------------------------ what a cache is built from

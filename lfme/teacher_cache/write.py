@@ -78,14 +78,13 @@ def _validate_signal(part: str, rows: TeacherRows, n: int, owner: np.ndarray):
         raise ValueError(f"part {part!r}: views must be >= 1, got {views}")
     if rows.topk is not None:
         # Each view's signal is checked as a row of its own.
-        t = rows.topk
-        arrays = [np.asarray(a) for a in (t.values, t.classes, t.rest)]
-        if any(a.ndim != 2 or a.shape[1] % views for a in arrays):
+        t = rows.topk.map_arrays(np.asarray)
+        if any(a.ndim != 2 or a.shape[1] % views for a in (t.values, t.classes, t.rest)):
             raise ValueError(f"part {part!r}: the top-k arrays must be 2-D with {views} views per row")
-        per_view = TopK(t.k, *(a.reshape(n * views, a.shape[1] // views) for a in arrays), t.owner)
+        per_view = t.map_arrays(lambda a: a.reshape(n * views, a.shape[1] // views))
         checked = _validate_topk(part, per_view, n * views, owner)
         logits = None
-        topk = TopK(checked.k, *(a.reshape(n, a.shape[1] * views) for a in (checked.values, checked.classes, checked.rest)), owner)
+        topk = checked.map_arrays(lambda a: a.reshape(n, a.shape[1] * views))
     else:
         logits, topk = _validate_logits(part, rows.logits, (n, views * num_classes), "logits"), None
     view_params = None
@@ -153,11 +152,12 @@ def _fixed_size_list(values: np.ndarray, arrow_type) -> pa.FixedSizeListArray:
 
 def _to_table(rows: TeacherRows, schema: pa.Schema) -> pa.Table:
     if rows.topk is None:
-        signal = [_fixed_size_list(rows.logits, pa.float16())]
+        signal = [_fixed_size_list(rows.stored_logits(), pa.float16())]
     else:
         t = rows.topk
         signal = [_fixed_size_list(t.values, pa.float16()), _fixed_size_list(t.classes, pa.int32()), _fixed_size_list(t.rest, pa.float16())]
     if rows.views > 1:
+        assert rows.view_params is not None, "_validate_part gives rows of several views their view_params"
         signal.append(_fixed_size_list(rows.view_params, pa.float32()))
     return pa.Table.from_arrays(
         [
@@ -305,10 +305,10 @@ def commit_cache(directory, data_dir: str, shards: list[dict], *, fingerprint: s
     expert_map = _normalise_experts(experts)
     num_classes = sum(len(s["classes"]) for s in subset_list)
     _validate_subsets(subset_list, num_classes)
-    top_k = {s.get("top_k") for s in shards}
-    if len(top_k) > 1:
-        raise ValueError(f"the shards mix top_k values {sorted(top_k, key=str)}: one cache has one")
-    top_k = top_k.pop()
+    top_ks = {s.get("top_k") for s in shards}
+    if len(top_ks) > 1:
+        raise ValueError(f"the shards mix top_k values {sorted(top_ks, key=str)}: one cache has one")
+    top_k = top_ks.pop()
     manifest_parts = {}
     for part in sorted({s["part"] for s in shards}):
         manifest_parts[part] = _part_record(part, sorted((s for s in shards if s["part"] == part), key=lambda s: s["index"]))
@@ -349,7 +349,7 @@ def discard_data_dir(directory, data_dir: str) -> None:
             committed = False
         if not committed:
             storage.remove(storage.join(directory, data_dir))
-    except Exception:  # noqa: BLE001 - e.g. storage unreachable now; see above
+    except Exception:  # e.g. storage unreachable now; see above
         pass
 
 

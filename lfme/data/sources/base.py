@@ -257,7 +257,11 @@ def _check_labels(labels: np.ndarray, num_classes: int | None, describe, counted
     bad = np.flatnonzero((labels < 0) | too_big)
     if len(bad):
         j = int(bad[0])
-        valid = f"0..{num_classes - 1}{counted_by}" if labels[j] >= 0 else "class indices start at 0"
+        if labels[j] < 0:
+            valid = "class indices start at 0"
+        else:
+            assert num_classes is not None, "a label is too large only against a known C"
+            valid = f"0..{num_classes - 1}{counted_by}"
         raise ValueError(f"{describe(j)}: label {int(labels[j])} is out of range ({valid})")
 
 

@@ -25,7 +25,8 @@ def _scan_imagefolder(folder: Path) -> tuple[list[str], list[str], np.ndarray]:
     classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
     if not classes:
         raise ValueError(f"image folder {folder} has no class subfolders")
-    paths, labels = [], []
+    paths: list[str] = []
+    labels: list[int] = []
     for label, name in enumerate(classes):
         files = sorted(
             entry.name

@@ -105,7 +105,7 @@ def _read_parquet_split(pattern) -> tuple[pa.Array, np.ndarray, list[str], np.nd
 def _read_classes_file(path) -> list[str]:
     """Class names from `label<TAB>wnid<TAB>name` lines, labels 0..C-1 in order."""
     path = _existing(path, "classes file")
-    names = []
+    names: list[str] = []
     for number, line in _numbered_lines(path):
         if not line.strip():
             continue
@@ -136,6 +136,7 @@ def parquet(train, test, val=None, classes_file=None) -> SourceSplits:
     """
     train_data = _read_parquet_split(train)
     train_files = train_data[2]
+    class_names: list[str] | None
     if classes_file is not None:
         class_names = _read_classes_file(classes_file)
         counted_by = f", the classes of {classes_file}"
