@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rundir.config import DataConfig
+from rundir.sections import DataConfig
 from rundir.inputs import data_signature
 
 INAT_TRAIN, INAT_VAL, INAT_CLASSES = 437_513, 24_426, 8_142

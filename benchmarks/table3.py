@@ -69,7 +69,8 @@ from pipeline.manifest import Manifest
 from pipeline.reuse import reuse_stages
 from pipeline.ray_session import init_ray
 from pipeline.runner import run_pipeline
-from rundir.config import ConfigError, config_from_dict, dump_config, load_config
+from rundir.config import config_from_dict, dump_config, load_config
+from rundir.fields import ConfigError
 from rundir.layout import history_file, report_dir
 
 REPO = Path(__file__).resolve().parents[1]

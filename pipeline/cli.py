@@ -48,7 +48,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.console import EXIT_INTERRUPTED, Console, interrupts
-from rundir.config import ConfigError, load_config
+from rundir.config import load_config
+from rundir.fields import ConfigError
 from stages import ray_compat
 
 EXIT_USAGE = 2

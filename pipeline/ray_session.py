@@ -35,7 +35,8 @@ import socket
 import time
 from collections.abc import Callable
 
-from rundir.config import Config, RayConfig, Resources
+from rundir.config import Config
+from rundir.sections import RayConfig, Resources
 
 ADDRESS_ENV = "RAY_ADDRESS"
 POLL_S = 5.0  # between two looks at the cluster's nodes while waiting for resources

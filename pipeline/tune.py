@@ -51,7 +51,8 @@ from pipeline.lease import Lease
 from pipeline.manifest import Manifest
 from pipeline.ray_session import RaySession
 from pipeline.runner import check_inputs, run_pipeline
-from rundir.config import Config, ConfigError, dump_config, load_config, with_values
+from rundir.config import Config, dump_config, load_config, with_values
+from rundir.fields import ConfigError
 from rundir.layout import CONFIG_YAML, load_split, save_student, sweep_dir, verified_cache
 
 # A trial's own actor only waits on its Ray Train run; the CPUs are the

@@ -15,7 +15,7 @@ import torch.utils.data
 from lfme import data as lfme_data
 from lfme.data import BatchTransform, DeviceBatches, ImageDataset, ImageList, PixelDataset, SourceSplits, build_transform
 from lfme.data.views import DrawPixels, DrawTagged, ReplayedImages, StoredViews, ViewsOfImages
-from rundir.config import DataConfig
+from rundir.sections import DataConfig
 
 
 def _resolve(root: str | None, path: str | None) -> str | None:

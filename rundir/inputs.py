@@ -40,7 +40,7 @@ from collections.abc import Iterable
 
 from lfme import storage
 from lfme.choices import IMAGE_EXTENSIONS
-from rundir.config import DataConfig
+from rundir.sections import DataConfig
 from rundir.layout import split_inputs_file
 
 FORMAT = 1

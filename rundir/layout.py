@@ -34,7 +34,7 @@ import numpy as np
 
 from lfme import storage
 from lfme.subsets import Subset
-from rundir.config import DataConfig
+from rundir.sections import DataConfig
 
 if TYPE_CHECKING:
     import torch

@@ -45,7 +45,8 @@ from lfme.selfpaced import expert_weights, initial_instance_weights, scheduled_i
 from lfme.subsets import Subset
 from lfme.teachers import CachedTeachers, LiveTeachers
 from lfme.teacher_cache import CacheMismatchError, TeacherRows, map_cache
-from rundir.config import Config, DistillConfig
+from rundir.config import Config
+from rundir.sections import DistillConfig
 from rundir.context import StageContext
 from rundir.data import make_loader
 from rundir.layout import (

@@ -17,7 +17,8 @@ from lfme.data import check_images, class_counts, make_long_tailed
 from lfme.data.sources import SourceSplits
 from lfme.metrics import subset_metrics
 from lfme.subsets import Subset, split_balanced, split_by_thresholds
-from rundir.config import Config, DataConfig, SplitConfig
+from rundir.config import Config
+from rundir.sections import DataConfig, SplitConfig
 from rundir.context import StageContext
 from rundir.data import load_source
 from rundir.inputs import data_signature

@@ -46,7 +46,7 @@ from lfme import storage
 from lfme.engine import NonFiniteLossError, rng_state, set_rng_state
 from lfme.loop import LoopState, load_state, state_dict
 from lfme.precision import Precision, resolve
-from rundir.config import Resources
+from rundir.sections import Resources
 from stages import ray_compat
 
 STATE_FILE = "state.pt"

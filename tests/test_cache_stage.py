@@ -71,7 +71,8 @@ def test_views_enter_the_cache_fingerprint_only_when_more_than_one_with_the_seed
     import pytest
 
     from pipeline.graph import fingerprints, stage_settings
-    from rundir.config import Config, ConfigError, load_config
+    from rundir.config import Config, load_config
+    from rundir.fields import ConfigError
 
     base = fingerprints(Config())
     assert fingerprints(load_config(None, ["cache.views=1"])) == base

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rundir.config import Config, ConfigError, config_from_dict, load_config
+from rundir.config import Config, config_from_dict, load_config
+from rundir.fields import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))

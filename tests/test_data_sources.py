@@ -505,7 +505,8 @@ def test_inat_through_the_preset_and_load_source(tmp_path):
 
 
 def test_inat_config_needs_root_and_json_files():
-    from rundir.config import ConfigError, DataConfig
+    from rundir.fields import ConfigError
+    from rundir.sections import DataConfig
 
     with pytest.raises(ConfigError, match=re.escape("data.root: required for source 'inat'")):
         DataConfig(source="inat", train="t.json", test="v.json").check("data")
@@ -782,7 +783,7 @@ def test_decoded_needs_one_size_and_keeps_arrays_as_they_are(tmp_path):
 
 
 def _loader_config(root: Path, decode_once: bool, loader_workers: int = 0):
-    from rundir.config import DataConfig
+    from rundir.sections import DataConfig
 
     return DataConfig(
         source="imagefolder", root=str(root), transform="cifar", image_size=32, decode_once=decode_once, loader_workers=loader_workers
@@ -815,7 +816,7 @@ def test_decode_once_evaluation_batches_equal_the_pil_path(tmp_path):
 
 
 def test_decode_once_digits_batches_are_one_channel_and_equal_the_pil_path_in_evaluation():
-    from rundir.config import DataConfig
+    from rundir.sections import DataConfig
     from rundir.data import make_loader
 
     images = digits().test.subset(np.arange(50))
@@ -930,7 +931,8 @@ def test_synthetic_images_are_made_from_their_id_and_class():
 
 
 def test_synthetic_source_from_the_config_and_its_errors():
-    from rundir.config import ConfigError, load_config
+    from rundir.config import load_config
+    from rundir.fields import ConfigError
     from rundir.data import load_source
 
     config = load_config(None, ["data.source=synthetic", "data.synthetic.images=500", "data.synthetic.classes=10",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from rundir.config import DataConfig
+from rundir.sections import DataConfig
 from rundir.inputs import data_signature, describe_changes
 
 

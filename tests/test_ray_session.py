@@ -12,7 +12,8 @@ from pipeline.ray_session import (
     stage_request,
     wait_for_resources,
 )
-from rundir.config import RayConfig, config_from_dict
+from rundir.config import config_from_dict
+from rundir.sections import RayConfig
 
 TWO_CPUS = [{"CPU": 2.0, "memory": 1e9}]
 

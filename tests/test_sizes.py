@@ -15,10 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("lfme", "rundir", "stages", "pipeline")
 MODULE_LINES, FUNCTION_LINES = 500, 60
 
-# What is over today: the config schema waits for its split.
-OVER = {
-    "rundir/config.py",
-}
+# What is over today: nothing. A name goes here only with the reason it waits.
+OVER: set[str] = set()
 
 
 def over_the_limits() -> dict[str, int]:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rundir.config import ConfigError, config_from_dict, load_config
+from rundir.config import config_from_dict, load_config
+from rundir.fields import ConfigError
 from tests.pipeline_helpers import REPO, copy_run, kill_group, manifest, run_lfme, start_lfme, wait_for
 
 SPACE = "tune.search_space={distill.temperature: {choice: [2, 4]}, distill.alpha: {uniform: [0.4, 0.8]}}"

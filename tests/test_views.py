@@ -20,7 +20,7 @@ from lfme.sampling import ClassBalancedSampler
 from lfme.subsets import Subset
 from lfme.teacher_cache import VIEW_WIDTH, read_cache, write_cache
 from lfme.teachers import CachedTeachers, LiveTeachers, score_batches
-from rundir.config import DataConfig
+from rundir.sections import DataConfig
 from rundir.data import make_loader, views_loader
 
 
