@@ -115,11 +115,12 @@ def run_epochs(
     """Train epochs len(history) + 1 .. `epochs` from the last checkpoint, else from `fresh()`; return the final state.
 
     `fresh` is called only when there is no checkpoint (an expert loads the
-    joint model's weights there, the student sets its first w_l). `say` and `scalars` are None in a process that does not report (the
-    student's ranks other than 0). A loop resumed after its last epoch saves
-    that epoch again: Ray Train resumes a finished run too, and a restored Tune
-    trial otherwise keeps the result it had before the kill, whose val_acc is
-    older and whose checkpoint may have been pruned since.
+    joint model's weights there, the student sets its first w_l). `say` and
+    `scalars` are None in a process that does not report (the student's ranks
+    other than 0). A loop resumed after its last epoch saves that epoch again:
+    Ray Train resumes a finished run too, and a restored Tune trial otherwise
+    keeps the result it had before the kill, whose val_acc is older and whose
+    checkpoint may have been pruned since.
     """
     state = checkpoints.restore(model, optimizer, scheduler)
     if state is None:
