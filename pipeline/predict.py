@@ -182,7 +182,7 @@ def predict_on_ray(
     """
     import ray
 
-    from stages import workers
+    from stages import tasks
 
     task = ray.remote(_predict_chunk).options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)
     per_task = resources.gpus_per_worker or resources.cpus_per_worker
@@ -194,7 +194,7 @@ def predict_on_ray(
     parts: dict[int, Predictions] = {}
     done = 0
     start, said = time.monotonic(), 0.0
-    with workers.cancelled_on_interrupt(pending):
+    with tasks.cancelled_on_interrupt(pending):
         while True:
             while len(pending) < slots and (item := next(todo, None)) is not None:
                 index, piece = item
@@ -214,10 +214,10 @@ def predict_on_ray(
 
 
 def _predict_chunk(run_dir: str, piece: Source, top_k: int, batch_size: int, cpus: float) -> Predictions:
-    from stages import workers
+    from stages import tasks
 
     torch.set_num_threads(max(1, int(cpus)))
-    return predict(load_student(run_dir, workers.task_device()), [piece], top_k, batch_size)
+    return predict(load_student(run_dir, tasks.task_device()), [piece], top_k, batch_size)
 
 
 def _batches(student: TrainedStudent, sources: list[Source], batch_size: int, skipped: list[str]) -> Iterator[list]:

@@ -28,7 +28,7 @@ class RayConfig:
     num_cpus: int | None = None
     # Only for the local in-process Ray: GPUs it declares (None = those Ray
     # detects). A logical count: Ray schedules by it, and a task runs on CUDA
-    # only where torch finds a device (stages.workers.task_device).
+    # only where torch finds a device (stages.tasks.task_device).
     num_gpus: float | None = None
     # A cluster address with a port (or RAY_ADDRESS) is tried for this many
     # seconds before the run stops with one line (ray.init alone waits minutes).

@@ -20,7 +20,7 @@ other experts. It never holds logits: its memory does not grow with the data
 or the label space (iNaturalist 2018's 437,513 x 8,142 logits are 7.1 GB in
 float16), and a task holds one shard. A failed or interrupted stage discards
 the new data directory; the last good cache stays. (A failure waits for the
-tasks in flight to end first, `workers.drained_on_failure`; after Ctrl-C a
+tasks in flight to end first, `tasks.drained_on_failure`; after Ctrl-C a
 killed task's last shard may still land in the discarded folder, which the
 next commit removes as unreferenced.) The driver keeps as many tasks in flight
 as the cluster runs at once and hands out the next range as one ends.
@@ -42,7 +42,7 @@ from rundir.context import StageContext
 from rundir.data import make_loader, views_loader
 from rundir.layout import EXPERT_MODEL, cache_dir, expert_dir, expert_hashes, load_expert, load_split
 from lfme import storage
-from stages import workers
+from stages import tasks
 
 PARTS = ("train", "val")
 # A shard's float16 logits: small enough that a task holds a shard, its Arrow
@@ -70,11 +70,11 @@ def task_slots(cfg: Config) -> int:
 @ray.remote
 def cache_shard(cfg: Config, run_dir: str, data_dir: str, fingerprint: str, part: str, index: int, positions: np.ndarray) -> dict:
     """Every expert over the images at `positions` of `part`, written as shard `index`; returns `write_shard`'s record."""
-    device, precision = workers.task_setup(cfg.cache.resources.cpus_per_worker, cfg.precision, f"cache {part} shard {index}")
+    device, precision = tasks.task_setup(cfg.cache.resources.cpus_per_worker, cfg.precision, f"cache {part} shard {index}")
     split = load_split(run_dir, cfg.data)
     experts = []
     for s in split.subsets:
-        with workers.reading(storage.join(expert_dir(run_dir, s.name), EXPERT_MODEL), f"weights of expert '{s.name}'"):
+        with tasks.reading(storage.join(expert_dir(run_dir, s.name), EXPERT_MODEL), f"weights of expert '{s.name}'"):
             experts.append(precision.prepare(load_expert(run_dir, s, split.channels, device)))
     teachers = LiveTeachers(experts, split.subsets, split.num_classes, precision).to(device)
     images = (split.train if part == "train" else split.val).subset(positions)
@@ -112,7 +112,7 @@ def run(ctx: StageContext) -> dict:
     pending: dict = {}  # at most `slots` tasks in flight: on a failure the stage waits for those only
     shards = []
     try:
-        with workers.cancelled_on_interrupt(pending), workers.drained_on_failure(pending):
+        with tasks.cancelled_on_interrupt(pending), tasks.drained_on_failure(pending):
             while todo or pending:
                 while todo and len(pending) < slots:
                     part, index, positions = todo.pop(0)

@@ -60,7 +60,7 @@ from rundir.layout import (
     tensorboard_dir,
     verified_cache,
 )
-from stages import workers
+from stages import tasks, workers
 
 
 def expert_accuracies(val_rows: TeacherRows, subsets: list[Subset], chunk: int = 4096) -> list[float]:
@@ -188,8 +188,8 @@ def distill_loop(loop_config: dict) -> None:
     rank, world, device = workers.worker_setup(dcfg.resources.cpus_per_worker)
     precision, fallback = resolve(cfg.precision, device)
     if fallback and rank == 0:
-        workers.say(f"[student] {fallback}")
-    seed_everything(workers.rank_seed(cfg.seed, rank))
+        tasks.say(f"[student] {fallback}")
+    seed_everything(tasks.rank_seed(cfg.seed, rank))
 
     split = load_split(run_dir, cfg.data)
     loss_fn, acc_experts, v1, views = distillation_targets(cfg, run_dir, split, loop_config["expected"], device, precision)
@@ -234,7 +234,7 @@ def distill_loop(loop_config: dict) -> None:
         run_epochs(
             dcfg.epochs, model, optimizer, scheduler, checkpoints, one_epoch,
             tag="student", fresh=lambda: LoopState(carry={"weights": [1.0] * len(names)}),  # plain KD until the student is measured
-            keep_best=dcfg.keep == "best", say=workers.say if rank == 0 else None, scalars=scalars, scalars_of=epoch_scalars,
+            keep_best=dcfg.keep == "best", say=tasks.say if rank == 0 else None, scalars=scalars, scalars_of=epoch_scalars,
         )
     except NonFiniteLossError as err:  # raised on every rank: stop them all, keep the last good checkpoint
         checkpoints.stop_diverged(rank, str(err))

@@ -32,12 +32,12 @@ from rundir.layout import (
     report_dir,
     student_file,
 )
-from stages import workers
+from stages import tasks
 
 
 def student_logits(cfg: Config, split: SplitData, location: str, device, precision) -> tuple[np.ndarray, np.ndarray]:
     """The test logits and labels of a saved student (`distill/student.pt`, or a sweep's best trial: same format)."""
-    with workers.reading(location, "student"):
+    with tasks.reading(location, "student"):
         student = load_student(location, split.channels, device)
     model = precision.prepare(student)
     pred = predict(model, make_loader(split.test, cfg.data, False, cfg.evaluate.batch_size), device, precision)
@@ -46,7 +46,7 @@ def student_logits(cfg: Config, split: SplitData, location: str, device, precisi
 
 def expert_accuracy(cfg: Config, run_dir: str, split: SplitData, subset: Subset, device, precision) -> dict:
     """The expert on its subset's test samples, among its subset's classes."""
-    with workers.reading(storage.join(expert_dir(run_dir, subset.name), EXPERT_MODEL), f"weights of expert '{subset.name}'"):
+    with tasks.reading(storage.join(expert_dir(run_dir, subset.name), EXPERT_MODEL), f"weights of expert '{subset.name}'"):
         expert = load_expert(run_dir, subset, split.channels, device)
     model = precision.prepare(expert)
     test = restrict_to_subset(split.test, subset.classes)
@@ -63,7 +63,7 @@ def task_options(cfg: Config) -> dict:
 @ray.remote
 def student_test_logits(cfg: Config, run_dir: str, location: str) -> tuple[np.ndarray, np.ndarray]:
     """`student_logits` as a task (a sweep scores its best trial with it)."""
-    device, precision = workers.task_setup(cfg.evaluate.resources.cpus_per_worker, cfg.precision, "evaluate")
+    device, precision = tasks.task_setup(cfg.evaluate.resources.cpus_per_worker, cfg.precision, "evaluate")
     return student_logits(cfg, load_split(run_dir, cfg.data), location, device, precision)
 
 
@@ -75,7 +75,7 @@ def test_all(cfg: Config, run_dir: str, location: str) -> tuple[np.ndarray, np.n
     takes less than a worker process's start (importing torch), so splitting
     the work would cost more than it saves.
     """
-    device, precision = workers.task_setup(cfg.evaluate.resources.cpus_per_worker, cfg.precision, "evaluate")
+    device, precision = tasks.task_setup(cfg.evaluate.resources.cpus_per_worker, cfg.precision, "evaluate")
     split = load_split(run_dir, cfg.data)
     logits, labels = student_logits(cfg, split, location, device, precision)
     experts = {s.name: expert_accuracy(cfg, run_dir, split, s, device, precision) for s in split.subsets}
@@ -86,7 +86,7 @@ def score_student(cfg: Config, run_dir: str, location: str) -> dict:
     """A saved student's test accuracy (`accuracy_report`), scored in one task: how a sweep scores its best trial."""
     split = load_split(run_dir, cfg.data)
     ref = student_test_logits.options(**task_options(cfg)).remote(cfg, run_dir, location)
-    with workers.cancelled_on_interrupt([ref]):
+    with tasks.cancelled_on_interrupt([ref]):
         logits, labels = ray.get(ref)
     return accuracy_report(logits, labels, split.class_counts, split.subsets, tuple(cfg.evaluate.shot_thresholds))
 
@@ -96,7 +96,7 @@ def run(ctx: StageContext) -> dict:
     run_dir = ctx.run_dir
     split = load_split(run_dir, cfg.data)
     ref = test_all.options(**task_options(cfg)).remote(cfg, run_dir, student_file(run_dir))
-    with workers.cancelled_on_interrupt([ref]):
+    with tasks.cancelled_on_interrupt([ref]):
         logits, labels, experts = ray.get(ref)
     student = accuracy_report(logits, labels, split.class_counts, split.subsets, tuple(cfg.evaluate.shot_thresholds))
     for s in split.subsets:  # the student on each expert's home ground, for the side-by-side table

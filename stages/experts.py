@@ -66,7 +66,7 @@ from rundir.config import Config
 from rundir.context import StageContext
 from rundir.data import make_loader, restrict_to_subset
 from rundir.layout import EXPERT_MODEL, expert_checkpoint, expert_dir, expert_result, load_split, save_expert, tensorboard_dir
-from stages import ray_compat, workers
+from stages import ray_compat, tasks
 
 # The joint model of `experts.init: joint`, trained like an expert on every class; not a subset name
 # (the split names subsets by shot group or s<k>).
@@ -96,10 +96,10 @@ class ExpertCheckpoints:
         if not storage.exists(self.path):
             return None
         try:
-            with workers.reading(self.path, "expert checkpoint", hint=""):
+            with tasks.reading(self.path, "expert checkpoint", hint=""):
                 saved = storage.load_torch(self.path)
-        except workers.UnreadableFileError as err:
-            workers.say(f"[{self.tag}] {err}; training from epoch 1")
+        except tasks.UnreadableFileError as err:
+            tasks.say(f"[{self.tag}] {err}; training from epoch 1")
             return None
         if not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint:
             return None
@@ -156,8 +156,8 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
     train_cfg = cfg.experts
     tag = f"expert {subset.name}"
     started_at = time.time()
-    device, precision = workers.task_setup(train_cfg.resources.cpus_per_worker, cfg.precision, tag)
-    seed_everything(workers.rank_seed(cfg.seed, 0))
+    device, precision = tasks.task_setup(train_cfg.resources.cpus_per_worker, cfg.precision, tag)
+    seed_everything(tasks.rank_seed(cfg.seed, 0))
 
     split = load_split(run_dir, cfg.data)
     train = restrict_to_subset(split.train, subset.classes)
@@ -192,7 +192,7 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
     with ScalarLog(tensorboard_dir(run_dir, "experts", subset.name), storage.name(run_dir), f"experts/{subset.name}") as scalars:
         state = run_epochs(
             epochs, model, optimizer, scheduler, checkpoints, one_epoch,
-            tag=tag, fresh=fresh, keep_best=True, say=workers.say, scalars=scalars, scalars_of=expert_scalars,
+            tag=tag, fresh=fresh, keep_best=True, say=tasks.say, scalars=scalars, scalars_of=expert_scalars,
         )
     best = state.best
     assert best is not None  # keep_best, and at least one epoch trained
@@ -232,7 +232,7 @@ def train_all(ctx: StageContext, subsets: list[Subset]) -> dict[str, dict]:
         retry_exceptions=False,
     )
     errors = {}
-    with workers.cancelled_on_interrupt(pending):  # Ctrl-C stops every expert at once; each keeps its last epoch's checkpoint
+    with tasks.cancelled_on_interrupt(pending):  # Ctrl-C stops every expert at once; each keeps its last epoch's checkpoint
         while todo or pending:
             while todo and len(pending) < concurrency:
                 subset = todo.pop(0)

@@ -224,7 +224,7 @@ def one_line(err: BaseException) -> str:
 # the rest, and no setting moves the raylet's messages. So, when the CLI asks
 # (`send_ray_output`), a wrapper decides per batch: every line goes to the run's
 # log file, and the console keeps what a worker wrote to its stdout, which
-# holds our progress lines (`stages.workers.say`) and nothing of Ray's (Ray's
+# holds our progress lines (`stages.tasks.say`) and nothing of Ray's (Ray's
 # own lines in a worker, the C++ core worker's `core_worker.cc` ERROR lines
 # and Python tracebacks included, are on its stderr). The autoscaler's lines are
 # its whole monitor log; like Ray, the log and the console keep only its events

@@ -1,39 +1,30 @@
-"""How stage code runs on Ray: plain tasks, and Ray Train runs with per-epoch checkpoints.
+"""How the student runs on Ray Train: a TorchTrainer with per-epoch checkpoints.
 
-Plain tasks (experts, cache, evaluate): `task_setup` gives a task its torch
-threads (its CPU share), its device (the GPU Ray assigned it, else the CPU)
-and its precision.
-
-Ray Train (the student, and each sweep trial): `fit` builds a TorchTrainer
-whose run name is tied to the stage fingerprint, so calling it again after a
-killed driver resumes from the last checkpoint (Ray Train's snapshot under
-`run_dir/ray/<name>`, on whatever storage the run directory is:
-`lfme.storage.arrow_filesystem`), and returns the state saved in the final
-checkpoint. In the workers: rank/world/device (`worker_setup`), a sum over
-workers, and the per-epoch checkpoint (`EpochCheckpoints`, which `fit` hands
-the loop in its config): rank 0 writes the whole training state, every rank
-reports (the report is a barrier).
-
-Around the tasks, in the driver: `cancelled_on_interrupt` cancels a stage's
-running tasks on Ctrl-C (`fit` aborts its Ray Train run the same way), and in
-the tasks `reading` names a file of the run that exists but cannot be read
-(`UnreadableFileError`), so the one line the CLI prints says which.
+`fit` builds a TorchTrainer whose run name is tied to the stage fingerprint,
+so calling it again after a killed driver resumes from the last checkpoint
+(Ray Train's snapshot under `run_dir/ray/<name>`, on whatever storage the run
+directory is: `lfme.storage.arrow_filesystem`), and returns the state saved in
+the final checkpoint. Used by the distill stage and by each sweep trial. In the
+workers: rank/world/device (`worker_setup`), a sum over workers, and the
+per-epoch checkpoint (`EpochCheckpoints`, which `fit` hands the loop in its
+config): rank 0 writes the whole training state, every rank reports (the
+report is a barrier). On Ctrl-C `fit` aborts its Ray Train run.
 
 `fit` with `num_workers=0` is Ray Train's local mode: the loop runs in the
 calling process, without Ray actors (no `ray.init()` needed), through the same
 `ray.train` calls. It is the plain-PyTorch reference of
 benchmarks/speed.py; nothing is persisted to storage and nothing resumes.
+
+Plain Ray tasks use `stages.tasks`, which does not import Ray Train.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import tempfile
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 
 import torch
 
@@ -45,7 +36,6 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from lfme import storage
 from lfme.engine import NonFiniteLossError, rng_state, set_rng_state
 from lfme.loop import LoopState, load_state, state_dict
-from lfme.precision import Precision, resolve
 from rundir.sections import Resources
 from stages import ray_compat
 
@@ -57,15 +47,6 @@ DIVERGED_NOTE = "diverged.txt"  # beside a run's checkpoints: why its loop stopp
 # On Ctrl-C: how long `fit` waits for Ray Train to stop its workers before the
 # driver goes on stopping (the CLI promises an exit within 10 s of Ctrl-C).
 ABORT_WAIT_S = 3.0
-# How long a failed stage waits for its other running tasks to end before it discards what they were writing.
-DRAIN_WAIT_S = 300.0
-
-
-REBUILD_HINT = "`lfme verify` lists damaged outputs, `lfme run` rebuilds them"
-
-
-class UnreadableFileError(ValueError):
-    """A file of the run that exists but cannot be read: the message names it and says why."""
 
 
 @dataclass(frozen=True)
@@ -216,30 +197,6 @@ def worker_setup(cpus_per_worker: float) -> tuple[int, int, torch.device]:
     return context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
 
 
-def task_device() -> torch.device:
-    """The device of a plain Ray task or actor: its GPU when Ray assigned it one, else the CPU."""
-    return torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
-
-
-def task_setup(cpus: float, requested_precision: str, tag: str) -> tuple[torch.device, Precision]:
-    """A plain Ray task's torch threads (its CPU share), device and precision; says so where the precision fell back."""
-    torch.set_num_threads(max(1, int(cpus)))
-    device = task_device()
-    precision, fallback = resolve(requested_precision, device)
-    if fallback:
-        say(f"[{tag}] {fallback}")
-    return device, precision
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """Each rank its own random stream (augmentation must not repeat across ranks).
-
-    Model initialisation may differ across ranks: DistributedDataParallel
-    broadcasts rank 0's parameters when it wraps the model.
-    """
-    return seed * 1000 + rank
-
-
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum a tensor (on the worker's device: NCCL reduces only CUDA tensors) over the workers."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -264,90 +221,3 @@ def _write_and_report(directory: str, state: LoopState, model, optimizer, schedu
     ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
 
 
-@contextlib.contextmanager
-def reading(location: str, what: str, hint: str = REBUILD_HINT) -> Iterator[None]:
-    """Around reading one file of the run: a failure names the file (`UnreadableFileError`).
-
-    In a worker, torch's "PytorchStreamReader failed reading zip archive" on a
-    truncated checkpoint says neither which file nor which run; this says both,
-    on the one line the CLI prints. A missing file is left as it is (its
-    FileNotFoundError names it already).
-    """
-    try:
-        yield
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        message = f"{location}: cannot read the {what} ({type(err).__name__}: {first_line(err)})"
-        raise UnreadableFileError(f"{message}; {hint}" if hint else message) from err
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message; of a long one, its first sentence (torch's run on for 400 characters)."""
-    text = str(err).strip()
-    line = text.splitlines()[0] if text else ""
-    end = line.find(". ", 40)
-    return line[: end + 1] if len(line) > 120 and end > 0 else line
-
-
-@contextlib.contextmanager
-def cancelled_on_interrupt(refs: Iterable[ray.ObjectRef]) -> Iterator[None]:
-    """Around waiting for tasks: on KeyboardInterrupt, cancel those of `refs` still running, then re-raise.
-
-    `refs` is read when the interrupt comes (a dict of pending tasks may
-    change meanwhile). Force: the worker process is killed mid-epoch, which
-    loses nothing a task wrote (every write is atomic, and a training task
-    resumes from its last checkpoint). Without it the tasks would run on after
-    Ctrl-C (on a cluster, until the driver's job ends).
-    """
-    try:
-        yield
-    except KeyboardInterrupt:
-        _cancel(refs)
-        raise
-
-
-@contextlib.contextmanager
-def drained_on_failure(pending: Iterable[ray.ObjectRef]) -> Iterator[None]:
-    """Around waiting for tasks that write into a shared folder: when one fails, let the others end, then re-raise.
-
-    The stage discards that folder (the cache stage's new data directory)
-    after a failure, so the tasks still running must have ended first, or one
-    could write its file after the folder was discarded. They are not
-    cancelled: cancelling a task whose result is on its way to the driver
-    crashes the driver inside Ray 2.60 (task_manager.cc "Check failed: Tried
-    to complete task that was not pending", forced or not; seen twice in 20
-    runs when every shard task failed at once on a damaged expert), and the
-    process ended with status 1 before the CLI could print its line. So the
-    stage keeps few tasks in flight (as many as run at once) and waits for
-    those, at most `DRAIN_WAIT_S` seconds. `pending` is read when the failure comes.
-    """
-    try:
-        yield
-    except Exception:
-        refs = list(pending)
-        if refs:
-            try:
-                ray.wait(refs, num_returns=len(refs), timeout=DRAIN_WAIT_S)
-            except Exception:  # Ray going away: the task's own error is the one to raise
-                pass
-        raise
-
-
-def _cancel(refs: Iterable[ray.ObjectRef]) -> None:
-    """Force-cancel each of `refs` (read now: a dict of pending tasks may have changed) that still runs."""
-    for ref in list(refs):
-        try:
-            ray.cancel(ref, force=True)
-        except Exception:  # finished, or Ray is going away: nothing to cancel
-            pass
-
-
-def say(line: str) -> None:
-    """Print a progress line once.
-
-    Ray Train patches `print` in its workers to log *and* echo, which the
-    driver shows twice; writing to the stream directly shows it once.
-    """
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()

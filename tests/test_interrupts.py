@@ -43,7 +43,7 @@ RAY_CHATTER = ("core_worker.cc", "PYTHON worker processes have been started", "T
 
 @pytest.mark.parametrize("wait_fails", [False, True])
 def test_a_failure_waits_for_the_tasks_in_flight_without_cancelling_them(monkeypatch, wait_fails):
-    from stages import workers
+    from stages import tasks
 
     calls = []
 
@@ -52,15 +52,15 @@ def test_a_failure_waits_for_the_tasks_in_flight_without_cancelling_them(monkeyp
         if wait_fails:
             raise ConnectionError("Ray is shutting down")
 
-    # Not cancelled: a cancel racing a finishing task crashes the driver in Ray 2.60 (workers.drained_on_failure).
-    monkeypatch.setattr(workers.ray, "cancel", lambda ref, force: calls.append(("cancel", ref, force)))
-    monkeypatch.setattr(workers.ray, "wait", wait)
+    # Not cancelled: a cancel racing a finishing task crashes the driver in Ray 2.60 (tasks.drained_on_failure).
+    monkeypatch.setattr(tasks.ray, "cancel", lambda ref, force: calls.append(("cancel", ref, force)))
+    monkeypatch.setattr(tasks.ray, "wait", wait)
     pending = {"a": 0}
     with pytest.raises(ValueError, match="shard 1 failed"):  # the task's error, not the wait's
-        with workers.drained_on_failure(pending):
+        with tasks.drained_on_failure(pending):
             pending["b"] = 1  # read when the failure comes, not when the block starts
             raise ValueError("shard 1 failed")
-    assert calls == [("wait", ["a", "b"], 2, workers.DRAIN_WAIT_S)]
+    assert calls == [("wait", ["a", "b"], 2, tasks.DRAIN_WAIT_S)]
 
 
 def test_a_worker_error_is_named_by_the_exception_the_worker_raised():
@@ -95,7 +95,7 @@ def test_ray_train_errors_are_unwrapped_to_the_failing_rank():
 
 def test_our_error_that_names_its_cause_is_kept():
     from stages.ray_compat import one_line
-    from stages.workers import UnreadableFileError
+    from stages.tasks import UnreadableFileError
 
     try:
         try:
@@ -109,18 +109,18 @@ def test_our_error_that_names_its_cause_is_kept():
 
 def test_a_damaged_file_is_named_when_it_cannot_be_read(tmp_path):
     from lfme import storage
-    from stages import workers
+    from stages import tasks
 
     damaged = tmp_path / "model.pt"
     damaged.write_bytes(b"not a zip archive")
-    with pytest.raises(workers.UnreadableFileError) as raised:
-        with workers.reading(str(damaged), "weights of expert 'few'"):
+    with pytest.raises(tasks.UnreadableFileError) as raised:
+        with tasks.reading(str(damaged), "weights of expert 'few'"):
             storage.load_torch(str(damaged))
     message = str(raised.value)
     assert message.startswith(f"{damaged}: cannot read the weights of expert 'few' (")
     assert "lfme verify" in message and "\n" not in message and len(message) < 300
     with pytest.raises(FileNotFoundError):  # a missing file names itself already
-        with workers.reading(str(tmp_path / "gone.pt"), "student"):
+        with tasks.reading(str(tmp_path / "gone.pt"), "student"):
             storage.load_torch(str(tmp_path / "gone.pt"))
 
 

@@ -102,7 +102,7 @@ def test_benchmarks_use_public_names_only(path):
 
 def test_the_checker_sees_function_level_and_package_imports():
     found = {module for _, module, _ in imports(REPO / "stages" / "cache.py")}
-    assert "stages.workers" in found and "rundir.layout" in found  # `from stages import workers`: a module
+    assert "stages.tasks" in found and "rundir.layout" in found  # `from stages import tasks`: a module
     tune = {module for _, module, _ in imports(REPO / "pipeline" / "tune.py")}
     assert "stages.distill" in tune  # imported inside a function
 
