@@ -29,6 +29,7 @@ from lfme.data import (
     torchvision_cifar,
 )
 from lfme.data.sources import ArrayStore
+from lfme.data.sources.digits import bundled_digits
 
 DATA = Path(__file__).parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"shared data folder {DATA} is not on this machine")
@@ -722,10 +723,15 @@ def test_digits_balanced_test_split():
     image = s.train.load(0)
     assert (image.mode, image.size) == ("L", (8, 8))
     assert s.train.store.images.dtype == np.uint8 and s.train.store.images.max() == 255
-    # The test split is the first 40 of each class in dataset order: digits image 0 is a 0.
+    # The bundled CSV read directly is scikit-learn's data set, image for image.
     from sklearn.datasets import load_digits
 
-    first = np.rint(load_digits().images[0] * 255 / 16).astype(np.uint8)
+    bunch = load_digits()
+    images, labels = bundled_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
+    # The test split is the first 40 of each class in dataset order: digits image 0 is a 0.
+    first = np.rint(bunch.images[0] * 255 / 16).astype(np.uint8)
     np.testing.assert_array_equal(np.asarray(s.test.load(0)), first)
     tensor, label, sample_id = ImageDataset(s.test, build_transform("digits", True, 8))[0]
     assert tensor.shape == (1, 8, 8) and (label, sample_id) == (0, TEST_ID_OFFSET)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 
@@ -21,11 +24,8 @@ def digits(test_per_class: int = 40) -> SourceSplits:
     dataset order, the rest is train; both keep dataset order. Pixel values 0..16
     are scaled to uint8 0..255 so the usual ToTensor/Normalize apply.
     """
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-    labels = bunch.target.astype(np.int64)
+    pixels, labels = bundled_digits()
+    images = np.rint(pixels * (255.0 / 16.0)).astype(np.uint8)
     counts = np.bincount(labels)
     if not 0 < test_per_class < counts.min():
         raise ValueError(f"test_per_class must be in 1..{counts.min() - 1}, got {test_per_class}")
@@ -39,3 +39,24 @@ def digits(test_per_class: int = 40) -> SourceSplits:
         _ids(len(test_idx), TEST_ID_OFFSET), labels[test_idx], ArrayStore(images[test_idx], origin), "L"
     )
     return SourceSplits(train, None, test, [str(c) for c in range(len(counts))], channels=1)
+
+
+def bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(images (1797, 8, 8) float 0..16, labels int64): what `sklearn.datasets.load_digits` returns.
+
+    Read straight from the CSV scikit-learn ships (`sklearn/datasets/data/digits.csv.gz`,
+    64 pixel columns then the label), found without importing scikit-learn:
+    its import (scipy behind it) costs about 2 CPU-seconds, paid by every
+    default run's split. A scikit-learn that keeps the file elsewhere is asked
+    through its API.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if csv is None or not csv.is_file():
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.images, bunch.target.astype(np.int64)
+    with gzip.open(csv, "rt") as f:
+        data = np.loadtxt(f, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
