@@ -257,8 +257,9 @@ class ExpertsConfig(TrainingConfig):
 class CacheConfig:
     batch_size: int = 256
     # Rows per Parquet shard, one cache task each; null: as many as make 128 MiB
-    # of float16 logits, whatever the label space. Either way a part gets at
-    # least as many shards as cache tasks run at once (stages/cache.py).
+    # of float16 logits, whatever the label space, and no fewer than 1,024.
+    # Either way a part gets at least as many shards as cache tasks run at
+    # once, data permitting (stages/cache.py).
     shard_rows: int | None = None
     # The node-local folder where readers keep the memory-mapped copy of the
     # cache (lfme.teacher_cache.map_cache); null: the system's temp folder.

@@ -27,7 +27,9 @@ as the cluster runs at once and hands out the next range as one ends.
 
 Shard size: `cache.shard_rows` rows, or by default as many as make
 `SHARD_BYTES` of float16 logits (over all views); and at least as many shards as the cluster
-runs tasks at once, so a small data set still uses every worker.
+runs tasks at once, so a data set still uses every worker, but by default no
+shard under `MIN_SHARD_ROWS` images: a task starts a worker process and loads
+every expert before it scores anything.
 """
 
 from __future__ import annotations
@@ -49,12 +51,22 @@ PARTS = ("train", "val")
 # table and its Parquet bytes at once in well under a GB, large enough that
 # loading the experts is a small part of a task.
 SHARD_BYTES = 128 << 20
+# A task's start-up is about 2.5 CPU-seconds (a Ray worker process importing
+# torch and this stage, `python -X importtime -c "import stages.cache"`, then
+# loading the experts). Scoring 1,024 images with three experts on one thread
+# took 9 s with ResNet-32 at 32x32 and 0.2 s with the default run's small CNN
+# (AMD EPYC, 2026-12-06): from this size on, start-up is at most a quarter of a
+# real model's task; below it, fewer tasks (the default run: 2, not 8).
+MIN_SHARD_ROWS = 1024
 
 
 def shard_ranges(num_rows: int, num_classes: int, shard_rows: int | None, slots: int, views: int = 1) -> list[tuple[int, int]]:
     """[start, stop) positions of each shard of a part (an empty part gets one empty shard)."""
-    rows = shard_rows or max(1, SHARD_BYTES // (2 * num_classes * views))
-    rows = min(rows, max(1, -(-num_rows // max(1, slots))))
+    per_slot = max(1, -(-num_rows // max(1, slots)))
+    if shard_rows:
+        rows = min(shard_rows, per_slot)
+    else:
+        rows = min(max(1, SHARD_BYTES // (2 * num_classes * views)), max(per_slot, MIN_SHARD_ROWS))
     return [(start, min(start + rows, num_rows)) for start in range(0, max(num_rows, 1), rows)]
 
 

@@ -1,6 +1,6 @@
 """The cache stage's cut of a part into shards, one task each (stages/cache.py); the stage itself runs in the e2e tests."""
 
-from stages.cache import SHARD_BYTES, shard_ranges
+from stages.cache import MIN_SHARD_ROWS, SHARD_BYTES, shard_ranges
 
 
 def test_default_shard_is_128_mb_of_float16_logits_whatever_the_label_space():
@@ -14,7 +14,16 @@ def test_default_shard_is_128_mb_of_float16_logits_whatever_the_label_space():
 def test_at_least_as_many_shards_as_tasks_run_at_once():
     assert shard_ranges(12_406, 10, None, slots=2) == [(0, 6_203), (6_203, 12_406)]
     assert shard_ranges(12_406, 10, 5_000, slots=1) == [(0, 5_000), (5_000, 10_000), (10_000, 12_406)]
-    assert shard_ranges(3, 10, None, slots=8) == [(0, 1), (1, 2), (2, 3)]
+    assert shard_ranges(3, 10, 1, slots=8) == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_by_default_no_shard_is_smaller_than_a_task_is_worth():
+    assert MIN_SHARD_ROWS == 1024
+    assert shard_ranges(3, 10, None, slots=8) == [(0, 3)]
+    assert shard_ranges(564, 10, None, slots=4) == [(0, 564)]  # the default run's training part
+    assert shard_ranges(2_000, 10, None, slots=4) == [(0, 1_024), (1_024, 2_000)]
+    # An explicit shard_rows is what the user asked for.
+    assert shard_ranges(2_000, 10, 300, slots=4) == [(0, 300), (300, 600), (600, 900), (900, 1_200), (1_200, 1_500), (1_500, 1_800), (1_800, 2_000)]
 
 
 def test_an_empty_part_gets_one_empty_shard():

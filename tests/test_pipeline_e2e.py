@@ -7,8 +7,6 @@ pipeline's own code (plain torch, plain pyarrow/pandas).
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ import torch
 
 from lfme.storage import read_json
 from tests.test_scalars import read_scalars
-from tests.pipeline_helpers import FAST, copy_run, kill_group, manifest, run_lfme, start_lfme, wait_for
+from tests.pipeline_helpers import FAST, copy_run, manifest, run_lfme
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_shared_ray")]
 
@@ -195,46 +193,6 @@ def test_one_stage_alone_names_its_missing_inputs(tmp_path):
     assert "'split'" in message and "'cache'" in message and "--stage split" in message
 
 
-def test_a_killed_distill_stage_resumes_from_its_last_checkpoint(default_run, tmp_path):
-    run_dir = copy_run(default_run, tmp_path / "run")
-    # New distill settings: distill starts fresh. Enough epochs (0.2-0.5 s each) that the kill, at most 0.5 s
-    # after the third is logged, lands mid-stage.
-    epochs = 12
-    sets = FAST + [f"distill.epochs={epochs}", "distill.lr=0.03"]
-    log = tmp_path / "killed.log"
-
-    def epochs_logged() -> list[int]:
-        return [int(e) for e in re.findall(rf"\[student\] epoch (\d+)/{epochs}", log.read_text())] if log.exists() else []
-
-    driver = start_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=sets, log=log)
-    try:
-        wait_for(lambda: 3 in epochs_logged(), timeout=600, what="the third distill epoch")
-    finally:
-        kill_group(driver)  # SIGKILL: no clean-up code of ours runs
-    assert manifest(run_dir)["stages"]["distill"]["status"] == "running"
-    killed_pid = json.loads((run_dir / "lease.json").read_text())["pid"]  # a SIGKILLed driver leaves its lease
-    status = run_lfme("status", str(run_dir))
-    assert f"driver: gone (its process {killed_pid} no longer exists" in status.stdout
-    assert re.search(r"distill\s+interrupted", status.stdout), status.stdout
-    last_logged = max(epochs_logged())
-
-    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=sets)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert f"lease: took over {run_dir} from pid {killed_pid}" in result.stdout
-    assert "== distill: interrupted (its driver is gone)" in result.stdout
-    assert "== distill: resuming" in result.stdout
-    resumed_after = int(re.search(r"\[student\] resuming after epoch (\d+)", result.stdout).group(1))
-    # Each epoch logs, then checkpoints: the kill may land between the two, so
-    # the last logged epoch may be trained again, never an earlier one.
-    assert resumed_after >= last_logged - 1 >= 2
-    retrained = [int(e) for e in re.findall(rf"\[student\] epoch (\d+)/{epochs}", result.stdout)]
-    assert min(retrained) == resumed_after + 1
-    history = read_json(run_dir / "distill" / "history.json")
-    assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
-    record = manifest(run_dir)["stages"]["distill"]
-    assert record["status"] == "done" and record["attempts"] == 2 and len(record["resumes"]) == 1
-
-
 def test_experts_min_steps_gives_small_subsets_more_epochs(default_run, tmp_path):
     """experts.min_steps: each expert trains until it took that many SGD steps; the count is redone here by hand."""
     run_dir = copy_run(default_run, tmp_path / "run")
@@ -269,9 +227,14 @@ def test_every_epoch_of_every_expert_and_of_the_student_is_in_tensorboard(defaul
 
 
 def test_joint_experts_and_a_cache_of_views_run_end_to_end_and_lfme_verify_checks_the_views_shards(default_run, tmp_path):
-    """Two switches in one run (each alone would cost a run): experts.init=joint and cache.views=2."""
+    """Two switches in one run (each alone would cost a run): experts.init=joint and cache.views=2.
+
+    And the one cache here written by several tasks per part (`cache.shard_rows`: by default the
+    default run's parts are one shard each): the student reads the shards as one table.
+    """
     run_dir = copy_run(default_run, tmp_path / "run")
-    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST + ["cache.views=2", "experts.init=joint"])
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir),
+                      sets=FAST + ["cache.views=2", "experts.init=joint", "cache.shard_rows=200"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "== split: up to date" in result.stdout
     for stage in ("experts", "cache", "distill", "evaluate"):
@@ -284,6 +247,8 @@ def test_joint_experts_and_a_cache_of_views_run_end_to_end_and_lfme_verify_check
     assert "2 augmented views of each training image" in result.stdout
     cache = read_json(run_dir / "cache" / "manifest.json")
     assert cache["parts"]["train"]["views"] == 2 and "views" not in cache["parts"]["val"]
+    assert cache["parts"]["train"]["shard_rows"] == [200, 200, 164] and cache["parts"]["val"]["shard_rows"] == [100]
+    assert "cache: 4 shard tasks over train and val" in result.stdout
     assert all(h["kd"] > 0 for h in read_json(run_dir / "distill" / "history.json"))
     assert run_lfme("verify", str(run_dir)).returncode == 0
     shard = run_dir / "cache" / cache["data_dir"] / cache["parts"]["train"]["shards"][0]

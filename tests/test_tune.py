@@ -1,11 +1,10 @@
 """`lfme tune`: a sweep of the distill stage over one run's teacher cache.
 
 One module-scoped copy of the session's finished run (`finished_run`: split,
-experts and cache with the short schedule) is swept; the sweeps run the CLI in their own process group, with two
+experts and cache with the short schedule) is swept; the sweep runs the CLI in its own process group, with two
 trials side by side (one 0.5-CPU worker each) so a trial never waits on
-another's CPUs. The checks: the tables and best config are written and
-loadable, no expert or cache file changes, TensorBoard logs exist, and a
-killed sweep resumes.
+another's CPUs. The checks: a killed sweep resumes, the tables and best config
+are written and loadable, no expert or cache file changes, TensorBoard logs exist.
 """
 
 from __future__ import annotations
@@ -52,43 +51,11 @@ def read_trials(path: Path) -> list[dict]:
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("on_shared_ray")
-def test_sweep_writes_tables_and_best_config_and_touches_no_expert(inputs_run):
+def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_expert(inputs_run, tmp_path, monkeypatch):
+    """One sweep, killed after its trials' first epochs and resumed with --resume (a sweep costs two Ray Train
+    runs; one sweep checks both the resume and what a finished sweep writes)."""
     files, records = fingerprint_files(inputs_run), input_records(inputs_run)
     distill_record, student = manifest(inputs_run)["stages"]["distill"], (inputs_run / "distill" / "student.pt").read_bytes()
-    result = run_lfme(
-        "tune", "ray_config.yaml", "--run-dir", str(inputs_run), "--num-samples", "2",
-        sets=[*SWEEP, "distill.epochs=2", "tune.name=basic"], timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = inputs_run / "tune" / "basic"
-
-    rows = read_trials(out / "trials.csv")
-    assert len(rows) == 2
-    assert list(rows[0]) == ["trial_id", "distill.temperature", "distill.alpha", "epochs", "val_acc", "status"]
-    for row in rows:
-        assert float(row["distill.temperature"]) in (2.0, 4.0) and 0.4 <= float(row["distill.alpha"]) <= 0.8
-        assert 1 <= int(row["epochs"]) <= 2 and 0 <= float(row["val_acc"]) <= 1
-    markdown = (out / "trials.md").read_text()
-    assert "Best trial" in markdown and all(row["trial_id"] in markdown for row in rows)
-    assert "| overall | many | medium | few |" in markdown
-
-    best = load_config(out / "best_config.yaml")  # what `lfme run best_config.yaml` loads first
-    best_row = max(rows, key=lambda row: float(row["val_acc"]))
-    assert best.distill.temperature == float(best_row["distill.temperature"])
-    assert best.distill.alpha == pytest.approx(float(best_row["distill.alpha"]))
-    assert Path(best.run_dir) == inputs_run.resolve()
-
-    # No trial retrained an expert or rebuilt the cache, and the distill stage was left alone.
-    assert fingerprint_files(inputs_run) == files
-    assert input_records(inputs_run) == records
-    assert manifest(inputs_run)["stages"]["distill"] == distill_record
-    assert (inputs_run / "distill" / "student.pt").read_bytes() == student
-    assert list((out / "trials").rglob("events.out.tfevents*")), "no TensorBoard event file"
-
-
-@pytest.mark.integration
-@pytest.mark.usefixtures("on_shared_ray")
-def test_killed_sweep_resumes(inputs_run, tmp_path, monkeypatch):
     out = inputs_run / "tune" / "resumable"
     args = ("tune", "ray_config.yaml", "--run-dir", str(inputs_run), "--num-samples", "2")
     # Tune saves its experiment state every TUNE_GLOBAL_CHECKPOINT_S seconds (10 s by default): 1 s lets the
@@ -110,9 +77,30 @@ def test_killed_sweep_resumes(inputs_run, tmp_path, monkeypatch):
 
     result = run_lfme(*args, "--resume", sets=sets, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
     rows = read_trials(out / "trials.csv")
     assert len(rows) == 2 and all(row["status"] != "error" for row in rows)
-    assert load_config(out / "best_config.yaml").distill.epochs == 30
+    assert list(rows[0]) == ["trial_id", "distill.temperature", "distill.alpha", "epochs", "val_acc", "status"]
+    for row in rows:
+        assert float(row["distill.temperature"]) in (2.0, 4.0) and 0.4 <= float(row["distill.alpha"]) <= 0.8
+        assert 1 <= int(row["epochs"]) <= 30 and 0 <= float(row["val_acc"]) <= 1
+    markdown = (out / "trials.md").read_text()
+    assert "Best trial" in markdown and all(row["trial_id"] in markdown for row in rows)
+    assert "| overall | many | medium | few |" in markdown
+
+    best = load_config(out / "best_config.yaml")  # what `lfme run best_config.yaml` loads first
+    best_row = max(rows, key=lambda row: float(row["val_acc"]))
+    assert best.distill.temperature == float(best_row["distill.temperature"])
+    assert best.distill.alpha == pytest.approx(float(best_row["distill.alpha"]))
+    assert best.distill.epochs == 30
+    assert Path(best.run_dir) == inputs_run.resolve()
+
+    # No trial retrained an expert or rebuilt the cache, and the distill stage was left alone.
+    assert fingerprint_files(inputs_run) == files
+    assert input_records(inputs_run) == records
+    assert manifest(inputs_run)["stages"]["distill"] == distill_record
+    assert (inputs_run / "distill" / "student.pt").read_bytes() == student
+    assert list((out / "trials").rglob("events.out.tfevents*")), "no TensorBoard event file"
 
 
 # --------------------------------------------------------------------------- config
