@@ -53,7 +53,7 @@ from pipeline.ray_session import RaySession
 from pipeline.runner import check_inputs, run_pipeline
 from rundir.config import Config, dump_config, load_config, with_values
 from rundir.fields import ConfigError
-from rundir.layout import CONFIG_YAML, load_split, save_student, sweep_dir, verified_cache
+from rundir.layout import CONFIG_YAML, read_split, save_student, sweep_dir, verified_cache
 
 # A trial's own actor only waits on its Ray Train run; the CPUs are the
 # workers'. Tune refuses 0, so a token share.
@@ -206,7 +206,7 @@ def run_tune(
         fps = ensure_inputs(config, run_dir, lease, session, log)
         session.wait_for(config, "tune")
         storage.write_text_atomic(storage.join(out, CONFIG_YAML), dump_config(config))
-        subsets = load_split(run_dir, config.data).subsets
+        subsets = read_split(run_dir).subsets
         expected = verified_cache(run_dir, fps["cache"], subsets)
         results = fit_sweep(config, run_dir, expected, resume, epochs, log)
         # The same check as before the sweep, on the files as they are now:
@@ -344,7 +344,7 @@ def evaluate_best(config: Config, run_dir: str, checkpoint_path: str, checkpoint
 
     with Checkpoint(checkpoint_path, filesystem=checkpoint_fs).as_directory() as directory:
         state = torch.load(Path(directory, STATE_FILE), map_location="cpu", weights_only=False)
-    save_student(location, config.model.arch, load_split(run_dir, config.data), state["model"])
+    save_student(location, config.model.arch, read_split(run_dir), state["model"])
     return headline(score_student(config, run_dir, location))
 
 

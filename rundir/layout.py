@@ -97,20 +97,34 @@ def stage_dir(run_dir: str, stage: str) -> str:
 
 
 @dataclass
-class SplitData:
-    """The long-tailed training set, the validation and test sets, and the subsets."""
+class SplitInfo:
+    """What the split stage decided, read from its outputs alone: classes, counts, subsets, chosen ids and labels.
 
-    train: ImageList
-    val: ImageList
-    test: ImageList
+    The one source of these for every later stage: the driver learns the
+    subsets, the class counts and each part's sample ids here without
+    opening the data source (an ImageFolder scan, iNaturalist's 437,513-entry
+    JSON), and `load_split` checks the source against it.
+    """
+
     class_names: list[str]
     class_counts: np.ndarray  # training images per class
     subsets: list[Subset]
-    channels: int
+    sample_ids: dict[str, np.ndarray]  # "train" | "val" -> the chosen sample ids, in split order
+    labels: dict[str, np.ndarray]  # "train" | "val" -> their labels
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+@dataclass
+class SplitData(SplitInfo):
+    """`SplitInfo` with its images: the long-tailed training set, the validation and test sets."""
+
+    train: ImageList
+    val: ImageList
+    test: ImageList
+    channels: int
 
 
 def save_split(run_dir: str, train: ImageList, val: ImageList, meta: dict[str, Any]) -> None:
@@ -134,7 +148,7 @@ def split_inputs_file(run_dir: str) -> str:
     return storage.join(run_dir, "split", SPLIT_INPUTS)
 
 
-def _select(pool: ImageList, sample_ids: np.ndarray, what: str) -> ImageList:
+def _select(pool: ImageList, sample_ids: np.ndarray, labels: np.ndarray, what: str) -> ImageList:
     order = np.argsort(pool.sample_ids, kind="stable")
     sorted_ids = pool.sample_ids[order]
     pos = np.searchsorted(sorted_ids, sample_ids)
@@ -145,16 +159,19 @@ def _select(pool: ImageList, sample_ids: np.ndarray, what: str) -> ImageList:
             f"split/{SAMPLES_PARQUET} names {what} sample {int(missing[0])} that the data source no longer has: "
             "the data changed since the split stage; rerun it"
         )
-    return pool.subset(order[pos])
+    chosen = pool.subset(order[pos])
+    relabelled = np.flatnonzero(chosen.labels != labels)
+    if len(relabelled):
+        i = int(relabelled[0])
+        raise ValueError(
+            f"split/{SAMPLES_PARQUET} has {what} sample {int(sample_ids[i])} with label {int(labels[i])}, the data "
+            f"source now {int(chosen.labels[i])}: the data changed since the split stage; rerun it"
+        )
+    return chosen
 
 
-def load_split(run_dir: str, cfg: DataConfig) -> SplitData:
-    """The split stage's sets, rebuilt from the source and the saved sample ids.
-
-    Every later stage (and every Ray worker in it) rebuilds the same lists this
-    way, so all of them agree on what "the training set" is without shipping
-    images around.
-    """
+def read_split(run_dir: str) -> SplitInfo:
+    """The split stage's decisions from `split/split.json` and `split/samples.parquet` (no data source opened)."""
     meta_path, samples_path = (storage.join(run_dir, "split", name) for name in (SPLIT_JSON, SAMPLES_PARQUET))
     for path in (meta_path, samples_path):
         if not storage.exists(path):
@@ -162,23 +179,40 @@ def load_split(run_dir: str, cfg: DataConfig) -> SplitData:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rundir.data import load_source
-
     meta = storage.read_json(meta_path)
     samples = pq.read_table(pa.BufferReader(storage.read_bytes(samples_path))).to_pydict()
     ids = np.asarray(samples["sample_id"], dtype=np.int64)
+    labels = np.asarray(samples["label"], dtype=np.int64)
     parts = np.asarray(samples["part"])
+    return SplitInfo(
+        class_names=meta["class_names"],
+        class_counts=np.asarray(meta["class_counts"], dtype=np.int64),
+        subsets=[Subset.from_record(s) for s in meta["subsets"]],
+        sample_ids={part: ids[parts == part] for part in ("train", "val")},
+        labels={part: labels[parts == part] for part in ("train", "val")},
+    )
+
+
+def load_split(run_dir: str, cfg: DataConfig) -> SplitData:
+    """The split stage's sets: `read_split`, with each chosen image found in the data source.
+
+    Every worker that reads images (and only those) rebuilds the same lists
+    this way, so all of them agree on what "the training set" is without
+    shipping images around. A chosen image the source no longer has, or has
+    under another label, stops it: the data changed since the split.
+    """
+    from rundir.data import load_source
+
+    info = read_split(run_dir)
     source = load_source(cfg)
     # Validation images come from the source's own list when it has one, else
     # from the training images the long-tailed construction left unused.
     val_pool = source.train if source.val is None else source.val
     return SplitData(
-        train=_select(source.train, ids[parts == "train"], "training"),
-        val=_select(val_pool, ids[parts == "val"], "validation"),
+        **vars(info),
+        train=_select(source.train, info.sample_ids["train"], info.labels["train"], "training"),
+        val=_select(val_pool, info.sample_ids["val"], info.labels["val"], "validation"),
         test=source.test,
-        class_names=meta["class_names"],
-        class_counts=np.asarray(meta["class_counts"], dtype=np.int64),
-        subsets=[Subset.from_record(s) for s in meta["subsets"]],
         channels=source.channels,
     )
 
@@ -282,7 +316,7 @@ def history_file(run_dir: str) -> str:
     return storage.join(run_dir, "distill", HISTORY)
 
 
-def save_student(location: str, arch: str, split: SplitData, model_state: dict) -> None:
+def save_student(location: str, arch: str, split: SplitInfo, model_state: dict) -> None:
     """A student checkpoint (`distill/student.pt`, or a sweep's best trial: the same format)."""
     storage.save_torch_atomic(
         location, {"arch": arch, "num_classes": split.num_classes, "class_names": split.class_names, "model": model_state}

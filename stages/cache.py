@@ -42,7 +42,7 @@ from lfme.teachers import LiveTeachers, score_batches
 from rundir.config import Config
 from rundir.context import StageContext
 from rundir.data import make_loader, views_loader
-from rundir.layout import EXPERT_MODEL, cache_dir, expert_dir, expert_hashes, load_expert, load_split
+from rundir.layout import EXPERT_MODEL, cache_dir, expert_dir, expert_hashes, load_expert, load_split, read_split
 from lfme import storage
 from stages import tasks
 
@@ -107,16 +107,16 @@ def part_views(cfg: Config, part: str) -> int:
 
 def run(ctx: StageContext) -> dict:
     cfg = ctx.config
-    split = load_split(ctx.run_dir, cfg.data)
+    split = read_split(ctx.run_dir)
     hashes = expert_hashes(ctx.run_dir, split.subsets)
     resources = cfg.cache.resources
     data_dir = new_data_dir(ctx.fingerprint)
     slots = task_slots(cfg)
     todo = []  # (part, shard index, positions in the part)
     for part in PARTS:
-        images = split.train if part == "train" else split.val
-        order = np.argsort(images.sample_ids, kind="stable")  # shards cover increasing ranges of ids
-        ranges = shard_ranges(len(images), split.num_classes, cfg.cache.shard_rows, slots, part_views(cfg, part))
+        ids = split.sample_ids[part]
+        order = np.argsort(ids, kind="stable")  # shards cover increasing ranges of ids
+        ranges = shard_ranges(len(ids), split.num_classes, cfg.cache.shard_rows, slots, part_views(cfg, part))
         todo += [(part, index, order[start:stop]) for index, (start, stop) in enumerate(ranges)]
     views = f", {cfg.cache.views} augmented views of each training image" if cfg.cache.views > 1 else ""
     ctx.log(f"cache: {len(todo)} shard tasks over {' and '.join(PARTS)}, each running all {len(split.subsets)} experts{views}, {slots} at a time")

@@ -54,6 +54,7 @@ from rundir.layout import (
     history_file,
     load_expert,
     load_split,
+    read_split,
     ray_storage,
     save_student,
     student_file,
@@ -261,7 +262,7 @@ def epoch_scalars(record: dict) -> dict:
 
 def run(ctx: StageContext) -> dict:
     cfg = ctx.config
-    split = load_split(ctx.run_dir, cfg.data)
+    split = read_split(ctx.run_dir)
     # Refuse a foreign cache before starting any worker; the workers check again as they read.
     expected = verified_cache(ctx.run_dir, ctx.fingerprints["cache"], split.subsets)
     state = workers.fit(

@@ -28,6 +28,7 @@ from rundir.layout import (
     history_file,
     load_expert,
     load_split,
+    read_split,
     load_student,
     report_dir,
     student_file,
@@ -84,7 +85,7 @@ def test_all(cfg: Config, run_dir: str, location: str) -> tuple[np.ndarray, np.n
 
 def score_student(cfg: Config, run_dir: str, location: str) -> dict:
     """A saved student's test accuracy (`accuracy_report`), scored in one task: how a sweep scores its best trial."""
-    split = load_split(run_dir, cfg.data)
+    split = read_split(run_dir)
     ref = student_test_logits.options(**task_options(cfg)).remote(cfg, run_dir, location)
     with tasks.cancelled_on_interrupt([ref]):
         logits, labels = ray.get(ref)
@@ -94,7 +95,7 @@ def score_student(cfg: Config, run_dir: str, location: str) -> dict:
 def run(ctx: StageContext) -> dict:
     cfg = ctx.config
     run_dir = ctx.run_dir
-    split = load_split(run_dir, cfg.data)
+    split = read_split(run_dir)
     ref = test_all.options(**task_options(cfg)).remote(cfg, run_dir, student_file(run_dir))
     with tasks.cancelled_on_interrupt([ref]):
         logits, labels, experts = ray.get(ref)

@@ -65,7 +65,7 @@ from lfme.subsets import Subset
 from rundir.config import Config
 from rundir.context import StageContext
 from rundir.data import make_loader, restrict_to_subset
-from rundir.layout import EXPERT_MODEL, expert_checkpoint, expert_dir, expert_result, load_split, save_expert, tensorboard_dir
+from rundir.layout import EXPERT_MODEL, expert_checkpoint, expert_dir, expert_result, load_split, read_split, save_expert, tensorboard_dir
 from stages import ray_compat, tasks
 
 # The joint model of `experts.init: joint`, trained like an expert on every class; not a subset name
@@ -202,7 +202,7 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
 
 def run(ctx: StageContext) -> dict:
     cfg = ctx.config
-    split = load_split(ctx.run_dir, cfg.data)
+    split = read_split(ctx.run_dir)
     if cfg.experts.init == "joint":  # the specialists' common start, before any of them
         train_all(ctx, [Subset(JOINT, tuple(range(split.num_classes)))])
     results = train_all(ctx, split.subsets)
