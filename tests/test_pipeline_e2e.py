@@ -234,7 +234,7 @@ def test_joint_experts_and_a_cache_of_views_run_end_to_end_and_lfme_verify_check
     """
     run_dir = copy_run(default_run, tmp_path / "run")
     result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir),
-                      sets=FAST + ["cache.views=2", "experts.init=joint", "cache.shard_rows=200"])
+                      sets=FAST + ["cache.views=2", "experts.init=joint", "cache.shard_rows=100"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "== split: up to date" in result.stdout
     for stage in ("experts", "cache", "distill", "evaluate"):
@@ -247,8 +247,9 @@ def test_joint_experts_and_a_cache_of_views_run_end_to_end_and_lfme_verify_check
     assert "2 augmented views of each training image" in result.stdout
     cache = read_json(run_dir / "cache" / "manifest.json")
     assert cache["parts"]["train"]["views"] == 2 and "views" not in cache["parts"]["val"]
-    assert cache["parts"]["train"]["shard_rows"] == [200, 200, 164] and cache["parts"]["val"]["shard_rows"] == [100]
-    assert "cache: 4 shard tasks over train and val" in result.stdout
+    # 564 training images in shards of 100; the 100 validation images in one per task slot (4 = 2 CPUs / 0.5).
+    assert cache["parts"]["train"]["shard_rows"] == [100, 100, 100, 100, 100, 64] and cache["parts"]["val"]["shard_rows"] == [25] * 4
+    assert "cache: 10 shard tasks over train and val" in result.stdout
     assert all(h["kd"] > 0 for h in read_json(run_dir / "distill" / "history.json"))
     assert run_lfme("verify", str(run_dir)).returncode == 0
     shard = run_dir / "cache" / cache["data_dir"] / cache["parts"]["train"]["shards"][0]
