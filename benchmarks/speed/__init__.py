@@ -87,11 +87,47 @@ once in DIR/base with the pipeline's own stages and reused when the command
 is run again; (c), (d), (f) and (h) always run afresh.
 
 Output: DIR/speed.json (every number) and DIR/speed.md: the goals table, with
-a line on what limits each figure, then each part's details. Progress goes
-to stderr. --quick takes about 15 minutes on 2 busy CPU cores, about 4 of them
-(h)'s two default runs; every figure is
-only as steady as the machine: the load average is recorded at the start and
-the end, and a WARNING marks figures whose repeats disagree.
+each figure's related numbers (speed.json's "limits"), then each part's
+details. Progress goes to stderr. --quick takes about 15 minutes on 2 busy
+CPU cores, about 4 of them (h)'s two default runs; every figure is only as
+steady as the machine: the load average is recorded at the start and the
+end, and a WARNING marks figures whose repeats disagree by more than 15%
+(max / min), most often because the load on the machine changed during the
+run: rerun it when the machine is idle. `render.render` renders a saved
+speed.json again, leaving out the parts a result saved before them lacks.
+
+Reading the figures (what the report states only as numbers; measured
+discussions: docs/RESULTS.md, "Speed"):
+(a) A cached step is data + student, a live one data + teacher + student,
+    so cached/live is at most 1 + teacher / (data + student). A backward
+    costs about two forwards, so three teachers of the student's size cost
+    about one student step: the ratio tends to 2x at best; loading only adds
+    to the denominator. The top ops of a cached step show where its time goes
+    (the batch transform's among them when loading weighs).
+(b) The read rate falls with C: Parquet's decoding of the float16 logits. A
+    worker reads the cache once, before training, so what counts is the read
+    time of the training rows against an epoch.
+(c) Per epoch Ray adds a report that copies the checkpoint to storage, and
+    the CPU of its own processes, taken from the cores the worker's threads
+    run on. Start-up is apart: a fit runs Ray Train's controller, worker and
+    helper actors (some started, the others from Ray's idle pool), which
+    import Ray and torch.
+(d) At most Ray's CPUs / each expert's reservation train at once, the rest
+    wait for a slot. An expert's time beyond its epochs is its task's set-up
+    on a Ray worker (data, model; torch's import on a fresh worker), which
+    concurrency overlaps, though on the same cores.
+(e) Decoded once, an epoch of the loader is its augmentation (padded crop,
+    flip) and tensor conversion; decoded every epoch, PNG decoding too.
+(f) bf16 speeds up the convolutions and matrix products, not the rest of a
+    step: the loader, the fp32 loss and optimiser step, each epoch's
+    validation and checkpoint. "Without the loader" takes (g)'s batched ms
+    off both steps. bf16 that ran in fp32 (`lfme.precision.resolve`: no
+    native bf16 on the hardware) is marked FELL BACK.
+(g) Batched: the padded crop and flip as one gather of uint8 pixels, then
+    the float conversion and normalisation; PIL: per-image transforms. A
+    share is of a step: the faster the compute, the larger the same loader's
+    share.
+(h) Outside the stages: the interpreter and imports, Ray's start and stop.
 """
 
 import os

@@ -18,12 +18,14 @@ def yes(met: bool) -> str:
     return "yes" if met else "no"
 
 
-def rows_ab(ab: dict, why: dict[str, str]) -> list[list]:
+def rows_ab(result: dict, why: dict[str, str]) -> list[list]:
+    ab = result["cache_speed"]
     ratio = ab["training"]["ratio_cached_over_live"]
     read = [row["read_over_training_rate"] for row in ab["cache"]]
+    precision = ab["setup"].get("precision")
     return [
         [
-            f"(a) student images/s, cache / 3 live teachers ({ab['setup']['precision']})",
+            f"(a) student images/s, cache / 3 live teachers{f' ({precision})' if precision else ''}",
             f"{ratio:.2f}x",
             ">= 2x",
             yes(ratio >= GOALS["cache_ratio"]),
@@ -39,25 +41,26 @@ def rows_ab(ab: dict, why: dict[str, str]) -> list[list]:
     ]
 
 
-def rows_c_to_e(c: dict, d: dict, e: dict, why: dict[str, str]) -> list[list]:
-    return [
-        [
-            "(c) time per epoch, Ray Train (1 worker) / plain PyTorch",
-            pct(c["overhead"]),
-            "<= +5%",
-            yes(c["overhead"] <= GOALS["ray_overhead"]),
-            why["c"],
-        ],
-        [f"(d) experts stage, {d['experts']} at once vs one at a time", f"{d['speedup']:.2f}x faster", "none set", "", why["d"]],
-        ["(e) training loader epoch, images decoded every epoch / once", f"{e['speedup']:.2f}x faster", "none set", "", why["e"]],
-    ]
+def row_c(result: dict, why: dict[str, str]) -> list[list]:
+    overhead = result["distill"]["overhead"]
+    return [["(c) time per epoch, Ray Train (1 worker) / plain PyTorch", pct(overhead), "<= +5%", yes(overhead <= GOALS["ray_overhead"]), why["c"]]]
 
 
-def rows_f_g(f: dict, g: dict, why: dict[str, str]) -> list[list]:
+def row_d(result: dict, why: dict[str, str]) -> list[list]:
+    d = result["experts"]
+    return [[f"(d) experts stage, {d['experts']} at once vs one at a time", f"{d['speedup']:.2f}x faster", "none set", "", why["d"]]]
+
+
+def row_e(result: dict, why: dict[str, str]) -> list[list]:
+    speedup = result["decoding"]["speedup"]
+    return [["(e) training loader epoch, images decoded every epoch / once", f"{speedup:.2f}x faster", "none set", "", why["e"]]]
+
+
+def row_f(result: dict, why: dict[str, str]) -> list[list]:
+    f = result["precision"]
     speedups = {arch: a["speedup"] for arch, a in f["archs"].items()}
     last_acc = {arch: [100 * statistics.median(a["modes"][p]["val_acc"]) for p in ("fp32", "bf16")] for arch, a in f["archs"].items()}
     val_accs = ", ".join(f"{arch} {fp32:.1f} / {bf16:.1f}%" for arch, (fp32, bf16) in last_acc.items())
-    judged, fp32_step = g["shares"][PRECISION_ARCHS[0]]["bf16"], g["shares"][PRECISION_ARCHS[0]]["fp32"]
     return [
         [
             "(f) student epoch, fp32 / bf16",
@@ -65,7 +68,14 @@ def rows_f_g(f: dict, g: dict, why: dict[str, str]) -> list[list]:
             ">= 2x each",
             yes(min(speedups.values()) >= GOALS["bf16_speedup"]),
             why["f"],
-        ],
+        ]
+    ]
+
+
+def row_g(result: dict, why: dict[str, str]) -> list[list]:
+    shares = result["loader"]["shares"][PRECISION_ARCHS[0]]
+    judged, fp32_step = shares["bf16"], shares["fp32"]
+    return [
         [
             f"(g) batched loader's share of a bf16 {PRECISION_ARCHS[0]} student step",
             f"{100 * judged['batched']:.1f}% (PIL on decoded images: {100 * judged['pil']:.0f}%); fp32 step: "
@@ -73,43 +83,57 @@ def rows_f_g(f: dict, g: dict, why: dict[str, str]) -> list[list]:
             f"<= {100 * GOALS['loader_share']:.0f}% (before: {100 * LOADER_SHARE_BEFORE:.0f}%)",
             yes(judged["batched"] <= GOALS["loader_share"]),
             why["g"],
-        ],
+        ]
     ]
 
 
-def row_h(h: dict, why: dict[str, str]) -> list:
+def row_h(result: dict, why: dict[str, str]) -> list[list]:
+    h = result["default_run"]
     after, before = h["trees"]["after"], h["trees"].get("before")
     reference_top1 = statistics.median(before["top1"]) if before else DEFAULT_RUN_TOP1
     after_top1 = statistics.median(after["top1"])
     return [
-        f"(h) default `lfme run` ({h['config']}, digits), wall time",
-        f"{after['wall_s']:.0f} s, test top-1 {100 * after_top1:.2f}%"
-        + (f" (before: {before['wall_s']:.0f} s, {100 * reference_top1:.2f}%)" if before else " (before: not run)"),
-        f"<= {GOALS['default_run_s']:.0f} s, top-1 as before ({100 * reference_top1:.1f}%)",
-        yes(after["wall_s"] <= GOALS["default_run_s"] and after_top1 >= reference_top1),
-        why["h"],
+        [
+            f"(h) default `lfme run` ({h['config']}, digits), wall time",
+            f"{after['wall_s']:.0f} s, test top-1 {100 * after_top1:.2f}%"
+            + (f" (before: {before['wall_s']:.0f} s, {100 * reference_top1:.2f}%)" if before else " (before: not run)"),
+            f"<= {GOALS['default_run_s']:.0f} s, top-1 as before ({100 * reference_top1:.1f}%)",
+            yes(after["wall_s"] <= GOALS["default_run_s"] and after_top1 >= reference_top1),
+            why["h"],
+        ]
     ]
+
+
+# The goals table's rows, in order, and the part of the result each needs.
+ROWS = [
+    ("cache_speed", rows_ab),
+    ("distill", row_c),
+    ("experts", row_d),
+    ("decoding", row_e),
+    ("precision", row_f),
+    ("loader", row_g),
+    ("default_run", row_h),
+]
 
 
 def goals_table(result: dict) -> list[str]:
     why = limits(result)
-    rows = rows_ab(result["cache_speed"], why)
-    rows += rows_c_to_e(result["distill"], result["experts"], result["decoding"], why)
-    rows += rows_f_g(result["precision"], result["loader"], why)
-    rows.append(row_h(result["default_run"], why))
-    return markdown_table(["figure", "measured", "goal", "met", "what limits it"], rows, ["l", "r", "l", "l", "l"])
+    rows = [row for part, make in ROWS if part in result for row in make(result, why)]
+    return markdown_table(["figure", "measured", "goal", "met", "details"], rows, ["l", "r", "l", "l", "l"])
 
 
 def noisy(result: dict) -> list[str]:
-    """The figures whose repeats are further apart than NOISY_SPREAD."""
-    ab, c, f = result["cache_speed"], result["distill"], result["precision"]
+    """The figures whose repeats are further apart (max / min) than NOISY_SPREAD."""
     warnings = []
-    if ab["training"]["ratio_per_round"] and max(ab["training"]["ratio_per_round"]) / min(ab["training"]["ratio_per_round"]) > NOISY_SPREAD:
-        warnings.append("(a): the rounds' ratios differ by more than 15%")
-    for mode in ("plain", "ray"):
-        if c["modes"][mode]["epoch_spread"] > NOISY_SPREAD:
-            warnings.append(f"(c): the {mode} epochs' times differ by {100 * (c['modes'][mode]['epoch_spread'] - 1):.0f}%")
-    for arch, a in f["archs"].items():
+    ratios = result["cache_speed"]["training"]["ratio_per_round"] if "cache_speed" in result else []
+    if ratios and max(ratios) / min(ratios) > NOISY_SPREAD:
+        warnings.append(f"(a): the rounds' ratios differ by {100 * (max(ratios) / min(ratios) - 1):.0f}%")
+    distill_modes = result["distill"]["modes"] if "distill" in result else {}
+    for mode, m in distill_modes.items():
+        if m["epoch_spread"] > NOISY_SPREAD:
+            warnings.append(f"(c): the {mode} epochs' times differ by {100 * (m['epoch_spread'] - 1):.0f}%")
+    archs = result["precision"]["archs"] if "precision" in result else {}
+    for arch, a in archs.items():
         for precision, m in a["modes"].items():
             if m["epoch_spread"] > NOISY_SPREAD:
                 warnings.append(f"(f): the {arch} {precision} epochs' times differ by {100 * (m['epoch_spread'] - 1):.0f}%")
@@ -124,24 +148,30 @@ def header(meta: dict) -> list[str]:
         f"Machine: {meta['cpus']} CPU cores, load average {meta['load_start']:.1f} at the start, "
         f"{meta['load_end']:.1f} at the end; torch {meta['versions']['torch']}, ray {meta['versions']['ray']}; "
         f"wall time {meta['wall_s'] / 60:.1f} min.  ",
-        f"Data: CIFAR-10-LT (imbalance factor 100) from `{meta['data_root']}`, {meta['train_images']} training images; "
-        f"overrides of `configs/cifar10-lt.yaml`: {', '.join(f'`{s}`' for s in meta['overrides'])}.",
+        f"Data: CIFAR-10-LT (imbalance factor {meta['config']['data']['imbalance_factor']:g}) from `{meta['data_root']}`, "
+        f"{meta['train_images']} training images; overrides of `configs/cifar10-lt.yaml`: {', '.join(f'`{s}`' for s in meta['overrides'])}.",
         "",
     ]
 
 
+def render_cache_speed(ab: dict) -> list[str]:
+    if "precision" in ab["setup"]:
+        text = cache_speed.report(ab)
+    else:  # saved before cache_speed recorded its precision, which its report states
+        text = "(not rendered: this result of cache_speed has no `precision`; its numbers are in speed.json)"
+    return ["## (a), (b): benchmarks.cache_speed", "", "```text", text, "```", ""]
+
+
 def render(result: dict) -> str:
+    """The report of a result; parts missing from it (a result saved before they existed) are left out."""
     lines = [*header(result["meta"]), *goals_table(result), ""]
     warnings = noisy(result)
     if warnings:
-        lines += [f"WARNING: noisy ({'; '.join(warnings)}): load on the machine changed during the run; rerun when it is idle.", ""]
-    lines += ["## (a), (b): benchmarks.cache_speed", "", "```text", cache_speed.report(result["cache_speed"]), "```", ""]
-    lines += render_distill(result["distill"])
-    lines += render_experts(result["experts"])
-    lines += render_decoding(result["decoding"])
-    lines += render_precision(result["precision"])
-    lines += render_loader(result["loader"])
-    lines += render_default_run(result["default_run"])
+        spread = f"{100 * (NOISY_SPREAD - 1):.0f}%"
+        lines += [f"WARNING: repeats disagree by more than {spread}: {'; '.join(warnings)}.", ""]
+    for part, section in SECTIONS:
+        if part in result:
+            lines += section(result[part])
     return "\n".join(lines)
 
 
@@ -333,3 +363,15 @@ def render_default_run(h: dict) -> list[str]:
         ),
         "",
     ]
+
+
+# The report's sections after the goals table, in order, and the part of the result each shows.
+SECTIONS = [
+    ("cache_speed", render_cache_speed),
+    ("distill", render_distill),
+    ("experts", render_experts),
+    ("decoding", render_decoding),
+    ("precision", render_precision),
+    ("loader", render_loader),
+    ("default_run", render_default_run),
+]
