@@ -13,7 +13,7 @@ import torch
 
 import benchmarks.speed
 from benchmarks import cache_speed
-from benchmarks.speed.common import DATA, PRESET_PRECISION, REPO, build_base, effective, log, overrides, shrunk_cifar, speed_config
+from benchmarks.speed.common import build_base, effective, log, overrides, shrunk_cifar, speed_config
 from benchmarks.speed.default_run import measure_default_run
 from benchmarks.speed.distill import measure_distill
 from benchmarks.speed.experts import measure_experts
@@ -21,6 +21,7 @@ from benchmarks.speed.limits import limits
 from benchmarks.speed.loading import loader_shares, measure_decoding, measure_loader
 from benchmarks.speed.precision import measure_precision
 from benchmarks.speed.render import render
+from benchmarks.speed.settings import DATA, PRESET_PRECISION, REPO
 from lfme.storage import write_json_atomic, write_text_atomic
 from pipeline.manifest import Manifest
 from pipeline.ray_session import init_ray

@@ -1,4 +1,4 @@
-"""What the parts share: the preset and its overrides, the goals, the base run, the student's sampler and threads."""
+"""What the parts share: the shrunk data, the config of a run, the base run, the student's sampler and threads."""
 
 from __future__ import annotations
 
@@ -9,30 +9,13 @@ from pathlib import Path
 import torch
 
 from benchmarks import cache_speed
-from benchmarks.scales import CPU_SCALE
+from benchmarks.speed.settings import PRESET, SCALE
 from pipeline.graph import TEACHER_STAGES, fingerprints
 from pipeline.runner import run_pipeline
 from rundir.config import Config, load_config, with_absolute_paths
 from rundir.layout import SplitData, load_split, verified_cache
 from stages.distill import make_sampler
 
-# The repository: the presets, the data beside it, and (h)'s git worktrees.
-REPO = Path(__file__).resolve().parents[2]
-PRESET = REPO / "configs" / "cifar10-lt.yaml"
-DATA = REPO.parent / "shared" / "data" / "cifar10"
-SCALE = CPU_SCALE + ["experts.epochs=1", "split.method=balanced", "split.num_subsets=3"]
-GOALS = {"cache_ratio": 2.0, "ray_overhead": 0.05, "bf16_speedup": 2.0, "loader_share": 0.10, "default_run_s": 60.0}
-# What (a) runs in: the presets' precision.
-PRESET_PRECISION = "bf16"
-# (f): the CPU scale's student and the preset's.
-PRECISION_ARCHS = ("resnet8", "resnet32")
-# (g): the loader's share of a student step before batched augmentation (issue 9: 72 of 331 ms).
-LOADER_SHARE_BEFORE = 72 / 331
-# (h): the default run, and its test top-1 before this work.
-DEFAULT_CONFIG = "ray_config.yaml"
-DEFAULT_RUN_TOP1 = 0.942
-# Repeats further apart than this (max/min) are flagged as noisy (cache_speed's threshold too).
-NOISY_SPREAD = 1.15
 log = cache_speed.log
 
 

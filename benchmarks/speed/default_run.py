@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from benchmarks.speed import ENVIRONMENT
-from benchmarks.speed.common import DEFAULT_CONFIG, REPO, log
+from benchmarks.speed.common import log
+from benchmarks.speed.settings import DEFAULT_CONFIG, REPO
 from lfme.storage import read_json
 
 

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from benchmarks.speed.common import expected_cache, log, student_threads
-from benchmarks.speed.processes import TRAINING_PROCESSES, ProcessCPU
+from benchmarks.speed.processes import ProcessCPU
+from benchmarks.speed.settings import TRAINING_PROCESSES
 from rundir.config import Config
 from stages import workers as ray_workers
 from stages.distill import distill_loop

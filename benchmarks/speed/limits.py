@@ -8,7 +8,12 @@ numbers come out as they do is the package docstring's "Reading the figures"
 
 from __future__ import annotations
 
-from benchmarks.speed.processes import other_cpu
+from benchmarks.speed.settings import TRAINING_PROCESSES
+
+
+def other_cpu(run: dict) -> float:
+    """CPU seconds of the processes that do not train in a run (Ray's own, when it runs)."""
+    return sum(s for name, s in run["cpu_s"].items() if name not in TRAINING_PROCESSES)
 
 
 def limit_a(result: dict) -> str:

@@ -6,8 +6,9 @@ import math
 import time
 from pathlib import Path
 
-from benchmarks.speed.common import PRECISION_ARCHS, expected_cache, log, student_sampler, student_threads
+from benchmarks.speed.common import expected_cache, log, student_sampler, student_threads
 from benchmarks.speed.distill import epoch_summary, fit_student
+from benchmarks.speed.settings import PRECISION_ARCHS
 from rundir.config import Config, with_values
 from rundir.layout import load_split
 

@@ -9,10 +9,6 @@ from pathlib import Path
 import ray  # noqa: F401  (Ray ships psutil: importable once ray is)
 import psutil
 
-# Where the student trains: the driver in local mode, the Ray Train worker otherwise.
-TRAINING_PROCESSES = ("driver", "ray::RayTrainWorker")
-
-
 class ProcessCPU:
     """CPU seconds of this process and of every process it started (Ray's, when Ray runs here), by name.
 
@@ -83,8 +79,3 @@ class ProcessCPU:
             if name not in exclude:
                 by_name[name] = by_name.get(name, 0.0) + end[key] - before.get(key, self.first[key])
         return dict(sorted(by_name.items(), key=lambda item: -item[1]))
-
-
-def other_cpu(run: dict) -> float:
-    """CPU seconds of the processes that do not train in a run (Ray's own, when it runs)."""
-    return sum(s for name, s in run["cpu_s"].items() if name not in TRAINING_PROCESSES)

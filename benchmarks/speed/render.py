@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 
 from benchmarks import cache_speed
-from benchmarks.speed.common import DEFAULT_RUN_TOP1, GOALS, LOADER_SHARE_BEFORE, NOISY_SPREAD, PRECISION_ARCHS
+from benchmarks.speed.settings import DEFAULT_RUN_TOP1, GOALS, LOADER_SHARE_BEFORE, NOISY_SPREAD, PRECISION_ARCHS
 from benchmarks.speed.limits import limits
 from lfme.report import markdown_table
 
