@@ -490,7 +490,30 @@ def summary(out_dir: str | Path) -> str:
 # ----------------------------------------------------------------------------- CLI
 
 
-def main(argv=None) -> int:
+def record_parser(sub, name: str) -> None:
+    """The arguments of run-record, junit-record or command-record: the part's name and own inputs, then the common ones."""
+    p = sub.add_parser(name)
+    p.add_argument("name")
+    if name == "run-record":
+        p.add_argument("run_dir")
+        p.add_argument("log")
+        p.add_argument("--gpu-samples")
+        p.add_argument("--mode", default="cuda")
+        p.add_argument("--expect-done", action="store_true", help="a stage not done or an expert off CUDA is a problem")
+        p.add_argument("--boxed", action="store_true", help="cut by its time box as planned: a timeout is 'partial'")
+    if name == "junit-record":
+        p.add_argument("xml")
+        p.add_argument("--no-skips", action="store_true", help="a skipped test is a problem (on a GPU machine)")
+    if name == "command-record":
+        p.add_argument("--json", help="a JSON file the command wrote, kept whole in the part")
+        p.add_argument("--text", help="a one-line figure for the summary")
+    p.add_argument("--rc", type=int, required=True)
+    p.add_argument("--wall", type=float, required=True)
+    p.add_argument("--command", dest="cmd")
+    p.add_argument("--out", required=True)
+
+
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("versions")
@@ -503,25 +526,7 @@ def main(argv=None) -> int:
     p.add_argument("file")
     p.add_argument("--interval", type=float, default=0.5)
     for name in ("run-record", "junit-record", "command-record"):
-        p = sub.add_parser(name)
-        p.add_argument("name")
-        if name == "run-record":
-            p.add_argument("run_dir")
-            p.add_argument("log")
-            p.add_argument("--gpu-samples")
-            p.add_argument("--mode", default="cuda")
-            p.add_argument("--expect-done", action="store_true", help="a stage not done or an expert off CUDA is a problem")
-            p.add_argument("--boxed", action="store_true", help="cut by its time box as planned: a timeout is 'partial'")
-        if name == "junit-record":
-            p.add_argument("xml")
-            p.add_argument("--no-skips", action="store_true", help="a skipped test is a problem (on a GPU machine)")
-        if name == "command-record":
-            p.add_argument("--json", help="a JSON file the command wrote, kept whole in the part")
-            p.add_argument("--text", help="a one-line figure for the summary")
-        p.add_argument("--rc", type=int, required=True)
-        p.add_argument("--wall", type=float, required=True)
-        p.add_argument("--command", dest="cmd")
-        p.add_argument("--out", required=True)
+        record_parser(sub, name)
     p = sub.add_parser("step")
     p.add_argument("out")
     p.add_argument("step")
@@ -534,41 +539,69 @@ def main(argv=None) -> int:
     p.add_argument("out_dir")
     p.add_argument("--json")
     p.add_argument("--versions")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def run_details(args) -> dict:
+    """run-record: the run's record, its projection when boxed, its problems when it should have finished, the log's tail."""
+    log_text = Path(args.log).read_text(errors="replace") if Path(args.log).is_file() else ""
+    record = run_record(args.run_dir, log_text, read_samples(args.gpu_samples))
+    details: dict = {"run": record}
+    if args.boxed:  # a run cut by its time box: how long the whole would take at the speed it showed
+        details["projection"] = projection(record)
+    if args.expect_done and args.rc == 0:
+        details["problems"] = run_problems(record, args.mode)
+    details["log_tail"] = log_text[-3000:]
+    return details
+
+
+def junit_details(args) -> dict:
+    """junit-record: the tests, and as problems those that failed (and skipped ones with --no-skips), or that none ran."""
+    details: dict = {"junit": junit_record(args.xml)}
+    bad = [t["test"] for t in details["junit"]["tests"] if t["outcome"] in ("failed", "error")]
+    if args.no_skips:
+        bad += [f"{t['test']} skipped: {t['message']}" for t in details["junit"]["tests"] if t["outcome"] == "skipped"]
+    if not details["junit"]["tests"]:
+        bad.append(details["junit"].get("error") or "no test ran")
+    if bad:
+        details["problems"] = bad
+    return details
+
+
+def command_details(args) -> dict:
+    """command-record: the JSON the command wrote, and a one-line figure for the summary."""
+    details: dict = {}
+    if args.json:
+        details["result"] = _read_json(Path(args.json))
+        if details["result"] and "training" in details["result"]:
+            details["speed"] = cache_speed_line(details["result"])
+    if args.text:
+        details["speed"] = args.text
+    return details
+
+
+RECORDS = {"run-record": run_details, "junit-record": junit_details, "command-record": command_details}
+
+
+def write_summary(args) -> None:
+    text = summary(args.out_dir)
+    print(text)
+    if args.json:
+        steps = {p.stem[len("gpu-"):]: (_read_json(p) or {}).get("status") for p in step_files(args.out_dir)}
+        found = (_read_json(Path(args.versions)) if args.versions else None) or versions()
+        Path(args.json).write_text(json.dumps({"steps": steps, "versions": found, "summary": text}, indent=1) + "\n")
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
     if args.command == "versions":
         print(json.dumps(versions(), indent=1))
     elif args.command == "make-cifar":
         print(json.dumps(make_cifar(args.root, args.train_per_class, args.test_per_class, args.seed)))
     elif args.command == "watch":
         watch(args.file, args.interval)
-    elif args.command in ("run-record", "junit-record", "command-record"):
-        details: dict = {}
-        if args.command == "run-record":
-            log_text = Path(args.log).read_text(errors="replace") if Path(args.log).is_file() else ""
-            record = run_record(args.run_dir, log_text, read_samples(args.gpu_samples))
-            details["run"] = record
-            if args.boxed:  # a run cut by its time box: how long the whole would take at the speed it showed
-                details["projection"] = projection(record)
-            if args.expect_done and args.rc == 0:
-                details["problems"] = run_problems(record, args.mode)
-            details["log_tail"] = log_text[-3000:]
-        elif args.command == "junit-record":
-            details["junit"] = junit_record(args.xml)
-            bad = [t["test"] for t in details["junit"]["tests"] if t["outcome"] in ("failed", "error")]
-            if args.no_skips:
-                bad += [f"{t['test']} skipped: {t['message']}" for t in details["junit"]["tests"] if t["outcome"] == "skipped"]
-            if not details["junit"]["tests"]:
-                bad.append(details["junit"].get("error") or "no test ran")
-            if bad:
-                details["problems"] = bad
-        else:
-            if args.json:
-                details["result"] = _read_json(Path(args.json))
-                if details["result"] and "training" in details["result"]:
-                    details["speed"] = cache_speed_line(details["result"])
-            if args.text:
-                details["speed"] = args.text
+    elif args.command in RECORDS:
+        details = RECORDS[args.command](args)
         boxed = getattr(args, "boxed", False)
         Path(args.out).write_text(json.dumps(part(args.name, args.rc, round(args.wall, 1), args.cmd, boxed, **details), default=str))
     elif args.command == "step":
@@ -576,12 +609,7 @@ def main(argv=None) -> int:
         record = write_step(args.out, args.step, args.mode, parts, args.skipped, args.versions, args.failed)
         print(f"{args.step}: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
     elif args.command == "summary":
-        text = summary(args.out_dir)
-        print(text)
-        if args.json:
-            steps = {p.stem[len("gpu-"):]: (_read_json(p) or {}).get("status") for p in step_files(args.out_dir)}
-            found = (_read_json(Path(args.versions)) if args.versions else None) or versions()
-            Path(args.json).write_text(json.dumps({"steps": steps, "versions": found, "summary": text}, indent=1) + "\n")
+        write_summary(args)
     return 0
 
 

@@ -270,19 +270,19 @@ def premise(runs: dict[int, dict[str, dict]], student: str = "cls_samp") -> list
     return out
 
 
-def render(runs: dict[int, dict[str, dict]], meta: dict) -> str:
-    variants = variants_over_seeds(runs)
-    claims = claims_over_seeds(runs)
-    premise_rows = premise(runs)
-    first = next(iter(next(iter(runs.values())).values()))
-    subsets = list(first["subsets"])
+def pm(x: dict | None) -> str:
+    """A value over seeds: its mean, ± its standard deviation where more than one seed ran."""
+    if x is None:
+        return "n/a"
+    return format_percent(x["mean"]) if len(x["values"]) == 1 else f"{100 * x['mean']:.1f} ± {100 * x['std']:.1f}"
 
-    def pm(x: dict | None) -> str:
-        if x is None:
-            return "n/a"
-        return format_percent(x["mean"]) if len(x["values"]) == 1 else f"{100 * x['mean']:.1f} ± {100 * x['std']:.1f}"
 
-    table = markdown_table(
+def points(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:+.1f}"
+
+
+def variants_table(variants: dict[str, dict], subsets: list) -> list[str]:
+    return markdown_table(
         ["variant", "seeds", "overall", "per seed", *(f"subset {s}" for s in subsets), "many", "medium", "few",
          "paper (ImageNet-LT)", "student wall s", "cache stage s", "student s/epoch"],
         [
@@ -305,10 +305,9 @@ def render(runs: dict[int, dict[str, dict]], meta: dict) -> str:
         ["l", "l", "r", "l"] + ["r"] * (7 + len(subsets)),
     )
 
-    def points(x: float | None) -> str:
-        return "" if x is None else f"{100 * x:+.1f}"
 
-    claim_table = markdown_table(
+def claims_table(claims: list[dict]) -> list[str]:
+    return markdown_table(
         ["claim", "per seed (points)", "mean", "standard error", "verdict", "per subset: mean ± SE (verdict)"],
         [
             [c["claim"], ", ".join(points(d) for d in c["differences"].values()), points(c["mean"]),
@@ -319,7 +318,10 @@ def render(runs: dict[int, dict[str, dict]], meta: dict) -> str:
         ],
         ["l", "l", "r", "r", "l", "l"],
     )
-    premise_table = markdown_table(
+
+
+def premise_table(premise_rows: list[dict]) -> list[str]:
+    return markdown_table(
         ["expert", "expert on its subset", f"{premise_rows[0]['student_variant'] if premise_rows else 'student'} within that subset",
          "expert - student (points)", "standard error", "verdict"],
         [
@@ -330,7 +332,11 @@ def render(runs: dict[int, dict[str, dict]], meta: dict) -> str:
         ],
         ["l", "r", "r", "r", "r", "l"],
     )
-    lines = [
+
+
+def header(runs: dict[int, dict[str, dict]], meta: dict, first: dict) -> list[str]:
+    """The title, the command, what the numbers are, the overrides, the precision, the wall time and versions."""
+    return [
         f"# Table 3 on {meta['preset']} (scale: {meta['scale']}, seeds {', '.join(map(str, runs))})",
         "",
         f"Command: `{meta['command']}`",
@@ -344,16 +350,23 @@ def render(runs: dict[int, dict[str, dict]], meta: dict) -> str:
         f"{'; '.join(f'{seed}: ' + ', '.join(sorted({r.get('precision', 'not recorded') for r in rows.values()})) for seed, rows in runs.items())}.",
         f"Wall time of the whole benchmark: {meta['wall_seconds'] / 60:.1f} min; versions: {meta['versions']}.",
         "",
-        *table,
+    ]
+
+
+def render(runs: dict[int, dict[str, dict]], meta: dict) -> str:
+    first = next(iter(next(iter(runs.values())).values()))
+    lines = [
+        *header(runs, meta, first),
+        *variants_table(variants_over_seeds(runs), list(first["subsets"])),
         "",
         "The premise of KD on equal terms, per subset: each expert against the student on the expert's test samples, "
         "both predicting among the subset's classes only.",
         "",
-        *premise_table,
+        *premise_table(premise(runs)),
         "",
         RULE,
         "",
-        *claim_table,
+        *claims_table(claims_over_seeds(runs)),
         "",
     ]
     return "\n".join(lines)
@@ -421,7 +434,7 @@ def included_runs(paths: list[str], preset: str, scale: str, overrides: list[str
     return runs
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("preset", help="a config, e.g. configs/cifar10-lt.yaml")
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
@@ -437,6 +450,32 @@ def main(argv: list[str] | None = None) -> int:
         "--report-only", action="store_true",
         help="run nothing: build the table from the finished run directories under --out (and --include)",
     )
+    return parser
+
+
+def collect_runs(args, names: list[str], overrides: list[str], seeds: list[int], roots: dict[int, Path]) -> dict[int, dict[str, dict]]:
+    """Every seed's rows, by seed: the included tables', then each seed's of --seeds, run now or (--report-only) read."""
+    runs = included_runs(args.include, args.preset, args.scale, overrides)
+    lowest = min([*seeds, *runs])  # the instance-sampling rows' seed (FIRST_SEED_ONLY)
+    if args.report_only:
+        runs.update({seed: seed_rows(names, roots[seed], first=seed == lowest) for seed in seeds})
+    else:
+        # One Ray for every stage of every seed and variant (run_pipeline leaves a
+        # Ray it did not start running), rather than one started per variant.
+        started_ray = init_ray(load_config(args.preset, overrides).ray)
+        try:
+            for seed in seeds:
+                runs[seed] = run_seed(args.preset, seed, names, overrides, roots[seed], first=seed == lowest)
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+    return dict(sorted(runs.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
     args = parser.parse_args(argv)
 
     names = args.variants.split(",")
@@ -447,25 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or REPO / "benchmarks" / "results" / f"{Path(args.preset).stem}-{args.scale}").resolve()
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [load_config(args.preset, overrides).seed]
     start = time.monotonic()
-
-    # One Ray for every stage of every seed and variant (run_pipeline leaves a
-    # Ray it did not start running), rather than one started per variant.
     roots = {seed: out / f"seed-{seed}" if args.seeds else out for seed in seeds}
-    runs = included_runs(args.include, args.preset, args.scale, overrides)
-    lowest = min([*seeds, *runs])  # the instance-sampling rows' seed (FIRST_SEED_ONLY)
-    if args.report_only:
-        runs.update({seed: seed_rows(names, roots[seed], first=seed == lowest) for seed in seeds})
-    else:
-        started_ray = init_ray(load_config(args.preset, overrides).ray)
-        try:
-            for seed in seeds:
-                runs[seed] = run_seed(args.preset, seed, names, overrides, roots[seed], first=seed == lowest)
-        finally:
-            if started_ray:
-                import ray
-
-                ray.shutdown()
-    runs = dict(sorted(runs.items()))
+    runs = collect_runs(args, names, overrides, seeds, roots)
     first = roots[seeds[0]]
     base_config = load_config(args.preset, overrides + [f"seed={seeds[0]}", f"run_dir={first / 'base'}"])
 

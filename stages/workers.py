@@ -13,7 +13,7 @@ report is a barrier). On Ctrl-C `fit` aborts its Ray Train run.
 `fit` with `num_workers=0` is Ray Train's local mode: the loop runs in the
 calling process, without Ray actors (no `ray.init()` needed), through the same
 `ray.train` calls. It is the plain-PyTorch reference of
-benchmarks/speed.py; nothing is persisted to storage and nothing resumes.
+benchmarks/speed/ (part (c)); nothing is persisted to storage and nothing resumes.
 
 Plain Ray tasks use `stages.tasks`, which does not import Ray Train.
 """
