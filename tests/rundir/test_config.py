@@ -3,15 +3,15 @@ load time with one line naming the dotted key (no Ray, no data needed)."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from rundir.config import Config, config_from_dict, load_config
 from rundir.fields import ConfigError
+from tests.pipeline_helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
@@ -417,7 +417,7 @@ def test_run_dir_urls_fsspec_knows_are_accepted():
 def test_cli_run_dir_flag_is_validated_like_the_config():
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "run", "--run-dir", "nosuchfs://bucket/run"],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120,
+        capture_output=True, text=True, cwd=REPO, timeout=120,
     )
     assert result.returncode == 2
     assert "run_dir: unknown storage scheme 'nosuchfs://'" in result.stderr
