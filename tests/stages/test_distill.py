@@ -41,13 +41,3 @@ def test_the_kept_student_is_the_last_or_the_best_validation_epochs():
     weights, summary = kept_student(state, "best")
     assert weights is best_weights
     assert summary == {"kept": "best", "last_epoch": 3, "last_val_acc": 0.6, "best_epoch": 2, "best_val_acc": 0.7}
-
-
-def test_the_split_refuses_a_subset_without_validation_images():
-    from lfme.subsets import Subset
-    from stages.split import check_validation_covers
-
-    subsets = [Subset("many", (0, 1)), Subset("few", (2, 3))]
-    check_validation_covers(subsets, np.array([0, 3, 3]), ["a", "b", "c", "d"])  # one class of each subset suffices
-    with pytest.raises(ValueError, match=r"subset 'few' \(2 classes: c, d\) has no validation image"):
-        check_validation_covers(subsets, np.array([0, 1, 1]), ["a", "b", "c", "d"])
