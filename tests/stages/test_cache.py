@@ -1,6 +1,15 @@
-"""The cache stage's cut of a part into shards, one task each (stages/cache.py); the stage itself runs in the e2e tests."""
+"""stages.cache's pure parts: the cut of a part into shards, one task each, the views a part stores, the tasks run at once.
 
-from stages.cache import MIN_SHARD_ROWS, SHARD_BYTES, shard_ranges
+The stage itself runs in the integration tests (tests/integration/test_pipeline_e2e.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rundir.config import load_config
+from stages import cache
+from stages.cache import MIN_SHARD_ROWS, SHARD_BYTES, part_views, shard_ranges, task_slots
 
 
 def test_default_shard_is_128_mb_of_float16_logits_whatever_the_label_space():
@@ -33,3 +42,34 @@ def test_an_empty_part_gets_one_empty_shard():
 def test_the_views_cache_cuts_shards_by_the_bytes_of_all_its_views():
     # 1,000 classes x 4 views x 2 bytes = 8,000 bytes a row -> 16,777 rows in 128 MiB.
     assert shard_ranges(100_000, 1_000, None, slots=1, views=4)[0] == (0, SHARD_BYTES // 8_000)
+
+
+def test_an_explicit_shard_rows_is_capped_so_that_every_task_slot_gets_a_shard():
+    # 1,000 rows over 4 slots: at most ceil(1000 / 4) = 250 a shard, whatever shard_rows asks above that.
+    assert shard_ranges(1_000, 10, 600, slots=4) == [(0, 250), (250, 500), (500, 750), (750, 1_000)]
+    # No slots reported (0) counts as one: shard_rows alone decides.
+    assert shard_ranges(1_000, 10, 600, slots=0) == [(0, 600), (600, 1_000)]
+
+
+def test_only_the_training_part_stores_augmented_views():
+    config = load_config(None, ["cache.views=4"])
+    assert (part_views(config, "train"), part_views(config, "val")) == (4, 1)
+    assert part_views(load_config(None, []), "train") == 1
+
+
+@pytest.mark.parametrize(
+    "sets, cluster, slots",
+    [
+        # By CPUs: 5 CPUs / 2 per task = 2 tasks at once (rounded down); 0.5 per task on 3 CPUs = 6.
+        (["cache.resources.cpus_per_worker=2"], {"CPU": 5.0}, 2),
+        (["cache.resources.cpus_per_worker=0.5"], {"CPU": 3.0}, 6),
+        # By GPUs when a task asks for one: 2 GPUs / 0.5 = 4 tasks, however many CPUs there are.
+        (["cache.resources.gpus_per_worker=0.5"], {"CPU": 64.0, "GPU": 2.0}, 4),
+        # Never fewer than one: a task larger than the cluster, or a cluster without the GPUs asked for.
+        (["cache.resources.cpus_per_worker=4"], {"CPU": 2.0}, 1),
+        (["cache.resources.gpus_per_worker=1"], {"CPU": 8.0}, 1),
+    ],
+)
+def test_the_task_slots_are_the_tasks_the_cluster_holds_at_once(monkeypatch, sets, cluster, slots):
+    monkeypatch.setattr(cache.ray, "cluster_resources", lambda: cluster)  # what Ray reports of the cluster
+    assert task_slots(load_config(None, sets)) == slots
