@@ -7,8 +7,8 @@
 # one runs (set -uo pipefail, no -e). The whole run stays within GPU_CHECK_BUDGET_S (default 570 s:
 # the device tool's 600 s command limit less a margin); a step starts only with time left for it.
 #
-#   1. tests  the GPU-marked tests (pytest -m gpu, every tests/test_*.py that uses the marker; today
-#             tests/test_gpu.py): train_epoch on CUDA learns and never waits for the device inside the
+#   1. tests  the GPU-marked tests (pytest -m gpu, every tests/**/test_*.py that uses the marker; today
+#             tests/lfme/test_gpu.py): train_epoch on CUDA learns and never waits for the device inside the
 #             loop, precision on the real device, LiveTeachers on CUDA = on the CPU, the batched
 #             on-device augmentation. Without CUDA they are skipped with the reason.
 #   2. run    `lfme run` (python -m pipeline.cli run) twice, on fresh run directories, with GPU resources:
@@ -125,7 +125,7 @@ else
     NICE=19
     CAP_TESTS=120 CAP_DIGITS=200 CAP_CIFAR=200 CAP_SPEED=120 CAP_PAPER=90
     TRAIN_PER_CLASS=40 TEST_PER_CLASS=10
-    # A logical GPU (as tests/test_gpu_shares.py): experts, cache and evaluate hold shares of it and run on the
+    # A logical GPU (as tests/integration/test_gpu_shares.py): experts, cache and evaluate hold shares of it and run on the
     # CPU, saying so; the distill stage's Ray Train worker cannot take a GPU without CUDA (NCCL), so it has none.
     GPU_SETS=(ray.num_gpus=1 experts.resources.gpus_per_worker=0.33 cache.resources.gpus_per_worker=1
               distill.resources.num_workers=1 distill.resources.gpus_per_worker=0 evaluate.resources.gpus_per_worker=1)
@@ -195,7 +195,7 @@ lfme_run() {
 # ---------------------------------------------------------------------------------------------- 1. tests
 if wants tests; then
     echo; echo "=== 1. tests: the GPU-marked tests ==="
-    mapfile -t GPU_TEST_FILES < <(grep -l "pytest.mark.gpu" tests/test_*.py)
+    mapfile -t GPU_TEST_FILES < <(grep -rl --include="test_*.py" "pytest.mark.gpu" tests | sort)
     rm -f "$WORK/tests.xml"
     run_timed "$(box "$CAP_TESTS")" "$WORK/tests.log" "$PYTHON" -m pytest -m gpu -p no:cacheprovider -rs --junitxml "$WORK/tests.xml" \
         "${GPU_TEST_FILES[@]}"

@@ -22,6 +22,13 @@ up to date instead of being trained again by each test module.
 for the whole session and points the AWS environment variables at it, which
 is how the project expects credentials and endpoints to arrive (never from a
 config). Child processes (`lfme run`, Ray workers) inherit the environment.
+
+The tiers follow the folders: every test under tests/integration/ is marked
+`integration` (each file says so in its `pytestmark`), no other test is, and
+only integration tests use the fixtures above that start a server process
+(`SERVER_FIXTURES`). Collection stops with a usage error naming each test that
+breaks this (`tier_problems`), so `pytest -m "not integration"` starts neither
+a Ray head nor the S3 server.
 """
 
 from __future__ import annotations
@@ -41,11 +48,38 @@ import pytest
 from tests.pipeline_helpers import FAST, REPO, run_lfme
 from tests.ray_cluster import free_port, head
 
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+# The fixtures that start (or need) a server process: the Ray head, a pipeline run on it, the S3 server.
+SERVER_FIXTURES = frozenset({"shared_ray", "on_shared_ray", "finished_run", "s3_endpoint", "s3_bucket"})
+
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "lfme-test-key-id",
     "AWS_SECRET_ACCESS_KEY": "lfme-test-secret-key",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+def tier_problems(items) -> list[str]:
+    """One line per collected test that is in the wrong tier for its folder, or uses a server fixture outside integration/."""
+    problems = []
+    for item in items:
+        inside = INTEGRATION in Path(item.path).resolve().parents
+        marked = item.get_closest_marker("integration") is not None
+        if inside and not marked:
+            problems.append(f"{item.nodeid}: under tests/integration/ but not marked integration (pytestmark = pytest.mark.integration)")
+        if marked and not inside:
+            problems.append(f"{item.nodeid}: marked integration outside tests/integration/ (move it there)")
+        servers = sorted(SERVER_FIXTURES & set(getattr(item, "fixturenames", ())))
+        if servers and not inside:
+            problems.append(f"{item.nodeid}: uses {', '.join(servers)} (a server process) outside tests/integration/")
+    return problems
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: every collected test is checked, whichever tier runs
+def pytest_collection_modifyitems(items) -> None:
+    problems = tier_problems(items)
+    if problems:
+        raise pytest.UsageError("tests in the wrong tier:\n  " + "\n  ".join(problems))
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,8 @@ A real two-node cluster on this host (`ray start --head` plus a second
 through the Jobs API with the repository as working_dir and no `ray.address`
 (inside a job the driver joins the job's cluster), as on a launched cluster.
 On the same cluster, a driver whose stage no node can hold waits for the
-cluster to grow, then stops with one line. Also checks that the cluster
-files in `cluster/` parse and that the overrides they pass are valid config keys.
+cluster to grow, then stops with one line. (That the cluster files in
+`cluster/` parse and pass valid config keys is tests/cluster/test_cluster_files.py.)
 
 The daemons start and stop as `tests.ray_cluster` says (free ports, stopped
 by session id, never `ray stop`).
@@ -20,13 +20,13 @@ import sys
 import time
 
 import pytest
-import yaml
 
-from rundir.config import load_config
 from tests.pipeline_helpers import FAST, REPO, copy_run, manifest, run_lfme
 from tests.ray_cluster import free_port, head, ray_start
 
 STAGES = ["split", "experts", "cache", "distill", "evaluate"]
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,6 @@ def _two_node_cluster():
         yield cluster.dashboard, cluster.gcs
 
 
-@pytest.mark.integration
 def test_default_pipeline_as_a_ray_job_on_two_nodes(two_node_cluster, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
     from ray.util.state import list_nodes
@@ -86,7 +85,6 @@ def test_default_pipeline_as_a_ray_job_on_two_nodes(two_node_cluster, tmp_path):
     assert all(n.state == "ALIVE" for n in after)
 
 
-@pytest.mark.integration
 def test_a_stage_no_node_can_hold_waits_for_the_cluster_to_grow_then_stops(two_node_cluster, finished_run, tmp_path):
     _, gcs = two_node_cluster
     run_dir = copy_run(finished_run, tmp_path / "run")
@@ -109,28 +107,3 @@ def test_a_stage_no_node_can_hold_waits_for_the_cluster_to_grow_then_stops(two_n
         "lfme: error: InsufficientResourcesError: experts: each task asks for {CPU: 4}, but after 6 s of waiting no node has that"
     ), result.stderr[-3000:]
     assert took < 120
-
-
-def test_cluster_files_parse_and_pass_valid_settings():
-    launcher = yaml.safe_load((REPO / "cluster" / "aws-gpu.yaml").read_text())
-    assert launcher["provider"]["type"] == "aws"
-    head = launcher["available_node_types"][launcher["head_node_type"]]
-    assert head["resources"]["GPU"] == 0
-    workers = [t for name, t in launcher["available_node_types"].items() if name != launcher["head_node_type"]]
-    assert workers and all(t["resources"]["GPU"] >= 1 and t["max_workers"] >= t["min_workers"] for t in workers)
-    assert any("pip install" in command for command in launcher["setup_commands"])
-
-    job = yaml.safe_load((REPO / "cluster" / "rayjob.yaml").read_text())
-    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
-    runtime_env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
-    assert runtime_env["working_dir"] and any(p.startswith("torch==") for p in runtime_env["pip"])
-    groups = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    limits = groups[0]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert int(limits["nvidia.com/gpu"]) >= 1
-
-    # The entrypoint's config and overrides load: every key it sets exists.
-    args = shlex.split(job["spec"]["entrypoint"])
-    assert args[:4] == ["python", "-m", "pipeline.cli", "run"] and "ray.address=auto" in args
-    overrides = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
-    config = load_config(REPO / args[4], overrides)
-    assert config.ray.address == "auto" and config.distill.resources.gpus_per_worker == 1

@@ -9,7 +9,8 @@ log file (`<run_dir>/logs/`). Ray's own chatter (its warnings, the C++ core
 worker's ERROR lines, the raylet's "N PYTHON worker processes have been
 started") goes to that log file, not to the console, unless `--verbose`.
 
-The unit tests exercise the pieces without Ray; the integration tests run the
+The pieces are unit-tested without Ray (tests/stages/test_ray_compat.py,
+tests/stages/test_tasks.py, tests/pipeline/test_console.py); these tests run the
 CLI in its own process group (as a terminal runs it) on a copy of the session's
 finished run, and send SIGINT to the driver alone or, as a terminal's Ctrl-C
 does, to the whole group.
@@ -25,7 +26,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -37,206 +37,7 @@ EXIT_WITHIN_S = 10.0
 # Lines of Ray's own that the console must not show (the log file keeps them).
 RAY_CHATTER = ("core_worker.cc", "PYTHON worker processes have been started", "Traceback (most recent call last)")
 
-
-# ----------------------------------------------------------------- unit tier
-
-
-@pytest.mark.parametrize("wait_fails", [False, True])
-def test_a_failure_waits_for_the_tasks_in_flight_without_cancelling_them(monkeypatch, wait_fails):
-    from stages import tasks
-
-    calls = []
-
-    def wait(refs, num_returns, timeout):
-        calls.append(("wait", list(refs), num_returns, timeout))
-        if wait_fails:
-            raise ConnectionError("Ray is shutting down")
-
-    # Not cancelled: a cancel racing a finishing task crashes the driver in Ray 2.60 (tasks.drained_on_failure).
-    monkeypatch.setattr(tasks.ray, "cancel", lambda ref, force: calls.append(("cancel", ref, force)))
-    monkeypatch.setattr(tasks.ray, "wait", wait)
-    pending = {"a": 0}
-    with pytest.raises(ValueError, match="shard 1 failed"):  # the task's error, not the wait's
-        with tasks.drained_on_failure(pending):
-            pending["b"] = 1  # read when the failure comes, not when the block starts
-            raise ValueError("shard 1 failed")
-    assert calls == [("wait", ["a", "b"], 2, tasks.DRAIN_WAIT_S)]
-
-
-def test_a_worker_error_is_named_by_the_exception_the_worker_raised():
-    from ray.exceptions import RayTaskError
-
-    from stages.ray_compat import one_line, user_error
-
-    cause = ValueError("experts/few/model.pt: truncated")
-    trace = 'Traceback (most recent call last):\n  File "x.py", line 1, in f\nValueError: experts/few/model.pt: truncated'
-    wrapped = RayTaskError("expert_logits", trace, cause).as_instanceof_cause()
-    assert isinstance(wrapped, ValueError) and user_error(wrapped) is cause
-    assert one_line(wrapped) == "ValueError: experts/few/model.pt: truncated"
-    # Ray's own exceptions are followed through `__cause__` to the worker's.
-    from ray.exceptions import RaySystemError
-
-    chained = RaySystemError("lost")
-    chained.__cause__ = wrapped
-    assert user_error(chained) is cause
-    # Ray's wrapper with no cause left: the last line of its traceback text.
-    assert one_line(RayTaskError("f", trace, None)) == "ValueError: experts/few/model.pt: truncated"
-
-
-def test_ray_train_errors_are_unwrapped_to_the_failing_rank():
-    from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
-
-    from stages.ray_compat import one_line
-
-    failures = {1: KeyError("sample 7"), 0: FileNotFoundError("cache/manifest.json not found")}
-    assert one_line(WorkerGroupError("rank 0: ...\nrank 1: ...", failures)) == "FileNotFoundError: cache/manifest.json not found"
-    assert one_line(ControllerError(RuntimeError("placement group removed"))) == "RuntimeError: placement group removed"
-
-
-def test_our_error_that_names_its_cause_is_kept():
-    from stages.ray_compat import one_line
-    from stages.tasks import UnreadableFileError
-
-    try:
-        try:
-            raise RuntimeError("PytorchStreamReader failed reading zip archive")
-        except RuntimeError as err:
-            raise UnreadableFileError("run/experts/few/model.pt: cannot read the weights") from err
-    except UnreadableFileError as err:
-        assert one_line(err) == "UnreadableFileError: run/experts/few/model.pt: cannot read the weights"
-    assert one_line(ValueError("two\nlines")) == "ValueError: two lines"
-
-
-def test_a_damaged_file_is_named_when_it_cannot_be_read(tmp_path):
-    from lfme import storage
-    from stages import tasks
-
-    damaged = tmp_path / "model.pt"
-    damaged.write_bytes(b"not a zip archive")
-    with pytest.raises(tasks.UnreadableFileError) as raised:
-        with tasks.reading(str(damaged), "weights of expert 'few'"):
-            storage.load_torch(str(damaged))
-    message = str(raised.value)
-    assert message.startswith(f"{damaged}: cannot read the weights of expert 'few' (")
-    assert "lfme verify" in message and "\n" not in message and len(message) < 300
-    with pytest.raises(FileNotFoundError):  # a missing file names itself already
-        with tasks.reading(str(tmp_path / "gone.pt"), "student"):
-            storage.load_torch(str(tmp_path / "gone.pt"))
-
-
-def test_worker_output_split_between_console_and_log(tmp_path, monkeypatch):
-    import ray._private.worker as ray_worker
-
-    from stages import ray_compat
-
-    printed = []
-    monkeypatch.setattr(ray_worker, "print_worker_logs", lambda data, print_file, ignore_prefix=False: printed.append(data))
-    monkeypatch.setattr(ray_compat, "_ray_output", None)
-    ray_compat.route_worker_output()  # nothing asked: nothing routed
-    assert not hasattr(ray_worker.print_worker_logs, "__wrapped__")
-
-    batches = [
-        {"lines": ["[expert few] epoch 1/2  loss 1.0"], "pid": 11, "task_name": "train_expert", "is_err": False},
-        {"lines": ["[2026-12-02 06:07:53,323 E 8617 8695] core_worker.cc:2465: Actor with class name: 'PreemptionWatcher'"],
-         "pid": 12, "actor_name": "TrainController", "is_err": True},
-        {"lines": ["2 PYTHON worker processes have been started on node ..."], "pid": "raylet", "is_err": False},
-    ]
-    for verbose, shown in ((False, batches[:1]), (True, batches)):
-        printed.clear()
-        log = tmp_path / f"verbose-{verbose}.log"
-        with open(log, "w") as stream:
-            monkeypatch.setattr(ray_compat, "_ray_output", None)
-            ray_compat.send_ray_output(stream, verbose)
-            ray_compat.route_worker_output()
-            ray_compat.route_worker_output()  # again (a second ray.init): one wrapper, not two
-            for data in batches:
-                ray_worker.print_worker_logs(data, sys.stdout)
-        assert printed == shown
-        text = log.read_text()
-        assert "(train_expert pid=11 stdout) [expert few] epoch 1/2" in text
-        assert "(TrainController pid=12 stderr) [" in text and "core_worker.cc" in text
-        assert "(raylet stdout) 2 PYTHON worker processes" in text
-
-
-def test_worker_prefixes_are_plain_text_on_a_stream_that_is_not_a_terminal(tmp_path, monkeypatch):
-    import io
-
-    import ray._private.worker as ray_worker
-
-    from stages import ray_compat
-
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    monkeypatch.setattr(ray_worker, "print_worker_logs", ray_worker.print_worker_logs)  # Ray's own printer, restored after
-    monkeypatch.delenv(ray_compat.COLOR_PREFIX_ENV, raising=False)
-    monkeypatch.setattr(ray_compat, "_ray_output", None)
-    batch = {"lines": ["[expert few] epoch 1/2"], "pid": 11, "task_name": "train_expert", "is_err": False, "ip": "a", "localhost": "a"}
-    with open(tmp_path / "run.log", "w") as log:
-        ray_compat.send_ray_output(log, verbose=False)
-        ray_compat.route_worker_output()
-        piped, terminal = io.StringIO(), Terminal()
-        ray_worker.print_worker_logs(batch, piped)
-        ray_worker.print_worker_logs(batch, terminal)
-    assert piped.getvalue() == "(train_expert pid=11) [expert few] epoch 1/2\n"
-    assert terminal.getvalue() == "\x1b[36m(train_expert pid=11)\x1b[0m [expert few] epoch 1/2\n"  # a terminal keeps Ray's colour
-    assert ray_compat.COLOR_PREFIX_ENV not in os.environ
-
-
-def test_console_keeps_our_lines_and_sends_the_rest_to_the_log(tmp_path, capfd):
-    from pipeline.console import Console
-
-    console = Console()
-    console.open(str(tmp_path / "run"), "run")
-    try:
-        console.say("== experts: running")
-        os.write(2, b"[E core_worker.cc:2465] from C++\n")  # what Ray's C++ writes to fd 2
-        print("WARNING ray: from Python", file=sys.__stderr__, flush=True)  # Python writing to fd 2 (capfd swaps sys.stderr)
-        warnings.warn_explicit("subset 'few' is empty: dropped", UserWarning, str(REPO / "lfme" / "subsets.py"), 1)
-        console.error("lfme: error: ValueError: bad")
-    finally:
-        where = console.close()
-    os.write(2, b"after close\n")
-    out, err = capfd.readouterr()
-    assert out == "== experts: running\n"
-    assert err == "lfme: warning: subset 'few' is empty: dropped\nlfme: error: ValueError: bad\nafter close\n"
-    logs = list((tmp_path / "run" / "logs").glob("lfme-run-*.log"))
-    assert [str(p) for p in logs] == [where]
-    text = logs[0].read_text()
-    for line in ("== experts: running", "core_worker.cc:2465] from C++", "WARNING ray: from Python", "subset 'few' is empty"):
-        assert line in text
-    assert warnings.showwarning is not console.show_warning
-
-
-def test_a_remote_run_directory_gets_its_log_when_the_command_ends(tmp_path, capfd):
-    from lfme import storage
-    from pipeline.console import Console
-
-    console = Console(verbose=True)  # fd 2 stays the console
-    console.open("memory://bucket/run", "tune")
-    console.say("tune: 2 trial(s)")
-    local = Path(console.local)
-    assert local.is_file() and not str(local).startswith("memory:")
-    where = console.close()
-    assert where.startswith("memory://bucket/run/logs/lfme-tune-") and where.endswith(".log")
-    assert "tune: 2 trial(s)" in storage.read_text(where)
-    assert not local.exists()  # copied: the run directory holds it
-    assert capfd.readouterr().out == "tune: 2 trial(s)\n"
-
-
-def test_ray_train_leaves_sigint_to_the_driver():
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
-    from stages import ray_compat
-
-    original = DataParallelTrainer.__dict__["_register_sigint_handler"]
-    handler = signal.getsignal(signal.SIGINT)
-    with ray_compat.driver_keeps_sigint() as controllers:
-        DataParallelTrainer._register_sigint_handler(object(), "controller-handle")
-        assert controllers == ["controller-handle"]
-        assert signal.getsignal(signal.SIGINT) is handler
-    assert DataParallelTrainer.__dict__["_register_sigint_handler"] is original
+pytestmark = pytest.mark.integration
 
 
 # --------------------------------------------- CLI processes without Ray (fast)
@@ -259,7 +60,6 @@ SIGNALS_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("how, grace, message", [("twice", 60.0, "interrupted again"), ("once", 1.0, "still stopping 1 s after Ctrl-C")])
 def test_a_second_ctrl_c_or_a_hanging_stop_exits_at_once(how, grace, message):
     started = time.monotonic()
@@ -270,7 +70,6 @@ def test_a_second_ctrl_c_or_a_hanging_stop_exits_at_once(how, grace, message):
     assert f"lfme: {message}; exiting now" in result.stderr
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("debug", [False, True])
 def test_an_error_is_one_line_naming_the_log_with_its_traceback(tmp_path, debug):
     run_dir = tmp_path / "empty"
@@ -341,7 +140,6 @@ def checkpoint_epochs(run_dir: Path) -> dict[str, int]:
     }
 
 
-@pytest.mark.integration
 def test_ctrl_c_in_the_experts_stage_stops_every_expert_and_the_same_command_resumes(finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path / "run")
     sets = FAST + ["experts.epochs=200"]  # new expert settings: all three train again, for longer than the test waits
@@ -373,7 +171,6 @@ def test_ctrl_c_in_the_experts_stage_stops_every_expert_and_the_same_command_res
     assert manifest(run_dir)["stages"]["experts"]["attempts"] == 2
 
 
-@pytest.mark.integration
 def test_ctrl_c_in_the_distill_stage_under_ray_train_and_a_quiet_console(finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path / "run")
     sets = FAST + ["distill.epochs=200"]
@@ -402,7 +199,6 @@ def test_ctrl_c_in_the_distill_stage_under_ray_train_and_a_quiet_console(finishe
     assert re.search(r"\b(WARNING|ERROR)\b|core_worker\.cc", out + err), "no Ray line on the verbose console"
 
 
-@pytest.mark.integration
 @pytest.mark.usefixtures("on_shared_ray")
 def test_a_student_stopped_after_its_last_checkpoint_reports_that_epoch_again_on_resume(finished_run, tmp_path):
     """Ray Train resumes a finished run too; the loop then reports its last epoch again, so a restored Tune trial
@@ -428,7 +224,6 @@ def test_a_student_stopped_after_its_last_checkpoint_reports_that_epoch_again_on
     assert manifest(run_dir)["stages"]["distill"]["status"] == "done"
 
 
-@pytest.mark.integration
 def test_a_damaged_expert_read_in_a_ray_task_is_one_line_naming_the_file(finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path / "run")
     name = json.loads((run_dir / "split" / "split.json").read_text())["subsets"][-1]["name"]

@@ -1,4 +1,4 @@
-"""pipeline.lease: one driver per run directory, on a local disk and on S3 (moto on loopback)."""
+"""pipeline.lease: one driver per run directory, on the local disk (on S3: tests/integration/test_s3_lease.py)."""
 
 from __future__ import annotations
 
@@ -33,12 +33,10 @@ def foreign_holder(run_dir: str, host: str, pid: int, heartbeat_age_s: float) ->
     storage.write_bytes_atomic(storage.join(run_dir, "lease.json"), holder.to_bytes())
 
 
-@pytest.fixture(params=["local", "s3"])
-def run_dir(request, tmp_path):
-    if request.param == "local":
-        return str(tmp_path / "run")
-    bucket = request.getfixturevalue("s3_bucket")
-    return f"s3://{bucket}/run"
+@pytest.fixture
+def run_dir(tmp_path) -> str:
+    """A run directory on the local disk (tests/integration/test_s3_lease.py runs these tests on S3)."""
+    return str(tmp_path / "run")
 
 
 def test_a_second_driver_is_refused_with_the_holders_name(run_dir):

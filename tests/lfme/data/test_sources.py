@@ -30,8 +30,9 @@ from lfme.data import (
 )
 from lfme.data.sources import ArrayStore
 from lfme.data.sources.digits import bundled_digits
+from tests.pipeline_helpers import REPO
 
-DATA = Path(__file__).parents[2] / "shared" / "data"
+DATA = REPO.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"shared data folder {DATA} is not on this machine")
 
 
@@ -490,7 +491,7 @@ def test_inat_through_the_preset_and_load_source(tmp_path):
     from rundir.data import load_source
 
     _, val, _ = write_inat(tmp_path)
-    preset = Path(__file__).parents[1] / "configs" / "inat2018.yaml"
+    preset = REPO / "configs" / "inat2018.yaml"
     cfg = load_config(preset, [f"data.root={tmp_path}"]).data
     assert (cfg.source, cfg.transform, cfg.train, cfg.test) == ("inat", "imagenet", "train2018.json", "val2018.json")
     s = load_source(cfg)

@@ -15,11 +15,15 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from pipeline.lease import Holder
 from rundir.layout import LEASE_FILE
 from pipeline.manifest import FORMAT
 from rundir.config import dump_config, load_config
 from tests.pipeline_helpers import REPO
+
+pytestmark = pytest.mark.integration  # each test runs the CLI in a new interpreter
 
 HEAVY = ("torch", "torchvision", "ray")
 

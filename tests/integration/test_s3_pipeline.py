@@ -101,7 +101,7 @@ def test_a_local_run_reuses_the_buckets_experts_and_cache(s3_run, tmp_path):
 
 def test_the_student_loads_from_the_bucket_and_its_curves_are_there(s3_run):
     from pipeline.student import load_student
-    from tests.test_scalars import parse_events
+    from tests.lfme.test_scalars import parse_events
 
     student = load_student(s3_run["run_dir"])  # checked against the manifest's SHA-256, read through fsspec
     assert student.class_names == [str(d) for d in range(10)] and student.accuracy["overall"] == get_json(s3_run, "evaluate/report.json")["student"]["overall"]

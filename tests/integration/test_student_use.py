@@ -9,8 +9,6 @@ project and must give the student's logits on the same images.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,8 @@ import torch
 from PIL import Image
 
 from lfme.data import digits
-from pipeline.student import StudentError, TrainedStudent, load_student
+from pipeline.student import StudentError, load_student
+from tests.pipeline.test_export import fresh_logits
 from tests.pipeline_helpers import copy_run, run_lfme
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_shared_ray")]
@@ -102,15 +101,6 @@ FRESH = {
 }
 
 
-def fresh_logits(script: str, directory: Path, inputs: np.ndarray) -> np.ndarray:
-    """Run `script` (it reads `x`, sets `out`) in a new interpreter in `directory`, with nothing of this project importable."""
-    np.save(directory / "x.npy", inputs)
-    code = "import numpy as np\nx = np.load('x.npy')\n" + script + "\nnp.save('out.npy', out)\n"
-    done = subprocess.run([sys.executable, "-I", "-c", code], cwd=directory, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return np.load(directory / "out.npy")
-
-
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_an_exported_student_gives_the_same_logits_without_the_project(finished_run, test_images, tmp_path, fmt):
     out = tmp_path / "export"
@@ -126,24 +116,3 @@ def test_an_exported_student_gives_the_same_logits_without_the_project(finished_
     expected = student.logits(batch).numpy()
     got = fresh_logits(FRESH[fmt].format(file=card["file"]), out, batch.numpy())
     assert np.abs(got - expected).max() < 1e-4
-
-
-def test_safetensors_load_into_torchvisions_resnet(tmp_path):
-    from lfme.models import build_model
-    from pipeline.export import export
-
-    torch.manual_seed(0)
-    model = build_model("resnet10", 7).eval()
-    student = TrainedStudent(model, "resnet10", [f"c{i}" for i in range(7)], 3, "imagenet", 32, (0.5,) * 3, (0.25,) * 3, "fp32", None, "run")
-    export(student, str(tmp_path), "safetensors")
-    card = json.loads((tmp_path / "model_card.json").read_text())
-    assert card["torchvision_equivalent"] == "ResNet(BasicBlock, [1, 1, 1, 1])"
-    assert "ResNet(BasicBlock, [1, 1, 1, 1])" in (tmp_path / "README.md").read_text()
-    inputs = torch.randn(4, 3, 32, 32)
-    script = (
-        "import torch\nfrom safetensors.torch import load_file\nfrom torchvision.models.resnet import ResNet, BasicBlock\n"
-        "model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=7).eval()\nmodel.load_state_dict(load_file('student.safetensors'))\n"
-        "out = model(torch.from_numpy(x)).detach().numpy()"
-    )
-    got = fresh_logits(script, tmp_path, inputs.numpy())
-    assert np.abs(got - student.logits(inputs).numpy()).max() < 1e-4

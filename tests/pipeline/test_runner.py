@@ -1,4 +1,4 @@
-"""What the runner checks before it skips a done stage: the outputs' sizes, and the bytes of the small ones."""
+"""pipeline.runner: what it checks before it skips a done stage (the outputs' sizes, the bytes of the small ones), what it records."""
 
 from __future__ import annotations
 
@@ -49,3 +49,26 @@ def test_a_file_over_the_limit_is_checked_by_size_before_a_skip_and_by_bytes_in_
     assert damaged_outputs(run_dir, "distill", record, hash_up_to=1000) == [
         "distill/shard.parquet has other bytes than were written (SHA-256 differs)"
     ]
+
+
+def test_the_runner_records_digests_a_stage_hashed_as_it_wrote_without_reading_those_files_again(tmp_path, monkeypatch):
+    import hashlib
+
+    from lfme import storage
+    from pipeline import runner
+
+    folder = tmp_path / "cache" / "data-x"
+    folder.mkdir(parents=True)
+    (folder / "train-00000.parquet").write_bytes(b"shard bytes")
+    (tmp_path / "cache" / "manifest.json").write_bytes(b"{}")
+    read = []
+    real = storage.file_sha256
+    monkeypatch.setattr(storage, "file_sha256", lambda path: read.append(path) or real(path))
+
+    shard_digest = hashlib.sha256(b"shard bytes").hexdigest()
+    outputs = runner.record_outputs(str(tmp_path), "cache", {"data-x/train-00000.parquet": shard_digest})
+    assert outputs == {
+        "data-x/train-00000.parquet": {"bytes": 11, "sha256": shard_digest},
+        "manifest.json": {"bytes": 2, "sha256": hashlib.sha256(b"{}").hexdigest()},
+    }
+    assert [p.rsplit("/", 1)[-1] for p in map(str, read)] == ["manifest.json"]

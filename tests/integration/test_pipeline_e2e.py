@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from lfme.storage import read_json
-from tests.test_scalars import read_scalars
+from tests.lfme.test_scalars import read_scalars
 from tests.pipeline_helpers import FAST, copy_run, manifest, run_lfme
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_shared_ray")]

@@ -1,4 +1,4 @@
-"""Fingerprints of the shipped configs, pinned.
+"""pipeline.graph: the fingerprints of the shipped configs, pinned; and which settings enter which stage's fingerprint.
 
 A fingerprint decides whether a finished stage is reused, so a refactor that
 changes one makes every existing run directory retrain from scratch. The
@@ -110,3 +110,45 @@ def test_fingerprints_with_the_newer_switches_are_pinned():
         "distill": "f5a54aa97e16cec1",
         "evaluate": "75ce975c81a0b7b4",
     }
+
+
+# --------------------------------------------------------------------------- what enters which stage's fingerprint
+
+
+def test_top_k_enters_the_cache_fingerprint_only_when_set():
+    from pipeline.graph import fingerprints
+    from rundir.config import Config, load_config
+
+    base = fingerprints(Config())
+    k = fingerprints(load_config(None, ["cache.top_k=5"]))
+    assert (k["split"], k["experts"]) == (base["split"], base["experts"])
+    assert k["cache"] != base["cache"] and k["distill"] != base["distill"]
+    assert fingerprints(load_config(None, ["cache.shard_rows=10", "cache.local_dir=/elsewhere"])) == base
+
+
+def test_views_enter_the_cache_fingerprint_only_when_more_than_one_with_the_seed_that_draws_them():
+    import pytest
+
+    from pipeline.graph import fingerprints, stage_settings
+    from rundir.config import Config, load_config
+    from rundir.fields import ConfigError
+
+    base = fingerprints(Config())
+    assert fingerprints(load_config(None, ["cache.views=1"])) == base
+    four, eight = (load_config(None, [f"cache.views={k}"]) for k in (4, 8))
+    assert fingerprints(four)["experts"] == base["experts"]
+    assert len({base["cache"], fingerprints(four)["cache"], fingerprints(eight)["cache"]}) == 3
+    assert stage_settings(four, "cache")["views"] == 4 and stage_settings(four, "cache")["seed"] == 0
+    assert "views" not in stage_settings(Config(), "cache")
+    with pytest.raises(ConfigError, match="cache.views: must be a positive integer, got 0"):
+        load_config(None, ["cache.views=0"])
+
+
+def test_joint_experts_enter_the_experts_fingerprint_only_when_asked_for():
+    from pipeline.graph import fingerprints
+    from rundir.config import Config, load_config
+
+    base = fingerprints(Config())
+    assert fingerprints(load_config(None, ["experts.init=scratch"])) == base
+    joint = fingerprints(load_config(None, ["experts.init=joint"]))
+    assert joint["split"] == base["split"] and all(joint[s] != base[s] for s in ("experts", "cache", "distill", "evaluate"))

@@ -6,14 +6,14 @@ formula or a wrong subset split in the CLI path shows up as a failure.
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.cli import main
+from tests.pipeline_helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 COUNTS = [200, 150, 100, 60, 40, 20, 10, 5]  # N = 585, C = 8
 

@@ -5,6 +5,7 @@ experts and cache with the short schedule) is swept; the sweep runs the CLI in i
 trials side by side (one 0.5-CPU worker each) so a trial never waits on
 another's CPUs. The checks: a killed sweep resumes, the tables and best config
 are written and loadable, no expert or cache file changes, TensorBoard logs exist.
+The search space's checks need no Ray: tests/rundir/test_sections.py, tests/pipeline/test_tune.py.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ import hashlib
 from pathlib import Path
 
 import pytest
-import yaml
 
-from rundir.config import config_from_dict, load_config
-from rundir.fields import ConfigError
-from tests.pipeline_helpers import REPO, copy_run, kill_group, manifest, run_lfme, start_lfme, wait_for
+from rundir.config import load_config
+from tests.pipeline_helpers import copy_run, kill_group, manifest, run_lfme, start_lfme, wait_for
 
 SPACE = "tune.search_space={distill.temperature: {choice: [2, 4]}, distill.alpha: {uniform: [0.4, 0.8]}}"
 SWEEP = [
@@ -28,6 +27,8 @@ SWEEP = [
     "tune.max_concurrent_trials=2",
     "distill.resources={num_workers: 1, cpus_per_worker: 0.5}",
 ]
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,6 @@ def read_trials(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.integration
 @pytest.mark.usefixtures("on_shared_ray")
 def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_expert(inputs_run, tmp_path, monkeypatch):
     """One sweep, killed after its trials' first epochs and resumed with --resume (a sweep costs two Ray Train
@@ -101,60 +101,3 @@ def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_ex
     assert manifest(inputs_run)["stages"]["distill"] == distill_record
     assert (inputs_run / "distill" / "student.pt").read_bytes() == student
     assert list((out / "trials").rglob("events.out.tfevents*")), "no TensorBoard event file"
-
-
-# --------------------------------------------------------------------------- config
-
-
-def _tune_error(search_space) -> str:
-    with pytest.raises(ConfigError) as info:
-        config_from_dict({"tune": {"search_space": search_space}})
-    return str(info.value)
-
-
-def test_unknown_swept_key_is_named():
-    message = _tune_error({"distill.nonsense": {"choice": [1, 2]}})
-    assert "tune.search_space.distill.nonsense" in message and "unknown key 'nonsense'" in message
-
-
-def test_only_distill_keys_may_be_swept():
-    assert "only distill.* keys" in _tune_error({"experts.lr": {"loguniform": [0.01, 0.1]}})
-
-
-def test_unknown_spec_form_is_named():
-    message = _tune_error({"distill.temperature": {"normal": [2, 1]}})
-    assert "tune.search_space.distill.temperature" in message and "choice" in message
-
-
-def test_spec_values_are_checked_against_the_field():
-    assert "distill.alpha.choice[1]" in _tune_error({"distill.alpha": {"choice": [0.5, "high"]}})
-    assert "low must be < high" in _tune_error({"distill.lr": {"uniform": [0.1, 0.01]}})
-    assert "use choice or randint" in _tune_error({"distill.epochs": {"uniform": [2, 5]}})
-
-
-def test_specs_are_read_once_into_what_tune_draws_and_the_longest_trial():
-    from ray import tune
-
-    from pipeline.tune import max_epochs, param_space
-
-    space = {"distill.epochs": {"randint": [5, 12]}, "distill.lr": {"loguniform": [0.01, 0.1]}, "distill.temperature": {"choice": [2, 4]}}
-    config = config_from_dict({"tune": {"search_space": space}})
-    specs = config.tune.specs()
-    assert [(s.form, s.values) for s in specs.values()] == [("randint", (5, 12)), ("loguniform", (0.01, 0.1)), ("choice", (2, 4))]
-    assert max_epochs(config) == 11  # randint's high is exclusive, as in Ray Tune
-    assert max_epochs(config_from_dict({"tune": {"search_space": {"distill.epochs": {"choice": [10, 20]}}}})) == 20
-    assert max_epochs(config_from_dict({"tune": {"search_space": {"distill.lr": {"uniform": [0.01, 0.1]}}}})) == config.distill.epochs
-    drawn = param_space(config)
-    assert isinstance(drawn["distill.epochs"], tune.search.sample.Integer) and (drawn["distill.epochs"].lower, drawn["distill.epochs"].upper) == (5, 12)
-    assert isinstance(drawn["distill.lr"].get_sampler(), tune.search.sample.Float._LogUniform)
-    assert drawn["distill.temperature"].categories == [2, 4]
-
-
-def test_the_default_config_has_a_valid_sweep_in_no_fingerprint():
-    from pipeline.graph import fingerprints
-
-    data = yaml.safe_load((REPO / "ray_config.yaml").read_text())
-    config = config_from_dict(data)
-    assert config.tune.num_samples == 4 and "distill.temperature" in config.tune.search_space
-    assert config.tune.loggers == ["tensorboard"]
-    assert fingerprints(config) == fingerprints(config_from_dict(data, ["tune.num_samples=9", "tune.name=other"]))

@@ -1,6 +1,7 @@
-"""lfme.storage: atomic writes on the local disk and on a real S3 API (moto on loopback)."""
+"""lfme.storage and the teacher cache on a real S3 API (moto's server on loopback, `s3_endpoint` in tests/conftest.py).
 
-import os
+The local-disk half of these checks is tests/lfme/test_storage.py.
+"""
 
 import numpy as np
 import pytest
@@ -10,39 +11,7 @@ from lfme.subsets import Subset
 from lfme.teacher_cache import TeacherRows, read_cache, write_cache
 from tests.conftest import s3_objects
 
-
-def test_failed_write_leaves_previous_file_and_no_temp(tmp_path):
-    target = tmp_path / "report.md"
-    target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with storage.atomic_file(target) as f:
-            f.write(b"partial")
-            raise RuntimeError("disk full")
-    assert target.read_text() == "old"
-    assert os.listdir(tmp_path) == ["report.md"]
-
-
-def test_successful_write_replaces_and_creates_parents(tmp_path):
-    target = tmp_path / "a" / "b" / "m.json"
-    storage.write_json_atomic(target, {"x": 1})
-    storage.write_json_atomic(target, {"x": 2})
-    assert storage.read_json(target) == {"x": 2}
-    assert os.listdir(target.parent) == ["m.json"]
-
-
-def test_file_url_is_the_local_disk(tmp_path):
-    url = f"file://{tmp_path}/run"
-    storage.write_text_atomic(storage.join(url, "x", "a.txt"), "hi")
-    assert (tmp_path / "run" / "x" / "a.txt").read_text() == "hi"
-    assert storage.local_path(url) == f"{tmp_path}/run"
-    assert storage.arrow_filesystem(url) == (None, f"{tmp_path}/run")
-
-
-def test_join_keeps_url_schemes():
-    assert storage.join("s3://bucket/run/", "cache", "manifest.json") == "s3://bucket/run/cache/manifest.json"
-    assert storage.join("/data/run", "cache") == "/data/run/cache"
-    assert storage.absolute("s3://bucket/run/") == "s3://bucket/run"
-    assert storage.name("s3://bucket/run/trial_1/") == "trial_1"
+pytestmark = pytest.mark.integration  # starts the session's S3 server
 
 
 def test_s3_write_read_list_remove(s3_endpoint, s3_bucket):

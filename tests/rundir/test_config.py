@@ -1,17 +1,15 @@
 """The config schema: presets load, and every mistake a user can make fails at
 load time with one line naming the dotted key (no Ray, no data needed)."""
 
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from rundir.config import Config, config_from_dict, load_config
 from rundir.fields import ConfigError
+from tests.pipeline_helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
@@ -378,30 +376,7 @@ def test_empty_file_gives_defaults(tmp_path):
     assert load_config(empty) == Config()
 
 
-# --------------------------------------------------------------------------- the CLI end
-
-
-def test_cli_run_rejects_unknown_key_before_anything_runs(tmp_path):
-    run_dir = tmp_path / "run"
-    data = _base()
-    data["run_dir"] = str(run_dir)
-    data["distill"]["tempreature"] = 4
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(data))
-
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", str(bad)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "distill.tempreature" in lines[0]
-    assert result.stdout == ""
-    assert not run_dir.exists()
+# ------------------------------------------------- run_dir URLs, cross-section rules (the CLI: tests/integration/test_cli_config_errors.py)
 
 
 def test_run_dir_url_with_an_unknown_scheme_is_refused_at_load():
@@ -412,15 +387,6 @@ def test_run_dir_url_with_an_unknown_scheme_is_refused_at_load():
 def test_run_dir_urls_fsspec_knows_are_accepted():
     assert config_from_dict({"run_dir": "s3://bucket/run"}).run_dir == "s3://bucket/run"
     assert config_from_dict({"run_dir": "file:///tmp/run"}).run_dir == "file:///tmp/run"
-
-
-def test_cli_run_dir_flag_is_validated_like_the_config():
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "--run-dir", "nosuchfs://bucket/run"],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120,
-    )
-    assert result.returncode == 2
-    assert "run_dir: unknown storage scheme 'nosuchfs://'" in result.stderr
 
 
 def test_live_teachers_need_kd():

@@ -1,0 +1,47 @@
+"""benchmarks/scale.py's measurement and plan: the PSS of a mapped file, the signal bytes of a cache (no timings)."""
+
+
+def test_scale_benchmark_pss_counts_a_mapped_file_once_across_two_processes(tmp_path):
+    """benchmarks.scale's measurement: the PSS of a file's mapping, read from /proc, halves when two processes map it."""
+    import mmap
+    import multiprocessing as mp
+    import os
+
+    from benchmarks.scale import pss_bytes
+
+    path = tmp_path / "cache-copy.bin"
+    size = 8 << 20
+    path.write_bytes(os.urandom(size))
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        sum(m[i] for i in range(0, size, 4096))  # fault in every page
+        alone = pss_bytes(os.getpid(), "cache-copy.bin")
+        assert size * 0.99 <= alone <= size
+        ready, done = mp.get_context("fork").Event(), mp.get_context("fork").Event()
+
+        def other():
+            with open(path, "rb") as g, mmap.mmap(g.fileno(), 0, access=mmap.ACCESS_READ) as n:
+                sum(n[i] for i in range(0, size, 4096))
+                ready.set()
+                done.wait(30)
+
+        child = mp.get_context("fork").Process(target=other)
+        child.start()
+        try:
+            assert ready.wait(30)
+            mine, theirs = pss_bytes(os.getpid(), "cache-copy.bin"), pss_bytes(child.pid, "cache-copy.bin")
+            assert abs(mine - size / 2) < size * 0.02 and abs(theirs - size / 2) < size * 0.02
+            assert pss_bytes(os.getpid(), "no-such-mapping") == 0
+        finally:
+            done.set()
+            child.join(30)
+
+
+def test_the_scale_plan_counts_the_signal_bytes_by_hand():
+    from benchmarks.scale import planned_bytes
+
+    n = 115_846
+    assert planned_bytes(n, 1_000, 1, None) == n * 1_000 * 2  # C float16 logits
+    assert planned_bytes(n, 1_000, 4, None) == n * (4 * 1_000 * 2 + 4 * 9 * 4)  # 4 views and their 9 float32
+    # top-10 of 3 experts: 30 kept float16 logits, their 30 int32 classes, 3 float16 rest logits
+    assert planned_bytes(n, 1_000, 1, 10) == n * (30 * 2 + 30 * 4 + 3 * 2)
+    assert planned_bytes(n, 1_000, 4, 10) == n * (4 * (30 * 2 + 30 * 4 + 3 * 2) + 4 * 9 * 4)
