@@ -2,7 +2,7 @@
 
 Each case starts from a copy of the session's finished default run, as a user
 would meet it: a second `lfme run` on a busy directory, then on one whose
-driver was killed, a truncated cache shard, a deleted expert.
+driver was killed; a truncated cache shard, then a deleted expert.
 """
 
 from __future__ import annotations
@@ -82,30 +82,27 @@ def test_a_second_driver_refuses_at_once_and_takes_over_from_a_killed_first_whos
     assert not (run_dir / "lease.json").exists()  # given back at the end
 
 
-def test_a_truncated_cache_shard_is_found_before_the_skip_and_the_cache_rebuilt(finished_run, tmp_path):
+def test_a_truncated_shard_then_a_deleted_expert_are_found_before_the_skip_and_rebuilt_with_what_reads_them(finished_run, tmp_path):
+    """Two damaged outputs of one run directory, one after the other (each alone would cost a student's run)."""
     run_dir = copy_run(finished_run, tmp_path / "run")
+
+    # A truncated cache shard: `lfme verify` names it, and the run finds it before skipping the cache.
     cache = json.loads((run_dir / "cache" / "manifest.json").read_text())
     shard = f"{cache['data_dir']}/{cache['parts']['train']['shards'][0]}"
     (run_dir / "cache" / shard).write_bytes((run_dir / "cache" / shard).read_bytes()[:100])
-
     verify = run_lfme("verify", str(run_dir))
     assert verify.returncode == 1 and f"cache: DAMAGED: cache/{shard} has 100 bytes" in verify.stdout
-
-    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST)
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), "--through", "cache", sets=FAST)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = stage_lines(result.stdout)
     assert f"== cache: cache/{shard} has 100 bytes" in "\n".join(lines)
     assert any(line.startswith("== split: up to date") for line in lines)
     assert any(line.startswith("== experts: up to date") for line in lines)
-    assert "== distill: its input cache ran again; running it again" in lines
     assert run_lfme("verify", str(run_dir)).returncode == 0
 
-
-def test_a_deleted_expert_is_retrained_alone_and_everything_downstream_reruns(finished_run, tmp_path):
-    run_dir = copy_run(finished_run, tmp_path / "run")
+    # A deleted expert: retrained alone, and every stage after it runs again.
     kept = {p.parent.name: p.read_bytes() for p in (run_dir / "experts").glob("*/model.pt") if p.parent.name != "few"}
     (run_dir / "experts" / "few" / "model.pt").unlink()
-
     result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "== experts: experts/few/model.pt is missing; running it again" in result.stdout
@@ -113,7 +110,9 @@ def test_a_deleted_expert_is_retrained_alone_and_everything_downstream_reruns(fi
     assert "[expert few] epoch 1/" in result.stdout and "[expert many]" not in result.stdout
     for name, weights in kept.items():  # the other experts were kept, byte for byte
         assert (run_dir / "experts" / name / "model.pt").read_bytes() == weights
-    for stage in ("cache", "distill", "evaluate"):
-        assert f"== {stage}: running" in result.stdout or f"== {stage}: its input" in result.stdout
+    lines = stage_lines(result.stdout)
     assert "== split: up to date" in result.stdout
+    assert "== cache: its input experts ran again; running it again" in lines
+    assert "== distill: its input cache ran again; running it again" in lines
+    assert "== evaluate: its input experts ran again; running it again" in lines
     assert run_lfme("verify", str(run_dir)).returncode == 0
