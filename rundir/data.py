@@ -68,7 +68,6 @@ def make_loader(
     train: bool,
     batch_size: int,
     sampler: torch.utils.data.Sampler | None = None,
-    every_epoch: bool = False,
     device: torch.device | str = "cpu",
     views: StoredViews | None = None,
 ) -> torch.utils.data.DataLoader | DeviceBatches:
@@ -79,15 +78,16 @@ def make_loader(
     of `sampler` (required then); the batches then carry each image's view
     index too: `(images, labels, sample_ids, views)`.
 
-    `every_epoch`: the loader is read once per epoch (training and validation
-    loaders). With `data.decode_once` its images are then decoded here, once,
-    rather than on each pass, and the loader collates their uint8 pixels;
-    the transform then runs on whole batches on `device` (`BatchTransform`),
-    yielding images there as float32 channels_last. A loader read once (cache,
-    evaluation), or without `decode_once`, decodes and transforms each image
-    in PIL as it goes and yields CPU tensors.
+    `data.decode_once`: the images are decoded here, once, and the loader
+    collates their uint8 pixels; the transform then runs on whole batches on
+    `device` (`BatchTransform`), yielding images there as float32
+    channels_last. A loader read every epoch (training, validation) saves a
+    decode per epoch; one read once (cache, evaluation) decodes as much either
+    way, and takes the batched path for its test transform (no torchvision in its
+    worker: its import costs about 2 CPU-seconds). Without `decode_once`, each
+    image is decoded and transformed in PIL as it goes, yielding CPU tensors.
     """
-    decode_once = every_epoch and cfg.decode_once
+    decode_once = cfg.decode_once
     pixels = PixelDataset(images.decoded(lfme_data.fixed_size_step(cfg.transform, cfg.image_size))) if decode_once else None
     dataset: torch.utils.data.Dataset
     if pixels is not None:

@@ -176,10 +176,10 @@ def student_loaders(cfg: Config, split, views: StoredViews | None, world: int, r
     dcfg = cfg.distill
     sampler = make_sampler(dcfg, split.train.labels, split.class_counts, world, rank, cfg.seed)
     train_loader = make_loader(
-        split.train, cfg.data, True, dcfg.batch_size // world, sampler=sampler, every_epoch=True, device=device, views=views
+        split.train, cfg.data, True, dcfg.batch_size // world, sampler=sampler, device=device, views=views
     )
     val_rank = split.val.subset(np.arange(rank, len(split.val), world))
-    return sampler, train_loader, make_loader(val_rank, cfg.data, False, cfg.evaluate.batch_size, every_epoch=True, device=device)
+    return sampler, train_loader, make_loader(val_rank, cfg.data, False, cfg.evaluate.batch_size, device=device)
 
 
 def distill_loop(loop_config: dict) -> None:

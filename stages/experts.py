@@ -163,8 +163,8 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
     train = restrict_to_subset(split.train, subset.classes)
     val = restrict_to_subset(split.val, subset.classes)
     sampler = training_sampler(subset, train.labels, cfg.seed)
-    train_loader = make_loader(train, cfg.data, True, train_cfg.batch_size, sampler=sampler, every_epoch=True, device=device)
-    val_loader = make_loader(val, cfg.data, False, cfg.evaluate.batch_size, every_epoch=True, device=device)
+    train_loader = make_loader(train, cfg.data, True, train_cfg.batch_size, sampler=sampler, device=device)
+    val_loader = make_loader(val, cfg.data, False, cfg.evaluate.batch_size, device=device)
 
     epochs = epochs_for_budget(len(train), train_cfg.batch_size, train_cfg.epochs, train_cfg.min_steps)
     model = build_model(cfg.model.arch, len(subset.classes), in_channels=split.channels, pretrained=cfg.model.pretrained)

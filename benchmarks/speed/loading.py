@@ -31,7 +31,7 @@ def measure_decoding(config: Config, rounds: int) -> dict:
         for mode in ("every_epoch", "once") if r % 2 == 0 else ("once", "every_epoch"):
             data = dataclasses.replace(config.data, decode_once=mode == "once", loader_workers=0)
             start = time.perf_counter()
-            loader = make_loader(train, data, True, config.distill.batch_size, every_epoch=True)
+            loader = make_loader(train, data, True, config.distill.batch_size)
             made = time.perf_counter()
             for _ in loader:
                 pass
@@ -59,7 +59,7 @@ def student_loaders(config: Config) -> tuple[dict[str, torch.utils.data.DataLoad
             sampler=sampler,
         ),
         "batched": make_loader(
-            split.train, dataclasses.replace(data, decode_once=True, loader_workers=0), True, batch_size, sampler=sampler, every_epoch=True
+            split.train, dataclasses.replace(data, decode_once=True, loader_workers=0), True, batch_size, sampler=sampler
         ),
     }
     return loaders, len(sampler)

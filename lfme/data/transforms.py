@@ -47,9 +47,11 @@ def fixed_size_step(family: str, image_size: int) -> Callable[[Image.Image], Ima
     """
     if family not in KEEPS_DECODED:
         raise ValueError(f"transform family {family!r} has no fixed-size first step; families that have: {list(KEEPS_DECODED)}")
+    if family != "cifar":
+        return None
     from torchvision import transforms as T
 
-    return T.Resize((image_size, image_size)) if family == "cifar" else None
+    return T.Resize((image_size, image_size))
 
 
 def crop_padding(family: str, image_size: int) -> int:

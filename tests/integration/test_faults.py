@@ -136,7 +136,7 @@ def test_expert_workers_killed_mid_stage_resume_from_the_last_checkpoint(tmp_pat
     epochs = 40  # digits experts take 0.05-0.3 s an epoch: enough epochs to be killed in the middle
     # Through the experts only: what the test asserts ends there.
     driver = start_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), "--through", "experts",
-                        sets=[f"experts.epochs={epochs}"], log=log)
+                        sets=[f"experts.epochs={epochs}", "data.decode_once=true"], log=log)
 
     def committed() -> dict[str, int]:
         return {p.parent.name: expert_checkpoint_epoch(p) for p in (run_dir / "experts").glob("*/checkpoint.pt")}

@@ -33,7 +33,7 @@ def test_table3_seeds_share_experts_and_cache_within_a_seed_and_match_their_repo
         sys.executable, "-m", "benchmarks.table3", "ray_config.yaml", "--scale", "paper", "--out", str(out),
         "--variants", ",".join(VARIANTS), "--seeds", "0,1", "--set", "experts.epochs=2", "--set", "distill.epochs=2",
         # One Ray Train worker per student (the finished run covers two): this test is about table3's bookkeeping.
-        "--set", "distill.resources.num_workers=1",
+        "--set", "distill.resources.num_workers=1", "--set", "data.decode_once=true",
     ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -86,14 +86,14 @@ def test_table3_seeds_share_experts_and_cache_within_a_seed_and_match_their_repo
     shutil.rmtree(out / "seed-0")
     (out / "table.json").unlink()
     again = subprocess.run(
-        command[:-8] + ["--seeds", "1", "--include", str(earlier), "--report-only"] + command[-6:],
+        command[:-10] + ["--seeds", "1", "--include", str(earlier), "--report-only"] + command[-8:],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     rebuilt = json.loads((out / "table.json").read_text())
     assert rebuilt["runs"] == table["runs"] and rebuilt["claims"] == table["claims"] and rebuilt["meta"]["seeds"] == [0, 1]
     other = subprocess.run(
-        command[:-8] + ["--seeds", "1", "--include", str(earlier), "--report-only", "--set", "distill.epochs=3"],
+        command[:-10] + ["--seeds", "1", "--include", str(earlier), "--report-only", "--set", "distill.epochs=3"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
-    assert other.returncode != 0 and f"--include {earlier}: its overrides: ['experts.epochs=2', 'distill.epochs=2', 'distill.resources.num_workers=1']; this run's: ['distill.epochs=3']" in other.stderr
+    assert other.returncode != 0 and f"--include {earlier}: its overrides: ['experts.epochs=2', 'distill.epochs=2', 'distill.resources.num_workers=1', 'data.decode_once=true']; this run's: ['distill.epochs=3']" in other.stderr

@@ -23,6 +23,7 @@ SPACE = "tune.search_space={distill.temperature: {choice: [2, 4]}, distill.alpha
 SWEEP = [
     SPACE,
     "experts.epochs=2",  # the inputs' settings: a different expert setting would (rightly) retrain the experts
+    "data.decode_once=true",  # as FAST (tests.pipeline_helpers): no torchvision in the trials' workers
     "tune.grace_period=1",
     "tune.max_concurrent_trials=2",
     "distill.resources={num_workers: 1, cpus_per_worker: 0.5}",

@@ -813,7 +813,7 @@ def test_decode_once_evaluation_batches_equal_the_pil_path(tmp_path):
     images = imagefolder(_random_pngs(tmp_path, [(40, 36)] * 6), test="test").train
     batches = {}
     for decode_once in (False, True):
-        loader = make_loader(images, _loader_config(tmp_path, decode_once), train=False, batch_size=4, every_epoch=True)
+        loader = make_loader(images, _loader_config(tmp_path, decode_once), train=False, batch_size=4)
         assert isinstance(loader, DeviceBatches) == decode_once
         batches[decode_once] = [b for epoch in range(2) for b in loader]
     for (x, y, ids), (x1, y1, ids1) in zip(batches[False], batches[True], strict=True):
@@ -830,8 +830,8 @@ def test_decode_once_digits_batches_are_one_channel_and_equal_the_pil_path_in_ev
     batches = {}
     for decode_once in (False, True):
         cfg = DataConfig(source="digits", transform="digits", image_size=8, decode_once=decode_once)
-        batches[decode_once] = list(make_loader(images, cfg, train=False, batch_size=16, every_epoch=True))
-        train = list(make_loader(images, cfg, train=True, batch_size=16, every_epoch=True))
+        batches[decode_once] = list(make_loader(images, cfg, train=False, batch_size=16))
+        train = list(make_loader(images, cfg, train=True, batch_size=16))
         assert [x.shape for x, _, _ in train] == [(16, 1, 8, 8)] * 3 + [(2, 1, 8, 8)]
     for (x, y, ids), (x1, y1, ids1) in zip(batches[False], batches[True], strict=True):
         torch.testing.assert_close(x1, x, rtol=0, atol=1e-6)
@@ -847,8 +847,8 @@ def test_decode_once_training_batches_are_the_drawn_crops_of_the_pil_path_images
 
     images = imagefolder(_random_pngs(tmp_path, [(40, 36)] * 7), test="test").train
     sampler = DistributedSampler(range(len(images)), num_replicas=1, rank=0, shuffle=True, seed=0)
-    pil = make_loader(images, _loader_config(tmp_path, False), True, batch_size=3, sampler=sampler, every_epoch=True)
-    batched = make_loader(images, _loader_config(tmp_path, True, loader_workers), True, batch_size=3, sampler=sampler, every_epoch=True)
+    pil = make_loader(images, _loader_config(tmp_path, False), True, batch_size=3, sampler=sampler)
+    batched = make_loader(images, _loader_config(tmp_path, True, loader_workers), True, batch_size=3, sampler=sampler)
     assert isinstance(batched.loader.dataset.image_list.store, ArrayStore)
     assert len(batched) == len(pil) == 3
     drawn = []
@@ -879,7 +879,7 @@ def test_decode_once_training_batches_follow_the_seed_and_resume_from_rng_state(
 
     images = imagefolder(_random_pngs(tmp_path, [(40, 36)] * 7), test="test").train
     sampler = DistributedSampler(range(len(images)), num_replicas=1, rank=0, shuffle=True, seed=0)
-    loader = make_loader(images, _loader_config(tmp_path, True), True, batch_size=3, sampler=sampler, every_epoch=True)
+    loader = make_loader(images, _loader_config(tmp_path, True), True, batch_size=3, sampler=sampler)
 
     def epoch(e: int) -> torch.Tensor:
         sampler.set_epoch(e)
