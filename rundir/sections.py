@@ -119,12 +119,13 @@ class DataConfig:
     transform: Family = "digits"
     image_size: int = 8
     loader_workers: int = 0  # DataLoader worker processes per Ray worker
-    # Decode (and for the cifar family resize) the training and validation
-    # images once per worker and keep the uint8 pixels in memory, instead of
-    # decoding them every epoch; memory N x s x s x 3 bytes per worker
-    # (CIFAR-10-LT at 32x32: 37 MB). Their loaders then augment and normalise
-    # whole batches on the training device (lfme.data.BatchTransform) rather
-    # than each image in PIL: the same crop/flip distribution and
+    # Decode (and for the cifar family resize) a loader's images once and keep
+    # the uint8 pixels in memory, instead of decoding them every epoch; memory
+    # N x s x s x 3 bytes per worker (CIFAR-10-LT at 32x32: 37 MB). The
+    # loaders (training, validation, and the cache's and evaluation's, which
+    # then need no torchvision) augment and normalise whole batches on the
+    # device (lfme.data.BatchTransform) rather than each image in PIL: the
+    # same crop/flip distribution and
     # normalisation from the same seeded RNG, but other draws than the PIL
     # path, so it is in the training stages' fingerprints. digits and cifar
     # families only.
