@@ -186,7 +186,12 @@ def test_ctrl_c_in_the_distill_stage_under_ray_train_and_a_quiet_console(finishe
     assert "[student] epoch 1/200" in out
     assert not [line for line in out.splitlines() if any(c in line for c in RAY_CHATTER)]
     log = latest_log(run_dir)
-    assert "[student] epoch 1/200" in log and log.rstrip().endswith(INTERRUPTED)
+    # The interrupt is the log's last line of ours; Ray's own lines may follow it (a worker's traceback as the
+    # abort stops it, forwarded late on a loaded machine): the log stays open while Ray stops (pipeline.cli.finish).
+    lines = log.splitlines()
+    assert "[student] epoch 1/200" in log and INTERRUPTED in lines, log[-2000:]
+    after = lines[len(lines) - 1 - lines[::-1].index(INTERRUPTED) + 1:]
+    assert not [line for line in after if line.startswith(("== ", "lfme: ", "[student]"))], after
     assert "core_worker.cc" in log  # Ray Train's controller logs one at start (Ray 2.60): it went here
 
     # With --verbose, Ray prints as it does by default; a group-wide Ctrl-C after the resume.
