@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 import time
 
 import pytest
 
 from tests.pipeline_helpers import FAST, REPO, copy_run, manifest, run_lfme
-from tests.ray_cluster import free_port, head, ray_start
+from tests.ray_cluster import free_port, head, kill_sessions, ray_start, temp_dir
 
 STAGES = ["split", "experts", "cache", "distill", "evaluate"]
 
@@ -39,11 +40,21 @@ def two_node_cluster():
 
 def _two_node_cluster():
     with head(num_cpus=2) as cluster:
-        cluster.sessions.append(ray_start(
+        # A temp dir of its own, as each node of a real cluster has its own disk: two raylets on one host would
+        # otherwise unpack a job's working_dir package into one session folder, the second node while the first
+        # node's driver imports from it (seen on a fresh cluster's first job: an ImportError of a name the
+        # package has, lfme.sampling.DistributedClassBalancedSampler, as the experts stage started).
+        node_temp = temp_dir()
+        node = ray_start(
             f"--address={cluster.gcs}", "--node-ip-address=127.0.0.1",
-            f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=1",
-        ))
-        yield cluster.dashboard, cluster.gcs
+            f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=1", f"--temp-dir={node_temp}",
+        )
+        cluster.sessions.append(node)
+        try:
+            yield cluster.dashboard, cluster.gcs
+        finally:
+            kill_sessions([node])
+            shutil.rmtree(node_temp, ignore_errors=True)
 
 
 def test_default_pipeline_as_a_ray_job_on_two_nodes(two_node_cluster, tmp_path):
