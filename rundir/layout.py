@@ -15,9 +15,10 @@ A run directory (a local path or an object-storage URL, `lfme.storage`)::
     experts/_joint/                      the joint model the experts start from (experts.init: joint)
     cache/                               the teacher cache (lfme.teacher_cache documents it)
     distill/student.pt, history.json     the student (arch, num_classes, class_names, model); per-epoch log
+    distill/checkpoint.pt                a one-worker student's per-epoch training state (kept: a rerun resumes at its end)
     evaluate/report.{json,md}, *.png     the test report (lfme.report)
     tensorboard/<stage>/<name>/          per-epoch scalars of each expert and of the student (lfme.scalars)
-    ray/<stage>-<name>-<fingerprint>/    Ray Train's checkpoints of a training run
+    ray/<stage>-<name>-<fingerprint>/    Ray Train's checkpoints of a student of several workers
     tune/<sweep>/                        a sweep (pipeline.tune)
 
 The stages find each other's outputs here and only here: the experts stage
@@ -52,7 +53,7 @@ SPLIT_INPUTS = "inputs.json"
 SAMPLES_PARQUET = "samples.parquet"
 EXPERT_MODEL = "model.pt"
 EXPERT_RESULT = "result.json"
-EXPERT_CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.pt"  # a training task's epoch checkpoint (stages.tasks.FileCheckpoints)
 STUDENT = "student.pt"
 HISTORY = "history.json"
 
@@ -225,7 +226,7 @@ def expert_dir(run_dir: str, name: str) -> str:
 
 
 def expert_checkpoint(run_dir: str, name: str) -> str:
-    return storage.join(expert_dir(run_dir, name), EXPERT_CHECKPOINT)
+    return storage.join(expert_dir(run_dir, name), CHECKPOINT)
 
 
 def expert_result(run_dir: str, name: str, fingerprint: str) -> dict[str, Any] | None:
@@ -314,6 +315,11 @@ def student_file(run_dir: str) -> str:
 
 def history_file(run_dir: str) -> str:
     return storage.join(run_dir, "distill", HISTORY)
+
+
+def student_checkpoint(run_dir: str) -> str:
+    """A one-worker student's epoch checkpoint (`stages.distill.student_task`); Ray Train's are under `ray/`."""
+    return storage.join(run_dir, "distill", CHECKPOINT)
 
 
 def save_student(location: str, arch: str, split: SplitInfo, model_state: dict) -> None:

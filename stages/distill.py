@@ -5,6 +5,18 @@ CPU, NCCL on GPU). The workers of a node share one memory-mapped copy of the
 teacher cache (`lfme.teacher_cache.map_cache`) and join it to their images by
 `sample_id`, reading only the rows of their batches: no teacher runs.
 
+One worker (`num_workers: 1`) is a plain Ray task instead, like an expert:
+with no collective to set up, Ray Train would only add its start-up, a
+controller and five helper actors, each a new process importing Ray Train
+(measured on 2 cores: 12.9 s for a 3-epoch student of 0.3 s of training,
+against about 4 s as a task). The task runs the same loop (`train_student`), checkpoints
+each epoch to `distill/checkpoint.pt` (`stages.tasks.FileCheckpoints`: with
+the stage fingerprint and the RNG state), and Ray retries it from there when
+its worker dies (`distill.max_failures` times), as a new `lfme run` resumes
+after a killed driver. A run resumes only under the worker count it started
+with: Ray Train's checkpoints and the task's file are not each other's.
+Nothing here imports Ray Train at module level, so the task's process does not.
+
 Loss per batch: mean_i v_i CE_i + sum_l w_l KD_l (`lfme.losses.DistillationLoss`,
 built once; the schedules set its w_l and v_i each epoch).
 After each epoch the validation set is scored over all workers; SpES sets the
@@ -25,9 +37,11 @@ are read for that view (`lfme.data.views`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
-import ray.train.torch
+import ray
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
@@ -35,7 +49,7 @@ from lfme import storage
 from lfme.engine import NonFiniteLossError, divergence_message, make_optimizer, make_scheduler, predict, seed_everything, train_epoch
 from lfme.data.views import StoredViews
 from lfme.evaluation import subset_accuracy
-from lfme.loop import EpochResult, LoopState, run_epochs
+from lfme.loop import Checkpoints, EpochResult, LoopState, run_epochs
 from lfme.losses import DistillationLoss, base_loss_offsets
 from lfme.models import build_model
 from lfme.precision import resolve
@@ -57,11 +71,12 @@ from rundir.layout import (
     read_split,
     ray_storage,
     save_student,
+    student_checkpoint,
     student_file,
     tensorboard_dir,
     verified_cache,
 )
-from stages import tasks, workers
+from stages import tasks
 
 
 def expert_accuracies(val_rows: TeacherRows, subsets: list[Subset], chunk: int = 4096) -> list[float]:
@@ -120,9 +135,21 @@ def accuracy_of(counts: torch.Tensor, classes) -> float:
     return counts[0, list(classes)].sum().item() / counts[1, list(classes)].sum().item()
 
 
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor (on the worker's device: NCCL reduces only CUDA tensors) over the workers; itself on one worker."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(tensor)
+    return tensor
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every worker when `flag` is True on any one of them."""
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
+
+
 def student_accuracies(model, val_loader, split, device, precision) -> tuple[float, list[float]]:
     """The student's validation accuracy over all ranks' shares, overall and on each subset's classes (SpES)."""
-    counts = workers.all_reduce_sum(validation_counts(model, val_loader, split.num_classes, device, precision)).cpu()
+    counts = all_reduce_sum(validation_counts(model, val_loader, split.num_classes, device, precision)).cpu()
     return counts[0].sum().item() / max(counts[1].sum().item(), 1), [accuracy_of(counts, s.classes) for s in split.subsets]
 
 
@@ -182,22 +209,35 @@ def student_loaders(cfg: Config, split, views: StoredViews | None, world: int, r
     return sampler, train_loader, make_loader(val_rank, cfg.data, False, cfg.evaluate.batch_size, device=device)
 
 
-def distill_loop(loop_config: dict) -> None:
-    """Ray Train worker: one data-parallel share of the student's training."""
-    cfg, run_dir = loop_config["config"], loop_config["run_dir"]
+@dataclass(frozen=True)
+class Share:
+    """Where one data-parallel share of the student trains: its rank among `world` ranks and its device.
+
+    `prepare` puts the model there: Ray Train's `prepare_model` on its workers
+    (DistributedDataParallel over several), a move to the device in a task.
+    """
+
+    rank: int
+    world: int
+    device: torch.device
+    prepare: Callable[[torch.nn.Module], torch.nn.Module]
+
+
+def train_student(cfg: Config, run_dir: str, expected: dict, share: Share, checkpoints: Checkpoints) -> None:
+    """One share of the student's training, from the last checkpoint; raises NonFiniteLossError on every rank at once."""
     dcfg = cfg.distill
-    rank, world, device = workers.worker_setup(dcfg.resources.cpus_per_worker)
+    rank, world, device = share.rank, share.world, share.device
     precision, fallback = resolve(cfg.precision, device)
     if fallback and rank == 0:
         tasks.say(f"[student] {fallback}")
     seed_everything(tasks.rank_seed(cfg.seed, rank))
 
     split = load_split(run_dir, cfg.data)
-    loss_fn, acc_experts, v1, views = distillation_targets(cfg, run_dir, split, loop_config["expected"], device, precision)
+    loss_fn, acc_experts, v1, views = distillation_targets(cfg, run_dir, split, expected, device, precision)
     sampler, train_loader, val_loader = student_loaders(cfg, split, views, world, rank, device)
 
     model = build_model(cfg.model.arch, split.num_classes, in_channels=split.channels, pretrained=cfg.model.pretrained)
-    model = ray.train.torch.prepare_model(precision.prepare(model))
+    model = share.prepare(precision.prepare(model))
     scaler = precision.grad_scaler()
     optimizer = make_optimizer(model, dcfg.lr, dcfg.momentum, dcfg.weight_decay)
     scheduler = make_scheduler(optimizer, dcfg.lr_schedule, dcfg.epochs, dcfg.milestones, dcfg.gamma)
@@ -210,7 +250,7 @@ def distill_loop(loop_config: dict) -> None:
         loss_fn.expert_weights = torch.tensor(weights) if dcfg.kd else None
         loss_fn.instance_weights = v
         stats = train_epoch(model, train_loader, optimizer, loss_fn, device, precision=precision, scaler=scaler)
-        if workers.any_rank(not math.isfinite(stats.loss), device):  # every rank stops at the same epoch
+        if any_rank(not math.isfinite(stats.loss), device):  # every rank stops at the same epoch
             loss = stats.loss if not math.isfinite(stats.loss) else float("nan")  # another rank's went non-finite
             raise NonFiniteLossError(divergence_message("distill", epoch, loss, "distill.lr"))
         scheduler.step()
@@ -229,7 +269,6 @@ def distill_loop(loop_config: dict) -> None:
         }
         return EpochResult(stats, val_acc, record)
 
-    checkpoints: workers.EpochCheckpoints = loop_config[workers.CHECKPOINTS_KEY]
     scalars = ScalarLog(tensorboard_dir(run_dir, "distill", "student"), storage.name(run_dir), "distill/student") if rank == 0 else None
     try:
         run_epochs(
@@ -237,11 +276,35 @@ def distill_loop(loop_config: dict) -> None:
             tag="student", fresh=lambda: LoopState(carry={"weights": [1.0] * len(names)}),  # plain KD until the student is measured
             keep_best=dcfg.keep == "best", say=tasks.say if rank == 0 else None, scalars=scalars, scalars_of=epoch_scalars,
         )
-    except NonFiniteLossError as err:  # raised on every rank: stop them all, keep the last good checkpoint
-        checkpoints.stop_diverged(rank, str(err))
     finally:
         if scalars is not None:
             scalars.close()
+
+
+def distill_loop(loop_config: dict) -> None:
+    """Ray Train worker: one data-parallel share of the student's training (`train_student`)."""
+    import ray.train.torch  # here, not at the top: the one-worker student's task never imports Ray Train
+
+    from stages import workers
+
+    cfg = loop_config["config"]
+    rank, world, device = workers.worker_setup(cfg.distill.resources.cpus_per_worker)
+    checkpoints: workers.EpochCheckpoints = loop_config[workers.CHECKPOINTS_KEY]
+    try:
+        train_student(cfg, loop_config["run_dir"], loop_config["expected"], Share(rank, world, device, ray.train.torch.prepare_model), checkpoints)
+    except NonFiniteLossError as err:  # raised on every rank: stop them all, keep the last good checkpoint
+        checkpoints.stop_diverged(rank, str(err))
+
+
+def student_task(cfg: Config, run_dir: str, expected: dict, fingerprint: str) -> None:
+    """Ray task: the whole training of a one-worker student, checkpointed to `distill/checkpoint.pt` each epoch.
+
+    A diverged epoch raises NonFiniteLossError out of the task, as an expert's does (not retried).
+    """
+    torch.set_num_threads(max(1, int(cfg.distill.resources.cpus_per_worker)))
+    device = tasks.task_device()
+    checkpoints = tasks.FileCheckpoints(student_checkpoint(run_dir), fingerprint, "student")
+    train_student(cfg, run_dir, expected, Share(0, 1, device, lambda model: model.to(device)), checkpoints)
 
 
 def kept_student(state: dict, keep: str) -> tuple[dict, dict]:
@@ -265,7 +328,39 @@ def run(ctx: StageContext) -> dict:
     split = read_split(ctx.run_dir)
     # Refuse a foreign cache before starting any worker; the workers check again as they read.
     expected = verified_cache(ctx.run_dir, ctx.fingerprints["cache"], split.subsets)
-    state = workers.fit(
+    state = trained_in_task(ctx, expected) if cfg.distill.resources.num_workers == 1 else trained_on_ray_train(ctx, expected)
+    weights, kept = kept_student(state, cfg.distill.keep)
+    save_student(student_file(ctx.run_dir), cfg.model.arch, split, weights)
+    storage.write_json_atomic(history_file(ctx.run_dir), state["history"])
+    last = state["history"][-1]
+    val_acc = kept.get("best_val_acc", last["val_acc"])
+    return {"epochs": state["epoch"], "val_acc": val_acc, "final_weights": last["weights_next"], **kept}
+
+
+def trained_in_task(ctx: StageContext, expected: dict) -> dict:
+    """The final state of a one-worker student trained in a Ray task (`student_task`): its last checkpoint."""
+    cfg = ctx.config
+    resources = cfg.distill.resources
+    task = ray.remote(student_task).options(
+        num_cpus=resources.cpus_per_worker,
+        num_gpus=resources.gpus_per_worker,
+        # A worker process that dies reruns the task, which resumes from the checkpoint;
+        # an exception in our code is not retried: it would fail the same way again.
+        max_retries=cfg.distill.max_failures,
+        retry_exceptions=False,
+    )
+    ref = task.remote(cfg, ctx.run_dir, expected, ctx.fingerprint)
+    with tasks.cancelled_on_interrupt([ref]):  # Ctrl-C stops the student; its last epoch's checkpoint stays
+        ray.get(ref)
+    return storage.load_torch(student_checkpoint(ctx.run_dir))
+
+
+def trained_on_ray_train(ctx: StageContext, expected: dict) -> dict:
+    """The final state of a student trained by `distill.resources.num_workers` Ray Train workers (`distill_loop`)."""
+    from stages import workers  # imports Ray Train: only the driver of a several-worker student pays for it
+
+    cfg = ctx.config
+    return workers.fit(
         distill_loop,
         {"config": cfg, "run_dir": ctx.run_dir, "expected": expected},
         cfg.distill.resources,
@@ -273,9 +368,3 @@ def run(ctx: StageContext) -> dict:
         storage_path=ray_storage(ctx.run_dir),
         max_failures=cfg.distill.max_failures,
     )
-    weights, kept = kept_student(state, cfg.distill.keep)
-    save_student(student_file(ctx.run_dir), cfg.model.arch, split, weights)
-    storage.write_json_atomic(history_file(ctx.run_dir), state["history"])
-    last = state["history"][-1]
-    val_acc = kept.get("best_val_acc", last["val_acc"])
-    return {"epochs": state["epoch"], "val_acc": val_acc, "final_weights": last["weights_next"], **kept}

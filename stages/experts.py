@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import ray
 from torch.utils.data.distributed import DistributedSampler
@@ -52,12 +51,10 @@ from lfme.engine import (
     make_optimizer,
     make_scheduler,
     predict,
-    rng_state,
     seed_everything,
-    set_rng_state,
     train_epoch,
 )
-from lfme.loop import EpochResult, LoopState, load_state, run_epochs, state_dict
+from lfme.loop import EpochResult, LoopState, run_epochs
 from lfme.models import build_model, specialist_weights
 from lfme.sampling import DistributedClassBalancedSampler
 from lfme.scalars import ScalarLog
@@ -77,38 +74,6 @@ def validation_accuracy(model, loader, device, precision) -> float:
     """Top-1 on the subset's validation images (the split gives every subset some: stages.split.check_validation_covers)."""
     pred = predict(model, loader, device, precision)
     return float((pred.logits.argmax(1) == pred.labels).mean())
-
-
-@dataclass(frozen=True)
-class ExpertCheckpoints:
-    """An expert's epoch checkpoint (`lfme.loop`): one file, with the RNG state and the stage fingerprint it belongs to."""
-
-    path: str
-    fingerprint: str
-    tag: str
-
-    def restore(self, model, optimizer, scheduler) -> LoopState | None:
-        """The checkpoint of an interrupted run of this expert with these settings, else None.
-
-        An unreadable checkpoint (written atomically, so damaged after the fact)
-        only costs the epochs it held: the expert says so and starts over.
-        """
-        if not storage.exists(self.path):
-            return None
-        try:
-            with tasks.reading(self.path, "expert checkpoint", hint=""):
-                saved = storage.load_torch(self.path)
-        except tasks.UnreadableFileError as err:
-            tasks.say(f"[{self.tag}] {err}; training from epoch 1")
-            return None
-        if not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint:
-            return None
-        set_rng_state(saved["rng"])
-        return load_state(saved, model, optimizer, scheduler)
-
-    def save(self, state: LoopState, model, optimizer, scheduler) -> None:
-        saved = {"fingerprint": self.fingerprint, "rng": rng_state(), **state_dict(state, model, optimizer, scheduler)}
-        storage.save_torch_atomic(self.path, saved)
 
 
 def expert_scalars(record: dict) -> dict:
@@ -188,7 +153,7 @@ def train_expert(cfg: Config, run_dir: str, subset: Subset, fingerprint: str) ->
         scheduler.step()
         return EpochResult(stats, validation_accuracy(model, val_loader, device, precision), {"lr": lr})
 
-    checkpoints = ExpertCheckpoints(expert_checkpoint(run_dir, subset.name), fingerprint, tag)
+    checkpoints = tasks.FileCheckpoints(expert_checkpoint(run_dir, subset.name), fingerprint, tag)
     with ScalarLog(tensorboard_dir(run_dir, "experts", subset.name), storage.name(run_dir), f"experts/{subset.name}") as scalars:
         state = run_epochs(
             epochs, model, optimizer, scheduler, checkpoints, one_epoch,

@@ -6,7 +6,9 @@ stream. Around the tasks, in the driver: `cancelled_on_interrupt` cancels a
 stage's running tasks on Ctrl-C and `drained_on_failure` lets the others end
 when one fails. In the tasks, `reading` names a file of the run that exists but
 cannot be read (`UnreadableFileError`), so the one line the CLI prints says
-which, and `say` prints a progress line once.
+which, `say` prints a progress line once, and `FileCheckpoints` keeps a
+training task's epoch checkpoints (an expert's, a one-worker student's) in one
+file of the run, so a task Ray reruns after its worker died resumes there.
 
 Nothing here imports Ray Train (`stages.workers`): each task runs in a new
 worker process, and ray.train (with ray.data and pandas behind it) would add
@@ -18,11 +20,15 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 
 import ray
 
+from lfme import storage
+from lfme.engine import rng_state, set_rng_state
+from lfme.loop import LoopState, load_state, state_dict
 from lfme.precision import Precision, resolve
 
 # How long a failed stage waits for its other running tasks to end before it discards what they were writing.
@@ -137,6 +143,38 @@ def _cancel(refs: Iterable[ray.ObjectRef]) -> None:
             ray.cancel(ref, force=True)
         except Exception:  # finished, or Ray is going away: nothing to cancel
             pass
+
+
+@dataclass(frozen=True)
+class FileCheckpoints:
+    """A training task's epoch checkpoint (`lfme.loop`): one file, with the RNG state and the stage fingerprint it belongs to."""
+
+    path: str
+    fingerprint: str
+    tag: str
+
+    def restore(self, model, optimizer, scheduler) -> LoopState | None:
+        """The checkpoint of an interrupted run with these settings, else None.
+
+        An unreadable checkpoint (written atomically, so damaged after the fact)
+        only costs the epochs it held: the task says so and starts over.
+        """
+        if not storage.exists(self.path):
+            return None
+        try:
+            with reading(self.path, "checkpoint", hint=""):
+                saved = storage.load_torch(self.path)
+        except UnreadableFileError as err:
+            say(f"[{self.tag}] {err}; training from epoch 1")
+            return None
+        if not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint:
+            return None
+        set_rng_state(saved["rng"])
+        return load_state(saved, model, optimizer, scheduler)
+
+    def save(self, state: LoopState, model, optimizer, scheduler) -> None:
+        saved = {"fingerprint": self.fingerprint, "rng": rng_state(), **state_dict(state, model, optimizer, scheduler)}
+        storage.save_torch_atomic(self.path, saved)
 
 
 def say(line: str) -> None:

@@ -5,8 +5,7 @@ so calling it again after a killed driver resumes from the last checkpoint
 (Ray Train's snapshot under `run_dir/ray/<name>`, on whatever storage the run
 directory is: `lfme.storage.arrow_filesystem`), and returns the state saved in
 the final checkpoint. Used by the distill stage and by each sweep trial. In the
-workers: rank/world/device (`worker_setup`), a sum over workers, and the
-per-epoch checkpoint (`EpochCheckpoints`, which `fit` hands the loop in its
+workers: rank/world/device (`worker_setup`) and the per-epoch checkpoint (`EpochCheckpoints`, which `fit` hands the loop in its
 config): rank 0 writes the whole training state, every rank reports (the
 report is a barrier). On Ctrl-C `fit` aborts its Ray Train run.
 
@@ -15,7 +14,8 @@ calling process, without Ray actors (no `ray.init()` needed), through the same
 `ray.train` calls. It is the plain-PyTorch reference of
 benchmarks/speed/ (part (c)); nothing is persisted to storage and nothing resumes.
 
-Plain Ray tasks use `stages.tasks`, which does not import Ray Train.
+Plain Ray tasks use `stages.tasks`, which does not import Ray Train; so does
+the distill stage's one-worker student (`stages.distill` says why).
 """
 
 from __future__ import annotations
@@ -195,18 +195,6 @@ def worker_setup(cpus_per_worker: float) -> tuple[int, int, torch.device]:
     ray_compat.quiet_train_reports()
     context = ray.train.get_context()
     return context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor (on the worker's device: NCCL reduces only CUDA tensors) over the workers."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(tensor)
-    return tensor
-
-
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every worker when `flag` is True on any one of them."""
-    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
 
 
 def rng_file(rank: int) -> str:

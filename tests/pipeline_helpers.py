@@ -21,6 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 # (`data.decode_once`, what the CIFAR presets do): no Ray worker of a test run imports torchvision, which
 # costs each about 2 CPU-seconds. The per-image PIL path runs in the Ray Job test and the unit tests.
 FAST = ["experts.epochs=2", "distill.epochs=3", "data.decode_once=true"]
+# ray_config.yaml's student has two Ray Train workers; one worker is a plain Ray task (stages.distill), which
+# starts about 9 s sooner on 2 cores. The tests whose subject is not Ray Train train their students so.
+ONE_WORKER = "distill.resources.num_workers=1"
 
 
 def lfme_command(*args: str, sets: list[str] = ()) -> list[str]:

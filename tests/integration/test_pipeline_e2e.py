@@ -17,7 +17,7 @@ import torch
 
 from lfme.storage import read_json
 from tests.lfme.test_scalars import read_scalars
-from tests.pipeline_helpers import FAST, copy_run, manifest, run_lfme
+from tests.pipeline_helpers import FAST, ONE_WORKER, copy_run, manifest, run_lfme
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_shared_ray")]
 
@@ -148,7 +148,7 @@ def test_changing_a_distill_setting_reruns_only_distill_and_evaluate(default_run
     expert = run_dir / "experts" / read_json(run_dir / "split" / "split.json")["subsets"][0]["name"] / "model.pt"
     expert_bytes = expert.read_bytes()
     # Live teachers as the changed setting: this also runs the live-teacher path end to end.
-    sets = FAST + ["distill.temperature=4", "distill.teachers=live"]
+    sets = FAST + [ONE_WORKER, "distill.temperature=4", "distill.teachers=live"]
     result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=sets)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for stage in ("split", "experts", "cache"):
@@ -234,7 +234,7 @@ def test_joint_experts_and_a_cache_of_views_run_end_to_end_and_lfme_verify_check
     """
     run_dir = copy_run(default_run, tmp_path / "run")
     result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir),
-                      sets=FAST + ["cache.views=2", "experts.init=joint", "cache.shard_rows=100"])
+                      sets=FAST + [ONE_WORKER, "cache.views=2", "experts.init=joint", "cache.shard_rows=100"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "== split: up to date" in result.stdout
     for stage in ("experts", "cache", "distill", "evaluate"):

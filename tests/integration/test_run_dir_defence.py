@@ -14,7 +14,7 @@ import time
 import pytest
 
 from lfme.storage import read_json
-from tests.pipeline_helpers import FAST, copy_run, kill_group, manifest, run_lfme, start_lfme, wait_for
+from tests.pipeline_helpers import FAST, ONE_WORKER, copy_run, kill_group, manifest, run_lfme, start_lfme, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_shared_ray")]
 
@@ -32,7 +32,7 @@ def test_a_second_driver_refuses_at_once_and_takes_over_from_a_killed_first_whos
     """
     run_dir = copy_run(finished_run, tmp_path / "run")
     epochs = 12
-    sets = FAST + [f"distill.epochs={epochs}", "distill.lr=0.03"]
+    sets = FAST + [ONE_WORKER, f"distill.epochs={epochs}", "distill.lr=0.03"]
     log = tmp_path / "first.log"
 
     def epochs_logged() -> list[int]:
@@ -103,7 +103,7 @@ def test_a_truncated_shard_then_a_deleted_expert_are_found_before_the_skip_and_r
     # A deleted expert: retrained alone, and every stage after it runs again.
     kept = {p.parent.name: p.read_bytes() for p in (run_dir / "experts").glob("*/model.pt") if p.parent.name != "few"}
     (run_dir / "experts" / "few" / "model.pt").unlink()
-    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST)
+    result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir), sets=FAST + [ONE_WORKER])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "== experts: experts/few/model.pt is missing; running it again" in result.stdout
     assert re.search(r"experts: training 1 experts", result.stdout)

@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from tests.conftest import S3_ENV, joining, s3_objects
-from tests.pipeline_helpers import FAST, run_lfme
+from tests.pipeline_helpers import FAST, ONE_WORKER, run_lfme
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_shared_ray")]
 
@@ -84,7 +84,7 @@ def test_a_local_run_reuses_the_buckets_experts_and_cache(s3_run, tmp_path):
     """`lfme run --reuse s3://...`: another student (temperature 3) on the bucket's split, experts and cache."""
     local = tmp_path / "t3"
     run = run_lfme("run", "ray_config.yaml", "--run-dir", str(local), "--reuse", s3_run["run_dir"],
-                   sets=FAST + ["distill.temperature=3"])
+                   sets=FAST + [ONE_WORKER, "distill.temperature=3"])
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for stage in ("split", "experts", "cache"):
         assert f"== {stage}: reused from {s3_run['run_dir']}" in run.stdout

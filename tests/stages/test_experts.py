@@ -7,12 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from lfme.loop import LoopState
 from lfme.precision import FP32
 from lfme.sampling import DistributedClassBalancedSampler
 from lfme.subsets import Subset
 from stages import experts
-from stages.experts import JOINT, ExpertCheckpoints, expert_record, expert_scalars, training_sampler, validation_accuracy
+from stages.experts import JOINT, expert_record, expert_scalars, training_sampler, validation_accuracy
 
 CPU = torch.device("cpu")
 
@@ -51,54 +50,6 @@ def test_the_joint_model_samples_its_classes_evenly_in_groups_of_four():
     # 100 draws in 25 groups of 4, the two classes taking turns in the cycle: 12 or 13 groups each, so the
     # 10-image class is drawn 48 or 52 times rather than 10.
     assert len(drawn) == 100 and int((drawn == 1).sum()) in (48, 52)
-
-
-class Stateful:
-    """An optimiser or scheduler as the checkpoint sees it: a state_dict to save and load."""
-
-    def __init__(self, **state):
-        self.state = state
-
-    def state_dict(self) -> dict:
-        return dict(self.state)
-
-    def load_state_dict(self, state: dict) -> None:
-        self.state = dict(state)
-
-
-def small_training(seed: int = 0):
-    torch.manual_seed(seed)
-    return nn.Linear(3, 2), Stateful(step=0), Stateful(last_epoch=0)
-
-
-def test_an_expert_checkpoint_restores_its_epoch_and_random_stream_only_for_the_same_settings(tmp_path):
-    path = str(tmp_path / "experts" / "few" / "checkpoint.pt")
-    model, optimizer, scheduler = small_training()
-    assert ExpertCheckpoints(path, "fp-1", "expert few").restore(model, optimizer, scheduler) is None  # nothing saved yet
-    optimizer.state, scheduler.state = {"step": 12}, {"last_epoch": 1}  # after one epoch
-    state = LoopState(history=[{"epoch": 1, "val_acc": 0.5}], best=None, carry={})
-    ExpertCheckpoints(path, "fp-1", "expert few").save(state, model, optimizer, scheduler)
-    saved_weights = model.weight.detach().clone()
-    next_draw = torch.rand(3)  # the draw that follows the checkpoint
-
-    other, other_optimizer, other_scheduler = small_training(seed=1)
-    # Other settings (another stage fingerprint): the checkpoint is not this expert's, it starts over.
-    assert ExpertCheckpoints(path, "fp-2", "expert few").restore(other, other_optimizer, other_scheduler) is None
-    assert not torch.equal(other.weight, saved_weights) and other_optimizer.state == {"step": 0}
-    restored = ExpertCheckpoints(path, "fp-1", "expert few").restore(other, other_optimizer, other_scheduler)
-    assert restored.history == [{"epoch": 1, "val_acc": 0.5}]
-    assert torch.equal(other.weight, saved_weights)
-    assert (other_optimizer.state, other_scheduler.state) == ({"step": 12}, {"last_epoch": 1})
-    assert torch.equal(torch.rand(3), next_draw)  # the RNG state came back with it
-
-
-def test_a_damaged_expert_checkpoint_costs_its_epochs_and_says_so(tmp_path, capsys):
-    path = tmp_path / "checkpoint.pt"
-    path.write_bytes(b"not a zip archive")
-    model, optimizer, scheduler = small_training()
-    assert ExpertCheckpoints(str(path), "fp-1", "expert few").restore(model, optimizer, scheduler) is None
-    (line,) = capsys.readouterr().out.splitlines()
-    assert line.startswith(f"[expert few] {path}: cannot read the expert checkpoint (") and line.endswith("; training from epoch 1")
 
 
 HISTORY = [
