@@ -4,10 +4,12 @@
 so calling it again after a killed driver resumes from the last checkpoint
 (Ray Train's snapshot under `run_dir/ray/<name>`, on whatever storage the run
 directory is: `lfme.storage.arrow_filesystem`), and returns the state saved in
-the final checkpoint. Used by the distill stage and by each sweep trial. In the
-workers: rank/world/device (`worker_setup`) and the per-epoch checkpoint (`EpochCheckpoints`, which `fit` hands the loop in its
-config): rank 0 writes the whole training state, every rank reports (the
-report is a barrier). On Ctrl-C `fit` aborts its Ray Train run.
+the final checkpoint. Used by the distill stage for a student of several
+workers and by each sweep trial. In the workers: rank/world/device
+(`worker_setup`) and the per-epoch checkpoint (`EpochCheckpoints`, which `fit`
+hands the loop in its config): rank 0 writes the whole training state, every
+rank reports (the report is a barrier). On Ctrl-C `fit` aborts its Ray Train
+run.
 
 `fit` with `num_workers=0` is Ray Train's local mode: the loop runs in the
 calling process, without Ray actors (no `ray.init()` needed), through the same
