@@ -134,7 +134,7 @@ def teacher_signal(cfg: Config, run_dir: str, split, train_rows: TeacherRows, de
     if cfg.distill.teachers == "live":
         experts = [precision.prepare(load_expert(run_dir, s, split.channels, device)) for s in split.subsets]
         return LiveTeachers(experts, split.subsets, split.num_classes, precision).to(device), None
-    views = StoredViews.of_rows(train_rows, cfg.seed) if train_rows.views > 1 else None
+    views = StoredViews.of_rows(train_rows, cfg.seed) if train_rows.augmented else None
     return CachedTeachers(train_rows), views
 
 
