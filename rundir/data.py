@@ -119,7 +119,7 @@ def views_loader(
     images: ImageList, cfg: DataConfig, batch_size: int, seed: int, views: int, blocks: np.ndarray | None = None
 ) -> torch.utils.data.DataLoader:
     """The cache stage's batches over training images with `views` augmented views each (`lfme.data.views.ViewsOfImages`);
-    `blocks`: item i is block blocks[i] of `views` views of image i (`cache.allot: draws`)."""
+    `blocks` (n, 2): item i is block blocks[i, 1] of `views` views of image blocks[i, 0] (`cache.allot: draws`)."""
     return torch.utils.data.DataLoader(
         ViewsOfImages(images, cfg.transform, cfg.image_size, seed, views, blocks),
         batch_size=batch_size,

@@ -95,23 +95,28 @@ def cache_shard(
         with tasks.reading(storage.join(expert_dir(run_dir, s.name), EXPERT_MODEL), f"weights of expert '{s.name}'"):
             experts.append(precision.prepare(load_expert(run_dir, s, split.channels, device)))
     teachers = LiveTeachers(experts, split.subsets, split.num_classes, precision).to(device)
-    images = (split.train if part == "train" else split.val).subset(positions)
-    rows = score_rows(cfg, teachers, images, blocks, part_views(cfg, part), split.subsets, device)
+    source = split.train if part == "train" else split.val
+    rows = score_rows(cfg, teachers, source, positions, blocks, part_views(cfg, part), split.subsets, device)
     return write_shard(cache_dir(run_dir), data_dir, part, index, rows, fingerprint=fingerprint, subsets=split.subsets)
 
 
-def score_rows(cfg: Config, teachers: LiveTeachers, images: ImageList, blocks: np.ndarray | None, views: int, subsets: list[Subset], device) -> TeacherRows:
-    """The cache's rows of `images` (one per row, `part_rows`): `views` views each, or blocks[i] of image i.
+def score_rows(
+    cfg: Config, teachers: LiveTeachers, source: ImageList, positions: np.ndarray, blocks: np.ndarray | None, views: int, subsets: list[Subset], device
+) -> TeacherRows:
+    """The cache's rows of the images at `positions` of `source` (`part_rows`): `views` views each, or
+    with blocks (`cache.allot: draws`) row r block blocks[r] of image positions[r].
 
-    With blocks (`cache.allot: draws`) an image comes once per row, and p_i
-    is computed once per image first, on its un-augmented view; the experts
-    then run on the views only.
+    With blocks each image is taken once however many rows it has (not
+    copied per row), p_i is computed once per image, on its un-augmented
+    view, and the experts then run on the views only.
     """
     bs = cfg.cache.batch_size
     if blocks is not None:
-        _, first = np.unique(images.sample_ids, return_index=True)
-        once = score_batches(teachers, make_loader(images.subset(first), cfg.data, False, bs), subsets, None, device)
+        unique, image = np.unique(positions, return_inverse=True)
+        images, blocks = source.subset(unique), np.stack([image, blocks], axis=1)
+        once = score_batches(teachers, make_loader(images, cfg.data, False, bs), subsets, None, device)
         return score_batches(teachers, views_loader(images, cfg.data, bs, cfg.seed, views, blocks), subsets, cfg.cache.top_k, device, views, once)
+    images = source.subset(positions)
     if views > 1:
         return score_batches(teachers, views_loader(images, cfg.data, bs, cfg.seed, views), subsets, cfg.cache.top_k, device, views)
     return score_batches(teachers, make_loader(images, cfg.data, False, bs), subsets, cfg.cache.top_k, device)

@@ -178,23 +178,23 @@ class ViewsOfImages(torch.utils.data.Dataset):
     are drawn here (`draw_views`) and replayed through the same function the
     student's PIL path uses.
 
-    `blocks` (`cache.allot: draws`): item i is instead block `blocks[i]` of
-    image i's views (`images` then lists an image once per block), without
-    the test view: `((K, ...) view tensors, (K, 9) views, label, sample_id)`.
-    p_i is then computed once per image, not once per block. An image's
-    blocks are consecutive items, so the last image decoded is kept: a tail
-    image of a hundred blocks is decoded about once per loader worker.
+    `blocks` (`cache.allot: draws`), int (n, 2): item i is instead block
+    `blocks[i, 1]` of the views of image `blocks[i, 0]`, without the test
+    view: `((K, ...) view tensors, (K, 9) views, label, sample_id)`; p_i is
+    then computed once per image, not once per block. An image's blocks are
+    consecutive items, so the last image decoded is kept: a tail image of a
+    hundred blocks is decoded about once per loader worker.
     """
 
     def __init__(self, images: ImageList, family: str, image_size: int, seed: int, views: int, blocks: np.ndarray | None = None):
         self.images, self.family, self.image_size, self.seed, self.views = images, family, image_size, seed, views
-        self.blocks = blocks
+        self.blocks = None if blocks is None else np.asarray(blocks, dtype=np.int64).reshape(-1, 2)
         self.test = build_transform(family, train=False, image_size=image_size)
         self.to_tensor = normalized_tensor(family)
         self._last: tuple[int, Image.Image] | None = None  # (sample id, image) of the last item
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.images) if self.blocks is None else len(self.blocks)
 
     def _load(self, i: int) -> Image.Image:
         sample_id = int(self.images.sample_ids[i])
@@ -202,9 +202,9 @@ class ViewsOfImages(torch.utils.data.Dataset):
             self._last = (sample_id, self.images.load(i))
         return self._last[1]
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item: int):
+        i, block = (item, 0) if self.blocks is None else (int(self.blocks[item, 0]), int(self.blocks[item, 1]))
         image, sample_id, label = self._load(i), int(self.images.sample_ids[i]), int(self.images.labels[i])
-        block = 0 if self.blocks is None else int(self.blocks[i])
         drawn = draw_views(self.family, self.image_size, self.seed, sample_id, image, self.views, block)
         crops = torch.stack([self.to_tensor(replay_pil(self.family, self.image_size, image, view)) for view in drawn])
         if self.blocks is not None:

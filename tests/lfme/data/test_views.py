@@ -155,7 +155,7 @@ def test_the_student_trains_on_the_pixels_its_cached_teachers_scored(family, siz
     # tail image's views straddle shards), read back through the node-local mapped copy as the student reads it.
     config = Config(seed=5, data=cfg, cache=CacheConfig(batch_size=16, views=3, allot=allot))
     positions, blocks = part_rows(config, "train", images.sample_ids, images.labels)
-    rows = score_rows(config, teachers, images.subset(positions), blocks, part_views(config, "train"), subsets, "cpu")
+    rows = score_rows(config, teachers, images, positions, blocks, part_views(config, "train"), subsets, "cpu")
     write_cache(tmp_path, {"train": rows}, fingerprint="fp-views", subsets=subsets, experts={"head": "a" * 64, "tail": "b" * 64}, shard_rows=7)
     stored = map_cache(tmp_path, "train", local_dir=str(tmp_path / "local"))
     views = StoredViews.of_rows(stored, seed=5)
