@@ -12,8 +12,9 @@ so `lfme.losses.lfme_loss` takes either.
 Note the signal differs from the cache's when the images differ: a cache of
 one view (`cache.views: 1`) holds the experts on the un-augmented
 (test-transform) image, while live teachers fed a training batch see the
-augmented one. A cache of K views holds the experts on K augmented views, and
-the student replays one of them each epoch (`lfme.data.views`): then the
+augmented one. A cache of K views holds the experts on K augmented views of
+each image (or K x N views shared by the student's draws, `cache.allot`), and
+each draw of an image replays one of them (`lfme.data.views`): then the
 student and its cached teachers see the same pixels, as with live teachers.
 
 Plain PyTorch, no Ray.

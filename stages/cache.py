@@ -9,7 +9,11 @@ shard straight into the cache's new data directory
 experts on that un-augmented image (`cache.views: 1`), or on `cache.views`
 augmented views drawn here and stored with their parameters, which the
 student replays (`lfme.data.views`; the official code runs its experts on the
-augmented batch the student sees). Validation rows are one un-augmented view.
+augmented batch the student sees). With `cache.allot: draws` the K x N
+training views are shared by how often the student draws each image
+(`part_rows`): a row per view, p_i computed once per image, and a task's
+range of rows may end inside an image's views (the next shard continues
+them). Validation rows are one un-augmented view.
 Every expert runs over every sample, not only its subset's: every expert's KD
 term applies to every instance (paper 4.5).
 

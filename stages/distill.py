@@ -16,10 +16,10 @@ history and the RNG state, so a killed or failed run continues where it was.
 Every ablation of the paper's Table 3 is a switch: `sampling`, `kd`, `spes`,
 `spis`, `schedule`. `teachers: live` runs the experts on each augmented batch
 instead of reading their logits from the cache (the cache's accuracy cost).
-A cache of several views per image (`cache.views`) replaces the student's
-random augmentation when the student reads its KD targets from it: each
-epoch the loader replays one stored view per image and the teachers' logits
-are read for that view (`lfme.data.views`).
+A cache of augmented views (`cache.views`, `cache.allot`) replaces the
+student's random augmentation when the student reads its KD targets from
+it: each draw of an image replays one of its stored views and the teachers'
+logits are read for that view (`lfme.data.views`).
 """
 
 from __future__ import annotations

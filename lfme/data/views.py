@@ -26,12 +26,25 @@ generator state, with torchvision's own parameter samplers
 views whichever shard or worker draws them. `replay_pil` turns an image and a
 view into the view's pixels (the PIL path); `BatchTransform.apply` does the
 same for decoded cifar and digits batches, on the device (`DrawPixels`,
-`DeviceBatches`). Which of the K views a draw of an image replays: view
-(hash(seed, epoch, sample id) + d) mod K for the image's d-th draw of the
-epoch (`chosen_views`, `DrawTagged`), so an image drawn again within an epoch
-(class-balanced sampling draws tail images many times) moves on to its next
-view; the view index travels with the batch to the teacher lookup
+`DeviceBatches`). Which of its V_i views a draw of an image replays: view
+(hash(seed, epoch, sample id) + d) mod V_i for the image's d-th draw of the
+epoch (`chosen_views`, `StoredViews.choose`, `DrawTagged`), so an image drawn
+again within an epoch (class-balanced sampling draws tail images many times)
+moves on to its next view, through all V_i before any repeats; the view
+index travels with the batch to the teacher lookup
 (`lfme.engine.Batch.views`).
+
+How many views an image has (`cache.allot`): K each (uniform), or
+`allot_views`, K x N in all shared in proportion to how often the student
+draws each image (`lfme.sampling.draw_weights`), at least one each. With
+K each, class-balanced sampling gives a tail image K distinct inputs for
+the hundreds of times it is drawn, and the tail overfits them
+(docs/RESULTS.md, issue 20); the allotment gives it about as many views as
+draws, the head one or two. An image's views come in blocks, block b drawn
+from a generator seeded by (seed, sample id, b) so that any block is drawn
+without the ones before it: a uniform cache stores block 0 of K views per
+image (seeded as before blocks existed), an allotted one V_i blocks of one
+view.
 
 Plain PyTorch and numpy, no Ray.
 """
