@@ -145,6 +145,20 @@ def part_rows(cfg: Config, part: str, sample_ids: np.ndarray, labels: np.ndarray
     return np.repeat(order, views), np.arange(views.sum()) - np.repeat(np.cumsum(views) - views, views)
 
 
+def shard_plan(cfg: Config, sample_ids: dict, labels: dict, num_classes: int, slots: int) -> list[tuple[str, int, np.ndarray, np.ndarray | None]]:
+    """One cache task per shard: (part, shard index, each row's image position in the part, each row's view or None).
+
+    Rows go by sample id (`part_rows`), so shards cover increasing ranges of
+    ids; with allot draws an image's views may straddle two shards.
+    """
+    todo = []
+    for part in PARTS:
+        positions, blocks = part_rows(cfg, part, sample_ids[part], labels[part])
+        ranges = shard_ranges(len(positions), num_classes, cfg.cache.shard_rows, slots, part_views(cfg, part))
+        todo += [(part, index, positions[a:b], None if blocks is None else blocks[a:b]) for index, (a, b) in enumerate(ranges)]
+    return todo
+
+
 def run(ctx: StageContext) -> dict:
     cfg = ctx.config
     split = read_split(ctx.run_dir)
@@ -152,12 +166,7 @@ def run(ctx: StageContext) -> dict:
     resources = cfg.cache.resources
     data_dir = new_data_dir(ctx.fingerprint)
     slots = task_slots(cfg)
-    todo = []  # (part, shard index, each row's position in the part, each row's view or None)
-    for part in PARTS:
-        # Rows by sample id, so shards cover increasing ranges of ids (with allot draws an image's views may straddle two).
-        positions, blocks = part_rows(cfg, part, split.sample_ids[part], split.labels[part])
-        ranges = shard_ranges(len(positions), split.num_classes, cfg.cache.shard_rows, slots, part_views(cfg, part))
-        todo += [(part, index, positions[a:b], None if blocks is None else blocks[a:b]) for index, (a, b) in enumerate(ranges)]
+    todo = shard_plan(cfg, split.sample_ids, split.labels, split.num_classes, slots)
     views = ""
     if cfg.cache.views > 1:
         allotted = f"per training image on average, allotted by the student's {cfg.distill.sampling} sampling"
