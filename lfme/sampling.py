@@ -169,3 +169,21 @@ class DistributedClassBalancedSampler(ClassBalancedSampler):
 
     def __len__(self) -> int:
         return self.groups_per_rank * self.samples_per_class
+
+
+def draw_weights(labels, sampling: str) -> np.ndarray:
+    """float64 (N,): how often the student's sampler draws each instance, relative to the others.
+
+    `sampling` is `distill.sampling`. class: each class with instances gets the
+    same share of the draws, spread over its n_c instances, so an instance's
+    weight is 1 / n_c of its class (a 50-image class's images are drawn 100
+    times as often as a 5,000-image class's). instance: every instance alike.
+    The teacher cache allots its stored views by these weights
+    (`cache.allot: draws`, `lfme.data.views.allot_views`).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if sampling == "instance":
+        return np.ones(labels.size)
+    if sampling != "class":
+        raise ValueError(f"sampling must be 'class' or 'instance', got {sampling!r}")
+    return 1.0 / np.bincount(labels)[labels]

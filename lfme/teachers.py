@@ -12,8 +12,9 @@ so `lfme.losses.lfme_loss` takes either.
 Note the signal differs from the cache's when the images differ: a cache of
 one view (`cache.views: 1`) holds the experts on the un-augmented
 (test-transform) image, while live teachers fed a training batch see the
-augmented one. A cache of K views holds the experts on K augmented views, and
-the student replays one of them each epoch (`lfme.data.views`): then the
+augmented one. A cache of K views holds the experts on K augmented views of
+each image (or K x N views shared by the student's draws, `cache.allot`), and
+each draw of an image replays one of them (`lfme.data.views`): then the
 student and its cached teachers see the same pixels, as with live teachers.
 
 Plain PyTorch, no Ray.
@@ -51,9 +52,9 @@ class CachedTeachers:
     worker on the node); only a batch's rows are gathered, copied, and moved
     to its device as float32.
 
-    Rows of several views per image (`cache.views`): each image's signal is
-    read for the view its batch says it replays (`Batch.views`, set by the
-    loader of `lfme.data.views`).
+    Rows of augmented views (`cache.views`, `cache.allot`): each image's
+    signal is read for the view its batch says it replays (`Batch.views`, set
+    by the loader of `lfme.data.views`), counted from the image's first row.
     """
 
     def __init__(self, rows: TeacherRows):
@@ -61,9 +62,9 @@ class CachedTeachers:
 
     def targets(self, batch: Batch) -> torch.Tensor:
         views = None
-        if self.rows.views > 1:
+        if self.rows.augmented:
             if batch.views is None:
-                raise ValueError(f"the teacher cache holds {self.rows.views} views per image: the batch must say which it replays")
+                raise ValueError("the teacher cache holds augmented views of each image: the batch must say which it replays")
             views = batch.views.numpy()
         ids = batch.sample_ids.numpy()
         return to_device(torch.from_numpy(self.rows.dense(self.rows.rows_for(ids), views)), batch.images.device)
@@ -184,11 +185,12 @@ def top_k_signal(logits: np.ndarray, subsets: Sequence[Subset], k: int) -> TopK:
 def teacher_rows(
     sample_ids: np.ndarray,
     labels: np.ndarray,
-    logits: np.ndarray,
+    logits: np.ndarray | None,
     subsets: Sequence[Subset],
     top_k: int | None = None,
     view_logits: np.ndarray | None = None,
     view_params: np.ndarray | None = None,
+    confidence: np.ndarray | None = None,
 ) -> TeacherRows:
     """The teacher cache's rows for these samples, from the experts' float32 logits in global class order.
 
@@ -201,12 +203,22 @@ def teacher_rows(
     augmented views of each image and the views (`lfme.data.views`). The
     stored signal is then theirs, view by view; `logits` (the un-augmented
     view) give p_i only, one per image, as the official code computes it.
+
+    `confidence` (`cache.allot: draws`): each row's p_i, computed once per
+    image apart from its views (`logits` then None); the rows are then rows
+    of allot draws, several of them per image.
     """
     labels = np.asarray(labels).astype(np.int64)
-    n, num_classes = np.shape(logits)
+    if confidence is not None:
+        p, allot = np.asarray(confidence, np.float32), "draws"
+    elif logits is not None:
+        p, allot = expert_confidence(logits, labels, subsets), "uniform"
+    else:
+        raise ValueError("p_i needs the logits of the un-augmented view, or comes given (confidence)")
+    signal = np.asarray(logits if view_logits is None else view_logits)
+    n, views, num_classes = len(labels), 1 if view_logits is None else int(signal.shape[1]), int(signal.shape[-1])
     owner = subset_of_class(subsets, num_classes)
-    views = 1 if view_logits is None else int(np.shape(view_logits)[1])
-    signal = np.asarray(logits if view_logits is None else view_logits).reshape(n * views, num_classes)
+    signal = signal.reshape(n * views, num_classes)
     topk = None
     if top_k:
         t = top_k_signal(signal, subsets, top_k)
@@ -216,35 +228,48 @@ def teacher_rows(
         labels=labels,
         subsets=owner[labels].astype(np.int32),
         logits=None if top_k else signal.astype(np.float16).reshape(n, views * num_classes),
-        confidence=expert_confidence(logits, labels, subsets),
+        confidence=p,
         topk=topk,
         views=views,
         view_params=None if view_params is None else np.asarray(view_params, np.float32).reshape(n, views * VIEW_WIDTH),
+        allot=allot,
     )
 
 
-def score_batches(teachers: LiveTeachers, batches, subsets: Sequence[Subset], top_k: int | None, device, views: int = 1) -> TeacherRows:
+def score_batches(
+    teachers: LiveTeachers, batches, subsets: Sequence[Subset], top_k: int | None, device, views: int = 1, confidence: TeacherRows | None = None
+) -> TeacherRows:
     """The cache's rows for every image of `batches`: the experts run once over each image and each of its views.
 
     A batch is `(images, labels, sample_ids)` (one un-augmented view per
     image; `views` 1) or `(images, views_images (B, K, ...), views (B, K, 9),
     labels, sample_ids)` (`lfme.data.views.ViewsOfImages`; `views` K).
+    `confidence` (`cache.allot: draws`): the images' rows from their
+    un-augmented view (this function over a test loader); the batches are
+    then blocks of `views` views without the test view (`ViewsOfImages` with
+    blocks), and each row takes its image's p_i from there.
     """
 
     def experts_on(images: torch.Tensor) -> np.ndarray:
         with teachers.precision.autocast():
             return teachers(teachers.precision.inputs(images.to(device, non_blocking=True))).cpu().numpy()
 
+    augmented = views > 1 or confidence is not None
     pieces = []
     for batch in batches:
         labels, sample_ids = batch[-2].numpy(), batch[-1].numpy()
         view_logits = view_params = None
-        if views > 1:
-            crops, view_params = batch[1], batch[2].numpy()
+        if augmented:
+            crops, view_params = batch[-4], batch[-3].numpy()
             view_logits = np.stack([experts_on(crops[:, v]) for v in range(views)], axis=1)
-        pieces.append(teacher_rows(sample_ids, labels, experts_on(batch[0]), subsets, top_k, view_logits, view_params))
+        if confidence is None:
+            pieces.append(teacher_rows(sample_ids, labels, experts_on(batch[0]), subsets, top_k, view_logits, view_params))
+        else:
+            p = confidence.confidence[confidence.rows_for(sample_ids)]
+            pieces.append(teacher_rows(sample_ids, labels, None, subsets, top_k, view_logits, view_params, p))
     if not pieces:  # no images: no rows, in the cache's layout
-        c = teachers.num_classes
-        empty = (np.zeros((0, views, c), np.float32), np.zeros((0, views, 9), np.float32)) if views > 1 else (None, None)
-        pieces.append(teacher_rows(np.zeros(0), np.zeros(0), np.zeros((0, c), np.float32), subsets, top_k, *empty))
+        c, none = teachers.num_classes, np.zeros(0)
+        view_logits, view_params = (np.zeros((0, views, c), np.float32), np.zeros((0, views, 9), np.float32)) if augmented else (None, None)
+        p = None if confidence is None else none
+        pieces.append(teacher_rows(none, none, np.zeros((0, c), np.float32), subsets, top_k, view_logits, view_params, p))
     return TeacherRows.concat(pieces)

@@ -84,12 +84,14 @@ def stage_settings(config: Config, stage: str) -> dict[str, Any]:
         # the cache section changes what is stored (batch size, shards and
         # the node-local folder only change the speed). top_k, and views with
         # the seed they are drawn from, enter only when set, so caches of one
-        # full view keep their fingerprints.
-        top_k, views = c["cache"]["top_k"], c["cache"]["views"]
+        # full view keep their fingerprints; allot draws only when asked for,
+        # with the student's sampling it allots by, so uniform caches keep theirs.
+        top_k, views, allot = c["cache"]["top_k"], c["cache"]["views"], c["cache"]["allot"]
         return {
             "precision": c["precision"],
             **({"top_k": top_k} if top_k is not None else {}),
             **({"views": views, "seed": c["seed"]} if views > 1 else {}),
+            **({"allot": allot, "sampling": c["distill"]["sampling"]} if allot != "uniform" else {}),
         }
     if stage == "evaluate":
         return {"precision": c["precision"], "evaluate": {"shot_thresholds": c["evaluate"]["shot_thresholds"]}}

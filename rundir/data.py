@@ -115,10 +115,13 @@ def make_loader(
     return DeviceBatches(loader, BatchTransform(cfg.transform, train=train, image_size=cfg.image_size), device, views)
 
 
-def views_loader(images: ImageList, cfg: DataConfig, batch_size: int, seed: int, views: int) -> torch.utils.data.DataLoader:
-    """The cache stage's batches over training images with `views` augmented views each (`lfme.data.views.ViewsOfImages`)."""
+def views_loader(
+    images: ImageList, cfg: DataConfig, batch_size: int, seed: int, views: int, blocks: np.ndarray | None = None
+) -> torch.utils.data.DataLoader:
+    """The cache stage's batches over training images with `views` augmented views each (`lfme.data.views.ViewsOfImages`);
+    `blocks` (n, 2): item i is block blocks[i, 1] of `views` views of image blocks[i, 0] (`cache.allot: draws`)."""
     return torch.utils.data.DataLoader(
-        ViewsOfImages(images, cfg.transform, cfg.image_size, seed, views),
+        ViewsOfImages(images, cfg.transform, cfg.image_size, seed, views, blocks),
         batch_size=batch_size,
         shuffle=False,
         num_workers=cfg.loader_workers,

@@ -271,12 +271,22 @@ class CacheConfig:
     top_k: int | None = None
     # Augmented views per training image (FKD; lfme.data.views): the experts'
     # signal on `views` views drawn with the training transform's distribution
-    # (seeded by `seed`), stored with the views' parameters; the student replays
-    # one of them each epoch, so it trains on exactly the pixels its cached
-    # teachers scored. 1: one un-augmented view per image, computed with the
+    # (seeded by `seed`), stored with the views' parameters; each draw of an
+    # image replays one of them, so the student trains on exactly the pixels
+    # its cached teachers scored. 1: one un-augmented view per image, computed with the
     # test transform. Costs `views` x the logits on disk and `views` + 1
     # expert passes over the training set.
     views: int = 1
+    # How the views are shared among the training images (lfme.data.views.
+    # allot_views). uniform: `views` each. draws: the same views x N in all,
+    # each image's share in proportion to how often the student's sampler
+    # (distill.sampling) draws it, at least one: with class sampling a
+    # 50-image class's image gets about 100 times the views of a 5,000-image
+    # class's, as it is drawn 100 times as often (a cache of K views each
+    # overfits the tail: docs/RESULTS.md, issue 20). Costs the same expert
+    # passes and logits as uniform, in a row per view (24 bytes more a view).
+    # Needs views > 1 (with 1, each image's one view is already its least).
+    allot: Literal["uniform", "draws"] = "uniform"
     resources: Resources = field(default_factory=Resources)  # one inference task
 
     def check(self, path: str) -> None:
@@ -288,6 +298,11 @@ class CacheConfig:
             raise ConfigError(f"{path}.top_k: must be >= 1 or null (every logit), got {self.top_k}")
         if self.views < 1:
             raise ConfigError(f"{path}.views: must be a positive integer, got {self.views}")
+        if self.allot == "draws" and self.views < 2:
+            raise ConfigError(
+                f"{path}.allot: draws shares views x N views among the N training images, at least one each; "
+                f"with {path}.views {self.views} every image's one view is already its least: set {path}.views to 2 or more"
+            )
 
 
 @dataclass

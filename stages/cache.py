@@ -9,7 +9,11 @@ shard straight into the cache's new data directory
 experts on that un-augmented image (`cache.views: 1`), or on `cache.views`
 augmented views drawn here and stored with their parameters, which the
 student replays (`lfme.data.views`; the official code runs its experts on the
-augmented batch the student sees). Validation rows are one un-augmented view.
+augmented batch the student sees). With `cache.allot: draws` the K x N
+training views are shared by how often the student draws each image
+(`part_rows`): a row per view, p_i computed once per image, and a task's
+range of rows may end inside an image's views (the next shard continues
+them). Validation rows are one un-augmented view.
 Every expert runs over every sample, not only its subset's: every expert's KD
 term applies to every instance (paper 4.5).
 
@@ -37,7 +41,11 @@ from __future__ import annotations
 import numpy as np
 import ray
 
-from lfme.teacher_cache import commit_cache, discard_data_dir, new_data_dir, write_shard
+from lfme.data import ImageList
+from lfme.data.views import allot_views
+from lfme.sampling import draw_weights
+from lfme.subsets import Subset
+from lfme.teacher_cache import TeacherRows, commit_cache, discard_data_dir, new_data_dir, write_shard
 from lfme.teachers import LiveTeachers, score_batches
 from rundir.config import Config
 from rundir.context import StageContext
@@ -80,8 +88,10 @@ def task_slots(cfg: Config) -> int:
 
 
 @ray.remote
-def cache_shard(cfg: Config, run_dir: str, data_dir: str, fingerprint: str, part: str, index: int, positions: np.ndarray) -> dict:
-    """Every expert over the images at `positions` of `part`, written as shard `index`; returns `write_shard`'s record."""
+def cache_shard(
+    cfg: Config, run_dir: str, data_dir: str, fingerprint: str, part: str, index: int, positions: np.ndarray, blocks: np.ndarray | None
+) -> dict:
+    """Every expert over the images at `positions` of `part` (`part_rows`), written as shard `index`; returns `write_shard`'s record."""
     device, precision = tasks.task_setup(cfg.cache.resources.cpus_per_worker, cfg.precision, f"cache {part} shard {index}")
     split = load_split(run_dir, cfg.data)
     experts = []
@@ -89,20 +99,64 @@ def cache_shard(cfg: Config, run_dir: str, data_dir: str, fingerprint: str, part
         with tasks.reading(storage.join(expert_dir(run_dir, s.name), EXPERT_MODEL), f"weights of expert '{s.name}'"):
             experts.append(precision.prepare(load_expert(run_dir, s, split.channels, device)))
     teachers = LiveTeachers(experts, split.subsets, split.num_classes, precision).to(device)
-    images = (split.train if part == "train" else split.val).subset(positions)
-    views = part_views(cfg, part)
-    batches = (
-        views_loader(images, cfg.data, cfg.cache.batch_size, cfg.seed, views)
-        if views > 1
-        else make_loader(images, cfg.data, False, cfg.cache.batch_size)
-    )
-    rows = score_batches(teachers, batches, split.subsets, cfg.cache.top_k, device, views)
+    source = split.train if part == "train" else split.val
+    rows = score_rows(cfg, teachers, source, positions, blocks, part_views(cfg, part), split.subsets, device)
     return write_shard(cache_dir(run_dir), data_dir, part, index, rows, fingerprint=fingerprint, subsets=split.subsets)
 
 
+def score_rows(
+    cfg: Config, teachers: LiveTeachers, source: ImageList, positions: np.ndarray, blocks: np.ndarray | None, views: int, subsets: list[Subset], device
+) -> TeacherRows:
+    """The cache's rows of the images at `positions` of `source` (`part_rows`): `views` views each, or
+    with blocks (`cache.allot: draws`) row r block blocks[r] of image positions[r].
+
+    With blocks each image is taken once however many rows it has (not
+    copied per row), p_i is computed once per image, on its un-augmented
+    view, and the experts then run on the views only.
+    """
+    bs = cfg.cache.batch_size
+    if blocks is not None:
+        unique, image = np.unique(positions, return_inverse=True)
+        images, blocks = source.subset(unique), np.stack([image, blocks], axis=1)
+        once = score_batches(teachers, make_loader(images, cfg.data, False, bs), subsets, None, device)
+        return score_batches(teachers, views_loader(images, cfg.data, bs, cfg.seed, views, blocks), subsets, cfg.cache.top_k, device, views, once)
+    images = source.subset(positions)
+    if views > 1:
+        return score_batches(teachers, views_loader(images, cfg.data, bs, cfg.seed, views), subsets, cfg.cache.top_k, device, views)
+    return score_batches(teachers, make_loader(images, cfg.data, False, bs), subsets, cfg.cache.top_k, device)
+
+
 def part_views(cfg: Config, part: str) -> int:
-    """Views per image stored in `part`: `cache.views` for the training images, one un-augmented view for validation."""
-    return cfg.cache.views if part == "train" else 1
+    """Views per row of `part`: `cache.views` for the training images (one a row with `cache.allot: draws`), one un-augmented view for validation."""
+    return cfg.cache.views if part == "train" and cfg.cache.allot == "uniform" else 1
+
+
+def part_rows(cfg: Config, part: str, sample_ids: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows of `part` in the order they are written (by sample id): each row's image (its position in
+    the part) and, with `cache.allot: draws`, its view (None: one row per image).
+
+    With draws, image i gets V_i rows of one view each, V_i allotted by the
+    student's sampler (`lfme.data.views.allot_views`, `cache.views` x N in all).
+    """
+    order = np.argsort(sample_ids, kind="stable")
+    if part != "train" or cfg.cache.allot == "uniform":
+        return order, None
+    views = allot_views(draw_weights(labels[order], cfg.distill.sampling), cfg.cache.views * len(order))
+    return np.repeat(order, views), np.arange(views.sum()) - np.repeat(np.cumsum(views) - views, views)
+
+
+def shard_plan(cfg: Config, sample_ids: dict, labels: dict, num_classes: int, slots: int) -> list[tuple[str, int, np.ndarray, np.ndarray | None]]:
+    """One cache task per shard: (part, shard index, each row's image position in the part, each row's view or None).
+
+    Rows go by sample id (`part_rows`), so shards cover increasing ranges of
+    ids; with allot draws an image's views may straddle two shards.
+    """
+    todo = []
+    for part in PARTS:
+        positions, blocks = part_rows(cfg, part, sample_ids[part], labels[part])
+        ranges = shard_ranges(len(positions), num_classes, cfg.cache.shard_rows, slots, part_views(cfg, part))
+        todo += [(part, index, positions[a:b], None if blocks is None else blocks[a:b]) for index, (a, b) in enumerate(ranges)]
+    return todo
 
 
 def run(ctx: StageContext) -> dict:
@@ -112,13 +166,11 @@ def run(ctx: StageContext) -> dict:
     resources = cfg.cache.resources
     data_dir = new_data_dir(ctx.fingerprint)
     slots = task_slots(cfg)
-    todo = []  # (part, shard index, positions in the part)
-    for part in PARTS:
-        ids = split.sample_ids[part]
-        order = np.argsort(ids, kind="stable")  # shards cover increasing ranges of ids
-        ranges = shard_ranges(len(ids), split.num_classes, cfg.cache.shard_rows, slots, part_views(cfg, part))
-        todo += [(part, index, order[start:stop]) for index, (start, stop) in enumerate(ranges)]
-    views = f", {cfg.cache.views} augmented views of each training image" if cfg.cache.views > 1 else ""
+    todo = shard_plan(cfg, split.sample_ids, split.labels, split.num_classes, slots)
+    views = ""
+    if cfg.cache.views > 1:
+        allotted = f"per training image on average, allotted by the student's {cfg.distill.sampling} sampling"
+        views = f", {cfg.cache.views} augmented views {allotted if cfg.cache.allot == 'draws' else 'of each training image'}"
     ctx.log(f"cache: {len(todo)} shard tasks over {' and '.join(PARTS)}, each running all {len(split.subsets)} experts{views}, {slots} at a time")
     task = cache_shard.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)
     pending: dict = {}  # at most `slots` tasks in flight: on a failure the stage waits for those only
@@ -127,8 +179,8 @@ def run(ctx: StageContext) -> dict:
         with tasks.cancelled_on_interrupt(pending), tasks.drained_on_failure(pending):
             while todo or pending:
                 while todo and len(pending) < slots:
-                    part, index, positions = todo.pop(0)
-                    pending[task.remote(cfg, ctx.run_dir, data_dir, ctx.fingerprint, part, index, positions)] = index
+                    part, index, positions, blocks = todo.pop(0)
+                    pending[task.remote(cfg, ctx.run_dir, data_dir, ctx.fingerprint, part, index, positions, blocks)] = index
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 del pending[ref]
                 shards.append(ray.get(ref))

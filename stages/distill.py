@@ -28,10 +28,10 @@ history and the RNG state, so a killed or failed run continues where it was.
 Every ablation of the paper's Table 3 is a switch: `sampling`, `kd`, `spes`,
 `spis`, `schedule`. `teachers: live` runs the experts on each augmented batch
 instead of reading their logits from the cache (the cache's accuracy cost).
-A cache of several views per image (`cache.views`) replaces the student's
-random augmentation when the student reads its KD targets from it: each
-epoch the loader replays one stored view per image and the teachers' logits
-are read for that view (`lfme.data.views`).
+A cache of augmented views (`cache.views`, `cache.allot`) replaces the
+student's random augmentation when the student reads its KD targets from
+it: each draw of an image replays one of its stored views and the teachers'
+logits are read for that view (`lfme.data.views`).
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def teacher_signal(cfg: Config, run_dir: str, split, train_rows: TeacherRows, de
     if cfg.distill.teachers == "live":
         experts = [precision.prepare(load_expert(run_dir, s, split.channels, device)) for s in split.subsets]
         return LiveTeachers(experts, split.subsets, split.num_classes, precision).to(device), None
-    views = StoredViews.of_rows(train_rows, cfg.seed) if train_rows.views > 1 else None
+    views = StoredViews.of_rows(train_rows, cfg.seed) if train_rows.augmented else None
     return CachedTeachers(train_rows), views
 
 

@@ -5,7 +5,7 @@ experts are frozen, so their signal on the un-augmented image never changes:
 it is computed once by the cache stage and stored here, and the student's
 distillation reads it instead of running the teachers live.
 
-One row per sample, one table per part ("train", "val", ...):
+One row per sample (but see `cache.allot` below), one table per part ("train", "val", ...):
 
     sample_id   int64
     label       int64
@@ -36,6 +36,17 @@ then view 1's, ...), a top-k cache's three arrays are K times as wide, and
 is added; `confidence` stays one p_i per sample, from the un-augmented view.
 The manifest's part entry records `"views": K`. The validation part keeps
 one un-augmented row per sample.
+
+With `cache.allot = draws` (views shared by the student's draws,
+`lfme.data.views.allot_views`) image i has V_i views, one per row: the
+same columns as K = 1 plus `view_params` (9 wide), an image's rows
+consecutive and in view order, so sample ids repeat (still sorted; an
+image's rows may continue into the next shard). The manifest's part entry
+records `"allot": "draws"`. A fixed-width row of K views cannot carry this:
+with a block of K views the least an image could own, the head's images
+alone would take the K x N budget. `TeacherRows` reads view v of a sample
+from its first row r as row r + v div W, slot v mod W (W views a row), so
+both layouts are one lookup.
 
 Layout of a cache directory ``D``::
 

@@ -66,11 +66,15 @@ def verify_cache(directory, *, expected_fingerprint: str | None = None, expected
 def _part_schema(manifest: dict, part: str) -> pa.Schema:
     top_k = manifest.get("top_k")
     shape = None if top_k is None else top_k_shape(top_k, manifest["subsets"])
-    return arrow_schema(int(manifest["num_classes"]), shape, _part_views(manifest, part))
+    return arrow_schema(int(manifest["num_classes"]), shape, _part_views(manifest, part), _part_allot(manifest, part))
 
 
 def _part_views(manifest: dict, part: str) -> int:
     return int(manifest["parts"].get(part, {}).get("views", 1))
+
+
+def _part_allot(manifest: dict, part: str) -> str:
+    return str(manifest["parts"].get(part, {}).get("allot", "uniform"))
 
 
 def _owner(manifest: dict) -> np.ndarray:

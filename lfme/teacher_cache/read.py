@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from lfme import storage
 from lfme.teacher_cache.schema import CacheDamagedError, SCHEMA_METADATA_KEY, TeacherRows, TopK
-from lfme.teacher_cache.manifest import _check_expected, _owner, _part_schema, _part_views, read_manifest
+from lfme.teacher_cache.manifest import _check_expected, _owner, _part_allot, _part_schema, _part_views, read_manifest
 
 
 def _part_entry(directory: str, manifest: dict, part: str) -> dict:
@@ -81,6 +81,7 @@ def _rows_from(manifest: dict, part: str, wide: dict[str, np.ndarray], small: di
         topk=topk,
         views=_part_views(manifest, part),
         view_params=wide.get("view_params"),
+        allot=_part_allot(manifest, part),
     )
 
 
@@ -98,8 +99,10 @@ def _check_rows(directory: str, part: str, entry: dict, rows: TeacherRows) -> Te
     if len(rows) != entry["rows"]:
         raise ValueError(f"part {part!r} of the teacher cache at {directory} has {len(rows)} rows in its shards, the manifest says {entry['rows']}")
     ids = rows.sample_ids
-    if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
-        raise ValueError(f"part {part!r} of the teacher cache at {directory} is not sorted by unique sample_id")
+    # Allot draws: a sample's views fill several rows, so ids repeat; they still never go down.
+    ascending = ids[1:] >= ids[:-1] if rows.allot == "draws" else ids[1:] > ids[:-1]
+    if ids.size > 1 and not np.all(ascending):
+        raise ValueError(f"part {part!r} of the teacher cache at {directory} is not sorted by {'' if rows.allot == 'draws' else 'unique '}sample_id")
     return rows
 
 

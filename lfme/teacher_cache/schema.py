@@ -29,14 +29,17 @@ class CacheDamagedError(ValueError):
 
 
 VIEW_WIDTH = 9  # numbers per stored view (lfme.data.views.VIEW_FIELDS)
+# How a part's views are shared among its samples: K each in one row, or by the student's draws over several rows (TeacherRows).
+ALLOTS = ("uniform", "draws")
 
 
-def arrow_schema(num_classes: int, top_k: tuple[int, int] | None = None, views: int = 1) -> pa.Schema:
+def arrow_schema(num_classes: int, top_k: tuple[int, int] | None = None, views: int = 1, allot: str = "uniform") -> pa.Schema:
     """The documented Arrow schema of a part's table (without the `lfme` metadata).
 
     `top_k`: (K, L) for a top-k cache (`TopK`): K kept logits and their
     classes, and one rest logit per subset, instead of the C logits.
     `views`: signal columns `views` times as wide, and the views' parameters.
+    `allot` "draws": rows of augmented views (their parameters too) at any width.
     """
     if top_k is None:
         signal = [pa.field("logits", pa.list_(pa.float16(), int(num_classes) * views), nullable=False)]
@@ -47,7 +50,7 @@ def arrow_schema(num_classes: int, top_k: tuple[int, int] | None = None, views: 
             pa.field("topk_classes", pa.list_(pa.int32(), int(width) * views), nullable=False),
             pa.field("rest_logits", pa.list_(pa.float16(), int(num_subsets) * views), nullable=False),
         ]
-    if views > 1:
+    if views > 1 or allot == "draws":
         signal.append(pa.field("view_params", pa.list_(pa.float32(), VIEW_WIDTH * views), nullable=False))
     return pa.schema(
         [
@@ -126,6 +129,13 @@ class TeacherRows:
     With `views` > 1 each row holds the signal of that many augmented views,
     view by view (`logits` (n, views x C)), and `view_params` (n, views x 9)
     their parameters; `dense` then takes the view of each row.
+
+    `allot` "draws" (`cache.allot`): rows of augmented views (with
+    `view_params` even at one view a row) where a sample owns one or more
+    consecutive rows, its V_i views in view order: view v of a sample whose
+    first row is r is slot v mod W of row r + v div W (W = `views`). Rows are
+    sorted by sample id, so they are sorted by (sample id, view) too.
+    "uniform": one row per sample.
     """
 
     sample_ids: np.ndarray  # int64 (n,)
@@ -135,7 +145,8 @@ class TeacherRows:
     confidence: np.ndarray  # float32 (n,)
     topk: TopK | None = None
     views: int = 1
-    view_params: np.ndarray | None = None  # float32 (n, views x VIEW_WIDTH) when views > 1
+    view_params: np.ndarray | None = None  # float32 (n, views x VIEW_WIDTH) when augmented
+    allot: str = "uniform"
     # (the sample_ids array it was computed for, argsort or None when already sorted)
     _index: tuple | None = field(default=None, init=False, repr=False)
 
@@ -146,6 +157,11 @@ class TeacherRows:
     def num_classes(self) -> int:
         return int(self.topk.owner.size if self.topk is not None else np.shape(self.stored_logits())[1] // self.views)
 
+    @property
+    def augmented(self) -> bool:
+        """Whether the rows hold augmented views, each with its parameters, of which a lookup must name one."""
+        return self.views > 1 or self.allot == "draws"
+
     def stored_logits(self) -> np.ndarray:
         """`logits`, which rows without `topk` hold (a full cache's); ValueError for rows with neither."""
         if self.logits is None:
@@ -153,21 +169,33 @@ class TeacherRows:
         return self.logits
 
     def dense(self, positions, views=None) -> np.ndarray:
-        """The rows at `positions` as (len(positions), C) float32 logits; `views`: each row's view (views cache only)."""
-        if self.views == 1:
+        """The rows at `positions` as (len(positions), C) float32 logits.
+
+        `views` (augmented rows only): the view of each, counted from the row
+        at its position, a sample's first (`rows_for`).
+        """
+        if not self.augmented:
             if self.topk is not None:
                 return self.topk.dense(positions)
             return np.asarray(self.stored_logits()[positions], dtype=np.float32)
         if views is None:
-            raise ValueError(f"these rows hold {self.views} views per sample: name the view of each row")
-        positions, views = np.asarray(positions), np.asarray(views)
+            raise ValueError(f"these rows hold augmented views ({self.views} a row, allot {self.allot}): name the view of each row")
+        rows, slots = self._view_rows(np.asarray(positions, dtype=np.int64), np.asarray(views, dtype=np.int64))
 
-        def pick(array: np.ndarray) -> np.ndarray:  # (n, V x w) -> the w columns of each row's view
-            return array.reshape(array.shape[0], self.views, -1)[positions, views]
+        def pick(array: np.ndarray) -> np.ndarray:  # (n, W x w) -> the w columns of each view
+            return array.reshape(array.shape[0], self.views, -1)[rows, slots]
 
         if self.topk is not None:
             return self.topk.map_arrays(pick).dense(np.arange(positions.size))
         return np.asarray(pick(self.stored_logits()), dtype=np.float32)
+
+    def _view_rows(self, positions: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, slot) of view `views[k]` of the sample whose first row is `positions[k]`; ValueError past its last view."""
+        rows = positions + views // self.views
+        inside = (views >= 0) & (rows < len(self))
+        if not inside.all() or (self.sample_ids[np.where(inside, rows, positions)] != self.sample_ids[positions]).any():
+            raise ValueError(f"a view index past the sample's stored views (views {views[:4].tolist()}... of rows {positions[:4].tolist()}...)")
+        return rows, views % self.views
 
     def take(self, index) -> TeacherRows:
         """The rows at `index` (a slice gives views, an index array copies)."""
@@ -180,6 +208,7 @@ class TeacherRows:
             None if self.topk is None else self.topk.take(index),
             self.views,
             None if self.view_params is None else self.view_params[index],
+            self.allot,
         )
 
     def slice(self, start: int, stop: int) -> TeacherRows:
@@ -190,6 +219,8 @@ class TeacherRows:
     def concat(pieces: list[TeacherRows]) -> TeacherRows:
         """The pieces (at least one) one after another; each holds what the first does (logits or top-k, view parameters or not)."""
         first = pieces[0]
+        if len({p.allot for p in pieces}) > 1:
+            raise ValueError(f"teacher rows to concatenate: they mix allot {sorted({p.allot for p in pieces})}")
         return TeacherRows(
             sample_ids=np.concatenate([p.sample_ids for p in pieces]),
             labels=np.concatenate([p.labels for p in pieces]),
@@ -199,10 +230,11 @@ class TeacherRows:
             topk=None if first.topk is None else TopK.concat(_each(pieces, lambda p: p.topk, "a top-k signal")),
             views=first.views,
             view_params=None if first.view_params is None else np.concatenate(_each(pieces, lambda p: p.view_params, "view parameters")),
+            allot=first.allot,
         )
 
     def rows_for(self, sample_ids) -> np.ndarray:
-        """Row positions (int64) of `sample_ids`, in the order given.
+        """Row positions (int64) of `sample_ids`, in the order given: each sample's first row.
 
         Vectorised binary search on the sorted ids (rows read from a cache are
         sorted by sample_id; unsorted rows are searched through an argsort
@@ -211,7 +243,7 @@ class TeacherRows:
         ids = np.asarray(self.sample_ids)
         query = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
         if self._index is None or self._index[0] is not self.sample_ids:
-            is_sorted = ids.size < 2 or bool(np.all(ids[1:] > ids[:-1]))
+            is_sorted = ids.size < 2 or bool(np.all(ids[1:] >= ids[:-1]))
             self._index = (self.sample_ids, None if is_sorted else np.argsort(ids, kind="stable"))
         sorter = self._index[1]
         if ids.size == 0:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from lfme import storage
 from lfme.subsets import Subset
-from lfme.teacher_cache.schema import _normalise_experts, subset_records, _PART_NAME, _validate_subsets, arrow_schema, DATA_DIR_PREFIX, FORMAT, MANIFEST_NAME, SCHEMA_METADATA_KEY, TeacherRows, top_k_shape, TopK, VIEW_WIDTH
+from lfme.teacher_cache.schema import ALLOTS, _normalise_experts, subset_records, _PART_NAME, _validate_subsets, arrow_schema, DATA_DIR_PREFIX, FORMAT, MANIFEST_NAME, SCHEMA_METADATA_KEY, TeacherRows, top_k_shape, TopK, VIEW_WIDTH
 from lfme.teacher_cache.manifest import _write_manifest, read_manifest
 
 
@@ -88,7 +88,7 @@ def _validate_signal(part: str, rows: TeacherRows, n: int, owner: np.ndarray):
     else:
         logits, topk = _validate_logits(part, rows.logits, (n, views * num_classes), "logits"), None
     view_params = None
-    if views > 1:
+    if rows.augmented:
         view_params = np.asarray(rows.view_params if rows.view_params is not None else np.zeros((n, 0)), dtype=np.float32)
         if view_params.shape != (n, views * VIEW_WIDTH) or not np.isfinite(view_params).all():
             raise ValueError(f"part {part!r}: field 'view_params' must be finite of shape {(n, views * VIEW_WIDTH)}, got {view_params.shape}")
@@ -105,6 +105,8 @@ def _validate_part(part: str, rows: TeacherRows, owner: np.ndarray) -> TeacherRo
     labels = _as_int_column(rows.labels, part, "labels", n, np.int64)
     subsets = _as_int_column(rows.subsets, part, "subsets", n, np.int32)
 
+    if rows.allot not in ALLOTS:
+        raise ValueError(f"part {part!r}: allot must be one of {ALLOTS}, got {rows.allot!r}")
     logits, topk, view_params = _validate_signal(part, rows, n, owner)
     views = int(rows.views)
 
@@ -130,13 +132,14 @@ def _validate_part(part: str, rows: TeacherRows, owner: np.ndarray) -> TeacherRo
                 f"belongs to subset {int(owner[labels[k]])}"
             )
 
+    # Stable: the rows of one sample (allot draws) keep their order, the order of its views.
     order = np.argsort(ids, kind="stable")
     ids = ids[order]
-    if n > 1:
+    if n > 1 and rows.allot == "uniform":
         dup = ids[1:] == ids[:-1]
         if dup.any():
             raise ValueError(f"part {part!r}: duplicate sample_id {int(ids[1:][np.argmax(dup)])}")
-    clean = TeacherRows(ids, labels, subsets, logits, conf, topk, views, view_params)
+    clean = TeacherRows(ids, labels, subsets, logits, conf, topk, views, view_params, rows.allot)
     identity = n == 0 or np.array_equal(order, np.arange(n))
     if identity:
         return clean
@@ -156,8 +159,8 @@ def _to_table(rows: TeacherRows, schema: pa.Schema) -> pa.Table:
     else:
         t = rows.topk
         signal = [_fixed_size_list(t.values, pa.float16()), _fixed_size_list(t.classes, pa.int32()), _fixed_size_list(t.rest, pa.float16())]
-    if rows.views > 1:
-        assert rows.view_params is not None, "_validate_part gives rows of several views their view_params"
+    if rows.augmented:
+        assert rows.view_params is not None, "_validate_part gives rows of augmented views their view_params"
         signal.append(_fixed_size_list(rows.view_params, pa.float32()))
     return pa.Table.from_arrays(
         [
@@ -215,8 +218,8 @@ def _remove_unreferenced(directory: str, keep: str) -> list[str]:
 # shards' records and replaces the manifest. `write_cache` is the three for rows at hand.
 
 
-def _shard_schema(num_classes: int, fingerprint: str, top_k: tuple[int, int] | None = None, views: int = 1) -> pa.Schema:
-    return arrow_schema(num_classes, top_k, views).with_metadata(
+def _shard_schema(num_classes: int, fingerprint: str, top_k: tuple[int, int] | None = None, views: int = 1, allot: str = "uniform") -> pa.Schema:
+    return arrow_schema(num_classes, top_k, views, allot).with_metadata(
         {SCHEMA_METADATA_KEY: json.dumps({"format": FORMAT, "num_classes": num_classes, "fingerprint": fingerprint})}
     )
 
@@ -238,7 +241,8 @@ def write_shard(directory, data_dir: str, part: str, index: int, rows: TeacherRo
 
     The rows are validated against the subsets (see `write_cache`) and sorted
     by sample_id. Shards of a part must cover increasing, disjoint ranges of
-    sample ids in index order; `commit_cache` checks that.
+    sample ids in index order, except that with allot draws a sample's rows
+    may continue into the next shard; `commit_cache` checks that.
     """
     _check_fingerprint(fingerprint)
     subset_list = subset_records(subsets)
@@ -247,13 +251,14 @@ def write_shard(directory, data_dir: str, part: str, index: int, rows: TeacherRo
     name = f"{part}-{int(index):05d}.parquet"
     top_k = None if clean.topk is None else clean.topk.k
     shape = None if top_k is None else top_k_shape(top_k, subset_list)
-    schema = _shard_schema(num_classes, fingerprint, shape, clean.views)
+    schema = _shard_schema(num_classes, fingerprint, shape, clean.views, clean.allot)
     size, digest = _write_shard(_to_table(clean, schema), storage.join(directory, data_dir, name))
     ids = clean.sample_ids
     return {
         "part": part,
         "top_k": top_k,
         "views": clean.views,
+        "allot": clean.allot,
         "index": int(index),
         "name": name,
         "rows": len(clean),
@@ -269,13 +274,16 @@ def _part_record(part: str, ordered: list[dict]) -> dict:
     if [s["index"] for s in ordered] != list(range(len(ordered))):
         raise ValueError(f"part {part!r}: shard indices {[s['index'] for s in ordered]} are not 0..{len(ordered) - 1}")
     views = {s.get("views", 1) for s in ordered}
-    if len(views) > 1:
-        raise ValueError(f"part {part!r}: the shards mix views {sorted(views)}: one part has one")
+    allots = {s.get("allot", "uniform") for s in ordered}
+    if len(views) > 1 or len(allots) > 1:
+        raise ValueError(f"part {part!r}: the shards mix views {sorted(views)} or allot {sorted(allots)}: one part has one")
+    allot = allots.pop()
     last = None
     for s in ordered:
         if s["first_id"] is None:
             continue
-        if last is not None and s["first_id"] <= last:
+        # With allot draws a sample's views may run on into the next shard: its first id may repeat the last.
+        if last is not None and (s["first_id"] < last if allot == "draws" else s["first_id"] <= last):
             raise ValueError(
                 f"part {part!r}: shard {s['name']} starts at sample_id {s['first_id']}, not after {last}, "
                 "the last id of the shard before it"
@@ -288,6 +296,7 @@ def _part_record(part: str, ordered: list[dict]) -> dict:
         "shard_bytes": [s["bytes"] for s in ordered],
         "shard_sha256": [s["sha256"] for s in ordered],
         **({"views": views.pop()} if views != {1} else {}),
+        **({"allot": allot} if allot != "uniform" else {}),
     }
 
 
@@ -368,7 +377,9 @@ def write_cache(
     `subsets`: the experts' subsets in order; they must partition 0..C-1 and row k's
     `subsets[k]` must be the index of the subset holding `labels[k]`.
     `experts`: name -> {"sha256": ...} (or name -> sha256 string).
-    Rows are sorted by sample_id; duplicate ids are rejected. The previous
+    Rows are sorted by sample_id; duplicate ids are rejected, except in rows of
+    allot draws, where a sample's views fill several rows (kept in their
+    order, and free to straddle two shards). The previous
     cache in `directory` stays readable until the new manifest replaces it.
     """
     _check_fingerprint(fingerprint)

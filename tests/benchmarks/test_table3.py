@@ -142,6 +142,10 @@ def test_each_variant_sets_the_switches_its_row_names():
     for k in (2, 4, 8):
         config = load_config("ray_config.yaml", VARIANTS[f"lfme_views{k}"][1])
         assert config.cache.views == k and config.distill.teachers == "cache" and config.distill.spis
+        assert config.cache.allot == "uniform"
+    for k in (4, 8):
+        config = load_config("ray_config.yaml", VARIANTS[f"lfme_views{k}_draws"][1])
+        assert (config.cache.views, config.cache.allot, config.distill.sampling, config.distill.teachers) == (k, "draws", "class", "cache")
     assert load_config("ray_config.yaml", VARIANTS["lfme_topk"][1]).cache.top_k == 5
     la, lfme_la = distill("logit_adj"), distill("lfme_logit_adj")
     assert (la.sampling, la.kd, la.base_loss) == ("instance", False, "logit_adjusted")

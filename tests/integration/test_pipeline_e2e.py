@@ -227,14 +227,16 @@ def test_every_epoch_of_every_expert_and_of_the_student_is_in_tensorboard(defaul
 
 
 def test_joint_experts_and_a_cache_of_views_run_end_to_end_and_lfme_verify_checks_the_views_shards(default_run, tmp_path):
-    """Two switches in one run (each alone would cost a run): experts.init=joint and cache.views=2.
+    """Three switches in one run (each alone would cost a run): experts.init=joint, cache.views=2 and
+    cache.allot=draws (2 x 564 views shared by the student's class sampling, a row each).
 
     And the one cache here written by several tasks per part (`cache.shard_rows`: by default the
-    default run's parts are one shard each): the student reads the shards as one table.
+    default run's parts are one shard each), a tail image's views across two shards: the student
+    reads the shards as one table.
     """
     run_dir = copy_run(default_run, tmp_path / "run")
     result = run_lfme("run", "ray_config.yaml", "--run-dir", str(run_dir),
-                      sets=FAST + [ONE_WORKER, "cache.views=2", "experts.init=joint", "cache.shard_rows=100"])
+                      sets=FAST + [ONE_WORKER, "cache.views=2", "cache.allot=draws", "experts.init=joint", "cache.shard_rows=100"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "== split: up to date" in result.stdout
     for stage in ("experts", "cache", "distill", "evaluate"):
@@ -244,12 +246,16 @@ def test_joint_experts_and_a_cache_of_views_run_end_to_end_and_lfme_verify_check
     assert out.index("experts: _joint done") < min(out.index(f"experts: {name} done") for name in ("many", "medium", "few"))
     joint = read_json(run_dir / "experts" / "_joint" / "result.json")
     assert joint["classes"] == list(range(10)) and joint["fingerprint"] == manifest(run_dir)["stages"]["experts"]["fingerprint"]
-    assert "2 augmented views of each training image" in result.stdout
+    assert "2 augmented views per training image on average, allotted by the student's class sampling" in result.stdout
     cache = read_json(run_dir / "cache" / "manifest.json")
-    assert cache["parts"]["train"]["views"] == 2 and "views" not in cache["parts"]["val"]
-    # 564 training images in shards of 100; the 100 validation images in one per task slot (4 = 2 CPUs / 0.5).
-    assert cache["parts"]["train"]["shard_rows"] == [100, 100, 100, 100, 100, 64] and cache["parts"]["val"]["shard_rows"] == [25] * 4
-    assert "cache: 10 shard tasks over train and val" in result.stdout
+    train = cache["parts"]["train"]
+    assert train["allot"] == "draws" and "views" not in train and "allot" not in cache["parts"]["val"]
+    # 2 x 564 = 1,128 views, a row each, in shards of 100; the 100 validation images in one per task slot (4 = 2 CPUs / 0.5).
+    assert train["shard_rows"] == [100] * 11 + [28] and cache["parts"]["val"]["shard_rows"] == [25] * 4
+    assert "cache: 16 shard tasks over train and val" in result.stdout
+    shards = [pq.read_table(run_dir / "cache" / cache["data_dir"] / name, columns=["sample_id"]) for name in train["shards"]]
+    views = np.unique(np.concatenate([shard.column(0).to_numpy() for shard in shards]), return_counts=True)[1]
+    assert views.size == 564 and views.min() >= 1 and views.max() > 2  # the tail's images get more than K = 2 each
     assert all(h["kd"] > 0 for h in read_json(run_dir / "distill" / "history.json"))
     assert run_lfme("verify", str(run_dir)).returncode == 0
     shard = run_dir / "cache" / cache["data_dir"] / cache["parts"]["train"]["shards"][0]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lfme.sampling import ClassBalancedSampler, DistributedClassBalancedSampler
+from lfme.sampling import ClassBalancedSampler, DistributedClassBalancedSampler, draw_weights
 
 # Long-tailed labels: class c has 2**(5-c) instances (32, 16, 8, 4, 2, 1), shuffled.
 LABELS = np.random.default_rng(1).permutation(np.repeat(np.arange(6), [32, 16, 8, 4, 2, 1]))
@@ -142,3 +142,20 @@ def test_the_class_cycle_runs_on_across_epochs():
     assert len({tuple(w) for w in windows}) > 1  # reshuffled every C groups
     with pytest.raises(ValueError, match="draw must be one of"):
         ClassBalancedSampler(LABELS, draw="round-robin")
+
+
+def test_draw_weights_are_how_often_each_sampler_draws_an_instance():
+    by_hand = np.array([1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0])[LABELS]
+    np.testing.assert_array_equal(draw_weights(LABELS, "class"), by_hand)
+    np.testing.assert_array_equal(draw_weights(LABELS, "instance"), np.ones(LABELS.size))
+    # Against the sampler itself: draws per instance over 100 epochs, averaged within each class, in proportion to 1 / n_c.
+    sampler = ClassBalancedSampler(LABELS, seed=3)
+    draws = np.zeros(LABELS.size)
+    for epoch in range(100):
+        sampler.set_epoch(epoch)
+        np.add.at(draws, list(sampler), 1)
+    per_instance = np.bincount(LABELS, weights=draws) / np.bincount(LABELS)
+    per_class = 1 / np.array([32, 16, 8, 4, 2, 1])
+    np.testing.assert_allclose(per_instance / per_instance.sum(), per_class / per_class.sum(), rtol=0.05)
+    with pytest.raises(ValueError, match="'class' or 'instance'"):
+        draw_weights(LABELS, "balanced")

@@ -570,3 +570,84 @@ def test_a_damaged_views_shard_is_found_and_shards_of_other_views_do_not_mix(tmp
     one = tc.write_shard(tmp_path / "mixed", data_dir, "train", 1, make_rows(3, id_offset=10**6), fingerprint="fp", subsets=SUBSETS)
     with pytest.raises(ValueError, match="mix views"):
         tc.commit_cache(tmp_path / "mixed", data_dir, [two, one], fingerprint="fp", subsets=SUBSETS, experts=EXPERTS)
+
+
+def allotted_rows(counts, top_k=None):
+    """Rows of allot draws: sample k owns counts[k] rows of one view each, whose logits are its base logits + 10 v
+    and whose parameters start (k, v); the samples' rows interleaved (view 0 of each, then view 1, ...), each's in view order."""
+    from lfme.teachers import teacher_rows
+
+    base = make_rows(len(counts))
+    sample = np.repeat(np.arange(len(counts)), counts)
+    view = np.arange(sample.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    order = np.lexsort((sample, view))
+    sample, view = sample[order], view[order]
+    params = np.zeros((sample.size, 1, 9), np.float32)
+    params[:, 0, 0], params[:, 0, 1] = sample, view
+    logits = (base.logits[sample] + 10.0 * view[:, None])[:, None, :]
+    rows = teacher_rows(base.sample_ids[sample], base.labels[sample], None, SUBSETS, top_k, logits, params, base.confidence[sample])
+    return rows, base
+
+
+@pytest.mark.parametrize("top_k", [None, 1])
+def test_a_cache_of_allotted_views_round_trips_view_by_view_through_shards_that_split_a_sample(tmp_path, top_k):
+    from lfme.data.views import StoredViews
+
+    counts = np.array([1, 2, 7, 1, 4])
+    rows, base = allotted_rows(counts, top_k)
+    assert rows.allot == "draws" and rows.views == 1 and len(rows) == 15
+    manifest = write(tmp_path / "cache", {"train": rows}, shard_rows=3)  # sample 2's seven views span three shards
+    entry = manifest["parts"]["train"]
+    assert entry["allot"] == "draws" and "views" not in entry and entry["shard_rows"] == [3] * 5
+    # Per row: one view's logits (or top-1 of 3 experts: 3 float16 + 3 int32 + 3 rest float16) and its 9 float32.
+    assert tc.signal_bytes_per_row(manifest) == (C * 2 if top_k is None else 3 * 2 + 3 * 4 + 3 * 2) + 9 * 4
+    k = np.concatenate([np.full(n, s) for s, n in sorted(enumerate(counts), key=lambda sn: base.sample_ids[sn[0]])])
+    v = np.concatenate([np.arange(n) for _, n in sorted(enumerate(counts), key=lambda sn: base.sample_ids[sn[0]])])
+    local = str(tmp_path / "local")
+    for got in (read_cache(tmp_path / "cache", "train"), tc.map_cache(tmp_path / "cache", "train", local_dir=local)):
+        assert got.allot == "draws" and got.augmented
+        # Sorted by (sample id, view): each sample's rows together, in view order, its p_i and label on each.
+        np.testing.assert_array_equal(got.sample_ids, base.sample_ids[k])
+        np.testing.assert_array_equal(got.view_params[:, :2], np.stack([k, v], axis=1))
+        np.testing.assert_array_equal(got.confidence, base.confidence[k])
+        np.testing.assert_array_equal(got.rows_for(base.sample_ids), np.searchsorted(base.sample_ids[k], base.sample_ids))
+        # Every view of every sample, looked up from the sample's first row, in a shuffled order.
+        shuffle = np.random.default_rng(0).permutation(k.size)
+        dense = got.dense(got.rows_for(base.sample_ids[k[shuffle]]), v[shuffle])
+        expected = base.logits[k[shuffle]] + 10.0 * v[shuffle, None]
+        if top_k is None:
+            np.testing.assert_array_equal(dense, expected.astype(np.float16).astype(np.float32))
+        else:  # each expert's largest logit of that view, kept exactly
+            for s in SUBSETS:
+                np.testing.assert_allclose(dense[:, list(s.classes)].max(1), expected[:, list(s.classes)].max(1), rtol=1e-3)
+        with pytest.raises(ValueError, match="past the sample's stored views"):
+            got.dense(got.rows_for(base.sample_ids[[2, 4]]), [6, 4])  # sample 2 has views 0..6, sample 4 0..3
+        with pytest.raises(ValueError, match="name the view"):
+            got.dense(np.arange(3))
+        stored = StoredViews.of_rows(got, seed=0)
+        np.testing.assert_array_equal(stored.counts, counts[np.argsort(base.sample_ids)])
+        np.testing.assert_array_equal(stored.of(base.sample_ids[k[shuffle]], v[shuffle])[:, :2], np.stack([k, v], axis=1)[shuffle])
+
+
+def test_only_a_cache_of_allotted_views_repeats_sample_ids_and_its_shards_do_not_mix_with_others(tmp_path):
+    rows, _ = allotted_rows(np.array([2, 3]))
+    uniform = TeacherRows(rows.sample_ids, rows.labels, rows.subsets, rows.logits, rows.confidence, views=1)
+    with pytest.raises(ValueError, match="duplicate sample_id"):
+        write(tmp_path / "dup", {"train": uniform})
+    without_params = TeacherRows(rows.sample_ids, rows.labels, rows.subsets, rows.logits, rows.confidence, allot="draws")
+    with pytest.raises(ValueError, match="view_params"):
+        write(tmp_path / "bare", {"train": without_params})
+    data_dir = tc.new_data_dir("fp")
+    drawn = tc.write_shard(tmp_path / "mixed", data_dir, "train", 0, rows, fingerprint="fp", subsets=SUBSETS)
+    one = tc.write_shard(tmp_path / "mixed", data_dir, "train", 1, make_rows(3, id_offset=10**6), fingerprint="fp", subsets=SUBSETS)
+    with pytest.raises(ValueError, match="allot"):
+        tc.commit_cache(tmp_path / "mixed", data_dir, [drawn, one], fingerprint="fp", subsets=SUBSETS, experts=EXPERTS)
+    # The first sample's views run on into the next shard (both samples have two or more); no shard goes back to an earlier sample.
+    data_dir = tc.new_data_dir("fp")
+    ordered = rows.take(np.argsort(rows.sample_ids, kind="stable"))
+    parts = [tc.write_shard(tmp_path / "split", data_dir, "train", i, ordered.slice(a, b), fingerprint="fp", subsets=SUBSETS) for i, (a, b) in enumerate([(0, 1), (1, 5)])]
+    tc.commit_cache(tmp_path / "split", data_dir, parts, fingerprint="fp", subsets=SUBSETS, experts=EXPERTS)
+    np.testing.assert_array_equal(read_cache(tmp_path / "split", "train").view_params, ordered.view_params)
+    back = tc.write_shard(tmp_path / "split", data_dir, "train", 1, ordered.slice(0, 1), fingerprint="fp", subsets=SUBSETS)
+    with pytest.raises(ValueError, match="not after"):
+        tc.commit_cache(tmp_path / "split", data_dir, [parts[1] | {"index": 0}, back | {"index": 1}], fingerprint="fp", subsets=SUBSETS, experts=EXPERTS)

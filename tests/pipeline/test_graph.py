@@ -144,6 +144,22 @@ def test_views_enter_the_cache_fingerprint_only_when_more_than_one_with_the_seed
         load_config(None, ["cache.views=0"])
 
 
+def test_allot_draws_enters_the_cache_fingerprint_only_when_asked_for_with_the_sampling_it_allots_by():
+    from pipeline.graph import fingerprints, stage_settings
+    from rundir.config import load_config
+
+    four = fingerprints(load_config(None, ["cache.views=4"]))
+    assert fingerprints(load_config(None, ["cache.views=4", "cache.allot=uniform"])) == four
+    # distill.sampling decides the student's draws: it moves a uniform cache's fingerprint only downstream.
+    instance = fingerprints(load_config(None, ["cache.views=4", "distill.sampling=instance"]))
+    assert instance["cache"] == four["cache"] and instance["distill"] != four["distill"]
+    drawn = load_config(None, ["cache.views=4", "cache.allot=draws"])
+    assert stage_settings(drawn, "cache") == {"precision": "fp32", "views": 4, "seed": 0, "allot": "draws", "sampling": "class"}
+    by_instance = fingerprints(load_config(None, ["cache.views=4", "cache.allot=draws", "distill.sampling=instance"]))
+    assert len({four["cache"], fingerprints(drawn)["cache"], by_instance["cache"]}) == 3
+    assert fingerprints(drawn)["experts"] == four["experts"]
+
+
 def test_joint_experts_enter_the_experts_fingerprint_only_when_asked_for():
     from pipeline.graph import fingerprints
     from rundir.config import Config, load_config

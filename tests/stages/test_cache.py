@@ -5,11 +5,13 @@ The stage itself runs in the integration tests (tests/integration/test_pipeline_
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rundir.config import load_config
+from rundir.fields import ConfigError
 from stages import cache
-from stages.cache import MIN_SHARD_ROWS, SHARD_BYTES, part_views, shard_ranges, task_slots
+from stages.cache import MIN_SHARD_ROWS, SHARD_BYTES, part_rows, part_views, shard_plan, shard_ranges, task_slots
 
 
 def test_default_shard_is_128_mb_of_float16_logits_whatever_the_label_space():
@@ -55,6 +57,52 @@ def test_only_the_training_part_stores_augmented_views():
     config = load_config(None, ["cache.views=4"])
     assert (part_views(config, "train"), part_views(config, "val")) == (4, 1)
     assert part_views(load_config(None, []), "train") == 1
+    assert part_views(load_config(None, ["cache.views=4", "cache.allot=draws"]), "train") == 1  # rows of one view
+
+
+def test_allotted_views_are_rows_of_one_view_each_in_sample_id_order():
+    # Sample ids out of order; classes of 6, 3 and 1 images (test_views: 1 view each, then 3, 2, 2, then 7).
+    ids = np.array([50, 10, 40, 20, 90, 30, 80, 60, 70, 0])
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 2])
+    config = load_config(None, ["cache.views=2", "cache.allot=draws"])
+    positions, blocks = part_rows(config, "train", ids, labels)
+    # Class 0's images 1 view each, class 2's 7; class 1's 3, 2, 2 in sample-id order (60, 70, 80): the view
+    # left over goes to the earliest image, by id, not by position in the part.
+    views = np.bincount(positions, minlength=10)
+    assert views.sum() == 20 and (views[labels == 0] == 1).all() and views[9] == 7
+    np.testing.assert_array_equal(views[[7, 8, 6]], [3, 2, 2])
+    np.testing.assert_array_equal(ids[positions], np.sort(ids[positions]))  # rows by sample id
+    np.testing.assert_array_equal(blocks[:7], np.arange(7))  # sample 0's views 0..6, then the next sample's from 0
+    assert blocks[7] == 0
+    # Validation, and a uniform cache: one row per image, by id, no blocks.
+    order, none = part_rows(config, "val", ids, labels)
+    assert none is None and (ids[order] == np.sort(ids)).all()
+    assert part_rows(load_config(None, ["cache.views=2"]), "train", ids, labels)[1] is None
+    # Instance sampling draws every image alike: K views each.
+    instance = load_config(None, ["cache.views=2", "cache.allot=draws", "distill.sampling=instance"])
+    assert (np.bincount(part_rows(instance, "train", ids, labels)[0]) == 2).all()
+
+
+def test_the_shards_of_allotted_views_cover_every_row_once_and_may_split_an_images_views():
+    ids = {"train": np.array([50, 10, 40, 20, 90, 30, 80, 60, 70, 0]), "val": np.array([7, 3])}
+    labels = {"train": np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 2]), "val": np.array([0, 1])}
+    config = load_config(None, ["cache.views=2", "cache.allot=draws", "cache.shard_rows=4"])
+    plan = shard_plan(config, ids, labels, num_classes=3, slots=1)
+    assert [(part, index, len(rows)) for part, index, rows, _ in plan] == [("train", i, n) for i, n in enumerate([4, 4, 4, 4, 4])] + [("val", 0, 2)]
+    train = [(rows, blocks) for part, _, rows, blocks in plan if part == "train"]
+    rows, blocks = (np.concatenate(column) for column in zip(*train))
+    np.testing.assert_array_equal(rows, part_rows(config, "train", ids["train"], labels["train"])[0])
+    # Sample 0 (7 views, rows 0-6) runs from the first shard into the second; each shard's ids never go down.
+    assert ids["train"][train[0][0]].tolist() == [0] * 4 and ids["train"][train[1][0]].tolist()[:3] == [0] * 3
+    np.testing.assert_array_equal(blocks[:7], np.arange(7))
+    assert plan[-1][3] is None and ids["val"][plan[-1][2]].tolist() == [3, 7]
+
+
+def test_allot_draws_needs_more_than_one_view():
+    with pytest.raises(ConfigError, match="cache.allot: draws shares views x N views .* set cache.views to 2 or more"):
+        load_config(None, ["cache.allot=draws"])
+    with pytest.raises(ConfigError, match="cache.allot"):
+        load_config(None, ["cache.allot=tail"])
 
 
 @pytest.mark.parametrize(
