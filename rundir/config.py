@@ -129,6 +129,12 @@ def _check_cross_section(config: Config) -> None:
         raise ConfigError(
             "distill.spes: SpES needs a validation set; set data.val_per_class > 0 or data.val"
         )
+    if config.cache.allot == "draws" and "distill.sampling" in config.tune.search_space:
+        # Every trial reads the one cache, whose views follow the base config's sampling.
+        raise ConfigError(
+            f"tune.search_space: distill.sampling cannot be swept over a cache.allot: draws cache (its views are "
+            f"allotted for distill.sampling: {config.distill.sampling}); sweep it over cache.allot: uniform"
+        )
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:

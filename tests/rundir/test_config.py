@@ -252,6 +252,18 @@ def test_spes_needs_a_validation_set():
     assert config_from_dict(data).data.val == "val.txt"
 
 
+def test_a_sweep_of_the_sampling_is_refused_over_views_allotted_for_one_sampling():
+    data = _base()
+    data["cache"] = {"views": 4, "allot": "draws"}
+    data["tune"] = {"search_space": {"distill.sampling": {"choice": ["class", "instance"]}}}
+    message = _error(data)
+    assert message.startswith("tune.search_space: distill.sampling") and "distill.sampling: class" in message
+    data["cache"]["allot"] = "uniform"  # K views each whatever the sampling: the sweep is fine
+    assert config_from_dict(data).tune.search_space == {"distill.sampling": {"choice": ["class", "instance"]}}
+    data["cache"]["allot"], data["tune"]["search_space"] = "draws", {"distill.temperature": {"choice": [2, 4]}}
+    assert config_from_dict(data).cache.allot == "draws"  # other distill keys sweep over it
+
+
 def test_oltr_needs_a_root():
     data = _base()
     data["data"].update(source="oltr", train="a.txt", test="b.txt")
