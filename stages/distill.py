@@ -340,15 +340,7 @@ def run(ctx: StageContext) -> dict:
 def trained_in_task(ctx: StageContext, expected: dict) -> dict:
     """The final state of a one-worker student trained in a Ray task (`student_task`): its last checkpoint."""
     cfg = ctx.config
-    resources = cfg.distill.resources
-    task = ray.remote(student_task).options(
-        num_cpus=resources.cpus_per_worker,
-        num_gpus=resources.gpus_per_worker,
-        # A worker process that dies reruns the task, which resumes from the checkpoint;
-        # an exception in our code is not retried: it would fail the same way again.
-        max_retries=cfg.distill.max_failures,
-        retry_exceptions=False,
-    )
+    task = tasks.training_task(student_task, cfg.distill.resources, cfg.distill.max_failures)
     ref = task.remote(cfg, ctx.run_dir, expected, ctx.fingerprint)
     with tasks.cancelled_on_interrupt([ref]):  # Ctrl-C stops the student; its last epoch's checkpoint stays
         ray.get(ref)

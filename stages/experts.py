@@ -187,15 +187,7 @@ def train_all(ctx: StageContext, subsets: list[Subset]) -> dict[str, dict]:
     todo = [s for s in subsets if s.name not in results]
     concurrency = cfg.experts.max_concurrent or len(todo)
     ctx.log(f"experts: training {len(todo)} experts, {min(concurrency, len(todo))} at a time")
-    resources = cfg.experts.resources
-    task = ray.remote(train_expert).options(
-        num_cpus=resources.cpus_per_worker,
-        num_gpus=resources.gpus_per_worker,
-        # A worker process that dies (killed, OOM, node lost) reruns the task, which resumes from the checkpoint;
-        # an exception in our code is not retried: it would fail the same way again.
-        max_retries=cfg.experts.max_failures,
-        retry_exceptions=False,
-    )
+    task = tasks.training_task(train_expert, cfg.experts.resources, cfg.experts.max_failures)
     errors = {}
     with tasks.cancelled_on_interrupt(pending):  # Ctrl-C stops every expert at once; each keeps its last epoch's checkpoint
         while todo or pending:

@@ -30,6 +30,7 @@ from lfme import storage
 from lfme.engine import rng_state, set_rng_state
 from lfme.loop import LoopState, load_state, state_dict
 from lfme.precision import Precision, resolve
+from rundir.sections import Resources
 
 # How long a failed stage waits for its other running tasks to end before it discards what they were writing.
 DRAIN_WAIT_S = 300.0
@@ -64,6 +65,22 @@ def rank_seed(seed: int, rank: int) -> int:
     broadcasts rank 0's parameters when it wraps the model.
     """
     return seed * 1000 + rank
+
+
+def training_task(fn, resources: Resources, max_failures: int):
+    """`fn` as a Ray task that trains on `resources` (one worker's share) and resumes from its checkpoint when retried.
+
+    A worker process that dies (killed, OOM, node lost) reruns the task, which
+    continues from its last epoch checkpoint (`FileCheckpoints`), up to
+    `max_failures` times; an exception in our code is not retried: it would
+    fail the same way again.
+    """
+    return ray.remote(fn).options(
+        num_cpus=resources.cpus_per_worker,
+        num_gpus=resources.gpus_per_worker,
+        max_retries=max_failures,
+        retry_exceptions=False,
+    )
 
 
 @contextlib.contextmanager
