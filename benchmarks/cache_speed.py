@@ -40,7 +40,9 @@ figures; this command runs (a) and (b) alone.
               lfme.data.views): the loader replays each image's stored view
               (lfme.data.views.DrawPixels and DeviceBatches, the crop and
               flip applied by BatchTransform.apply on the batch) and the rows are
-              read for that view, as the distill stage does with such a cache.
+              read for that view, as the distill stage does with such a cache;
+              `--allot draws` shares the K x N views by the student's
+              class-balanced draws instead (`cache.allot`).
     and "ratio views/live" is reported against the issue's goal of 1.4x.
     The experts are untrained (seeded random weights): speed does not depend
     on their values. The cache is built from them anyway, as the cache stage
@@ -112,7 +114,7 @@ from lfme.data import (
     imagefolder,
     make_long_tailed,
 )
-from lfme.data.views import DrawPixels, DrawTagged, StoredViews, ViewsOfImages
+from lfme.data.views import DrawPixels, DrawTagged, StoredViews
 from lfme.engine import Batch, make_optimizer, predict, seed_everything, train_epoch
 from lfme.losses import DistillationLoss
 from lfme.models import build_model
@@ -120,7 +122,10 @@ from lfme.precision import PRECISIONS, resolve
 from lfme.storage import write_json_atomic
 from lfme.subsets import Subset, split_balanced, subset_of_class
 from lfme.teacher_cache import TeacherRows, read_cache, read_manifest, write_cache
-from lfme.teachers import CachedTeachers, LiveTeachers, TeacherSignal, score_batches, teacher_rows
+from lfme.teachers import CachedTeachers, LiveTeachers, TeacherSignal, teacher_rows
+from rundir.config import Config
+from rundir.sections import CacheConfig, DataConfig
+from stages.cache import part_rows, part_views, score_rows
 
 
 def modes(args) -> tuple[str, ...]:
@@ -317,12 +322,20 @@ class Bench:
         return built
 
     def build_views_cache(self, directory: Path) -> dict:
-        """The cache stage with `cache.views`: the experts on the test view and K drawn views of every image."""
+        """The cache stage with `cache.views` (and `cache.allot`): the experts on the test view and the drawn views.
+
+        The rows come from the cache stage's own functions (`stages.cache.part_rows`, `score_rows`), so
+        `--allot draws` gives each image the views the stage would: K x N in all, shared by the student's draws.
+        """
         k = self.args.views
         start = time.perf_counter()
-        views = ViewsOfImages(self.train, "cifar", 32, self.args.seed, k)
-        batches = torch.utils.data.DataLoader(views, batch_size=self.args.batch_size, num_workers=self.args.workers)
-        rows = score_batches(self.teachers, batches, self.subsets, None, self.device, k)
+        config = Config(
+            seed=self.args.seed,
+            data=DataConfig(transform="cifar", image_size=32, loader_workers=self.args.workers),
+            cache=CacheConfig(batch_size=self.args.batch_size, views=k, allot=self.args.allot),
+        )
+        positions, blocks = part_rows(config, "train", self.train.sample_ids, self.train.labels)
+        rows = score_rows(config, self.teachers, self.train, positions, blocks, part_views(config, "train"), self.subsets, self.device)
         write(directory, rows, self.subsets)
         build_s = time.perf_counter() - start
         rows = read_cache(directory, "train")
@@ -338,7 +351,7 @@ class Bench:
         )
         transform = BatchTransform("cifar", train=True, image_size=32)
         self.views_loader = TimedLoader(DeviceBatches(pixels, transform, self.device, stored))
-        return {"views": k, "rows": len(rows), "build_s": build_s, "bytes_per_sample": cache_bytes_per_sample(directory)}
+        return {"views": k, "allot": self.args.allot, "rows": len(rows), "build_s": build_s, "bytes_per_sample": cache_bytes_per_sample(directory)}
 
     def teacher_signal(self, mode: str) -> TeacherSignal:
         return {"live": self.teachers, "cached": self.cached, "views": self.views_cached}[mode]
@@ -521,7 +534,7 @@ def report(result: dict) -> str:
     if "ratio_views_over_live" in train:
         views = train["ratio_views_over_live"]
         lines.append(
-            f"ratio views/live ({cfg['views']} views per image): {views:.2f}x (rounds: "
+            f"ratio views/live ({cfg['views']} views per image{', allotted by draws' if cfg.get('allot') == 'draws' else ''}): {views:.2f}x (rounds: "
             f"{', '.join(f'{r:.2f}' for r in train['ratio_views_per_round'])}); goal >= 1.4x {'met' if views >= 1.4 else 'NOT met'}"
         )
     # Two symptoms of load that changed during the run: rounds that disagree,
@@ -543,7 +556,7 @@ def report(result: dict) -> str:
     if "views" in build:
         v = build["views"]
         lines.append(
-            f"views cache build (teachers on the test view and {v['views']} views of {v['rows']} images + write): "
+            f"views cache build (teachers on the test view and {v['views']} views per image ({v.get('allot', 'uniform')}), {v['rows']} rows + write): "
             f"{v['build_s']:.1f} s, {v['bytes_per_sample']:.0f} bytes per sample on disk"
         )
     lines += [
@@ -586,6 +599,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tmp", help="parent directory of the temporary caches (default: the system's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--views", type=int, default=1, help="K > 1: also measure a cache of K augmented views per image, replayed")
+    parser.add_argument("--allot", default="uniform", choices=("uniform", "draws"),
+                        help="how the K x N views are shared (cache.allot): K each, or by the student's class-balanced draws")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="after the measurements, profile this many steps of each mode (torch.profiler) and list the top ops")
     parser.add_argument("--out", help="write all numbers to this JSON file")
