@@ -84,13 +84,17 @@ class Head:
 
 
 @contextmanager
-def head(num_cpus: int, cwd: Path | None = None) -> Iterator[Head]:
-    """A head node on loopback; more nodes may join it (add their `ray_start` to `sessions`). Stopped on the way out."""
+def head(num_cpus: int, cwd: Path | None = None, num_gpus: int = 0) -> Iterator[Head]:
+    """A head node on loopback; more nodes may join it (add their `ray_start` to `sessions`). Stopped on the way out.
+
+    `num_gpus`: logical GPUs Ray schedules by, whether or not CUDA is there.
+    """
     temp = temp_dir()
     gcs_port, dashboard_port = free_port(), free_port()
     cluster = Head(f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dashboard_port}")
     try:
-        cluster.sessions.append(ray_start(*head_args(gcs_port, dashboard_port, num_cpus=num_cpus, temp=temp), cwd=cwd))
+        args = head_args(gcs_port, dashboard_port, num_cpus=num_cpus, temp=temp) + [f"--num-gpus={num_gpus}"]
+        cluster.sessions.append(ray_start(*args, cwd=cwd))
         yield cluster
     finally:
         kill_sessions(cluster.sessions)

@@ -1,9 +1,9 @@
 """Experts share GPUs: with fewer GPUs than experts, a fractional share each, all running at once.
 
-This machine has no GPU, so the local Ray declares one logical GPU
-(`ray.num_gpus=1`). Ray schedules by that count; the code must not take a GPU
-resource to mean CUDA is usable (each expert then trains on the CPU and says
-so in its result).
+This machine has no GPU, so the test's Ray head declares one logical GPU
+(`ray start --num-gpus=1`, three CPUs), which both cases join. Ray schedules
+by that count; the code must not take a GPU resource to mean CUDA is usable
+(each expert then trains on the CPU and says so in its result).
 """
 
 from __future__ import annotations
@@ -12,9 +12,19 @@ import json
 
 import pytest
 
-from tests.pipeline_helpers import FAST, copy_run, run_lfme
+from tests.conftest import joining
+from tests.pipeline_helpers import FAST, REPO, copy_run, run_lfme
+from tests.ray_cluster import head
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def one_gpu_head():
+    """A head with one logical GPU and three CPUs, shared by the cases (one Ray start, not one per case)."""
+    with head(num_cpus=3, cwd=REPO, num_gpus=1) as cluster:
+        with joining(cluster.gcs):
+            yield cluster.gcs
 
 
 def expert_results(run_dir) -> list[dict]:
@@ -22,12 +32,10 @@ def expert_results(run_dir) -> list[dict]:
 
 
 @pytest.mark.parametrize("share, together", [(0.33, True), (0.5, False)])
-def test_three_experts_on_one_gpu(finished_run, tmp_path, share, together):
+def test_three_experts_on_one_gpu(one_gpu_head, finished_run, tmp_path, share, together):
     run_dir = copy_run(finished_run, tmp_path / "run")
     sets = FAST + [
         "experts.epochs=6",  # new expert settings: all three train again, long enough to overlap
-        "ray.num_cpus=3",
-        "ray.num_gpus=1",
         f"experts.resources.gpus_per_worker={share}",
         "experts.resources.cpus_per_worker=1",
     ]

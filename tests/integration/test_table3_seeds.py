@@ -32,7 +32,7 @@ def test_table3_seeds_share_experts_and_cache_within_a_seed_and_match_their_repo
     command = [
         sys.executable, "-m", "benchmarks.table3", "ray_config.yaml", "--scale", "paper", "--out", str(out),
         "--variants", ",".join(VARIANTS), "--seeds", "0,1", "--set", "experts.epochs=2", "--set", "distill.epochs=2",
-        # One Ray Train worker per student (the finished run covers two): this test is about table3's bookkeeping.
+        # One worker per student, a plain Ray task (the finished run covers Ray Train): this test is about table3's bookkeeping.
         "--set", "distill.resources.num_workers=1", "--set", "data.decode_once=true",
     ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
