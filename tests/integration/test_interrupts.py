@@ -238,6 +238,7 @@ def test_a_student_stopped_after_its_last_checkpoint_reports_that_epoch_again_on
     assert manifest(run_dir)["stages"]["distill"]["status"] == "done"
 
 
+@pytest.mark.usefixtures("on_shared_ray")  # not about the driver's own Ray: its error path, read from a task's failure
 def test_a_damaged_expert_read_in_a_ray_task_is_one_line_naming_the_file(finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path / "run")
     name = json.loads((run_dir / "split" / "split.json").read_text())["subsets"][-1]["name"]
