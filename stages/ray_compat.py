@@ -7,7 +7,9 @@
   `tune_leaves_sigint_alone`), which aborts the Ray Train run itself;
 - errors: the exception a worker raised, out of Ray's wrappers (`user_error`, `one_line`);
 - console: what Ray forwards from its workers is split between the console
-  (our progress lines) and the run's log file (the rest), `route_worker_output`.
+  (our progress lines) and the run's log file (the rest), `route_worker_output`;
+- resume: a Ray Train run whose checkpoint record a kill cut short gets the
+  record rebuilt (`train_record_is_damaged`, `write_train_record`).
 
 Every workaround is scoped: the environment variables are set, and the class
 patched, only around the call that reads them and restored after, so importing
@@ -22,11 +24,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import json
 import logging
 import os
 import re
 from typing import TextIO
 from collections.abc import Iterator
+
+from lfme import storage
 
 # Ray Train's controller takes a worker's report only when it polls the worker
 # group, every 2 s by default, and the worker's next report waits for that (its
@@ -147,6 +152,58 @@ def abort_train_runs(controllers: list, timeout_s: float) -> None:
 def tune_leaves_sigint_alone() -> contextlib.AbstractContextManager:
     """Around `Tuner.fit`: Ctrl-C raises KeyboardInterrupt instead of ending the sweep as if it were done."""
     return environment(TUNE_SIGINT_ENV, "1", keep_user_value=False)
+
+
+# ------------------------------------------------- a Ray Train run's record
+
+# Ray Train 2.60 keeps the list of a run's checkpoints in one JSON file beside
+# them and rewrites it in place after every report
+# (`CheckpointManager._write_state_to_storage`: an output stream over the old
+# file, not a new file renamed). A kill during that write leaves it empty or
+# cut short, and every later `fit` of the run fails in the controller's
+# `__init__` with "Expecting value: line 1 column 1" (seen in a killed sweep's
+# resume). The checkpoint directories themselves are whole: Ray Train copies
+# one in full before it records it.
+TRAIN_RECORD = "checkpoint_manager_snapshot.json"
+
+
+def train_record_is_damaged(run: str) -> bool:
+    """True when Ray Train's record of run folder `run` exists but is not JSON."""
+    location = storage.join(run, TRAIN_RECORD)
+    if not storage.is_file(location):
+        return False
+    try:
+        json.loads(storage.read_text(location))
+    except (ValueError, UnicodeDecodeError):
+        return True
+    return False
+
+
+def write_train_record(run: str, checkpoint_dir: str, metrics: dict, reports: int) -> None:
+    """Ray Train's record of run folder `run` naming one checkpoint, `checkpoint_dir`, as its latest, written atomically.
+
+    `metrics`: what that checkpoint's report carried; `reports`: its report's
+    index plus one (the run's next report continues from there). Built with
+    Ray's own model, so that the controller loads it as one it wrote.
+    """
+    from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import (
+        _CheckpointManagerState,
+        _TrainingResultState,
+    )
+
+    latest = _TrainingResultState(checkpoint_dir_name=checkpoint_dir, metrics=metrics)
+    record = _CheckpointManagerState(
+        checkpoint_results=[latest],
+        checkpoint_report_indices=[reports - 1],
+        latest_checkpoint_result=latest,
+        pending_training_results=[],
+        pending_validation_specs=[],
+        current_report_index=reports,
+        validated_checkpoint_dir_names=[],
+        timed_out_validation_checkpoint_dir_names=[],
+        failed_validation_checkpoint_dir_names=[],
+    )
+    storage.write_text_atomic(storage.join(run, TRAIN_RECORD), record.model_dump_json())
 
 
 # ------------------------------------------------------- errors from workers

@@ -40,6 +40,7 @@ from lfme.engine import NonFiniteLossError, rng_state, set_rng_state
 from lfme.loop import LoopState, load_state, state_dict
 from rundir.sections import Resources
 from stages import ray_compat
+from stages.tasks import say
 
 STATE_FILE = "state.pt"
 
@@ -126,7 +127,8 @@ def fit(
     least one worker) runs `loop` here, in Ray Train's local mode: one process,
     no actors, no checkpoint in `storage_path`, no restart on failure.
     """
-    note = storage.join(storage_path, name, DIVERGED_NOTE)
+    run = storage.join(storage_path, name)
+    note = storage.join(run, DIVERGED_NOTE)
     storage_filesystem, storage_path = storage.arrow_filesystem(storage_path)
     worker_resources = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
@@ -158,6 +160,7 @@ def fit(
         )
 
     if resources.num_workers > 0:
+        repair_record(run)
         return _fit_on_workers(trainer(None), name, note)
     threads = torch.get_num_threads()  # `worker_setup` sizes them for the loop, in this process
     with tempfile.TemporaryDirectory() as directory:
@@ -165,6 +168,41 @@ def fit(
             return final_state(trainer(directory).fit(), name, note)
         finally:
             torch.set_num_threads(threads)
+
+
+def repair_record(run: str) -> None:
+    """Where a kill cut short Ray Train's record of run folder `run`: rebuild it from the newest whole checkpoint.
+
+    The run then resumes from that checkpoint as from an intact record. The
+    checkpoint folders the new record does not name are removed (Ray Train
+    never prunes folders its record does not list); without a whole one the
+    record goes too and the run starts from epoch 1. `stages.ray_compat` says
+    why records break.
+    """
+    if not ray_compat.train_record_is_damaged(run):
+        return
+    names = storage.list_names(run)
+    folders = sorted((n for n in names if n.startswith("checkpoint_") and n != ray_compat.TRAIN_RECORD), reverse=True)  # named by time
+    whole = next(((folder, history) for folder in folders if (history := checkpoint_history(storage.join(run, folder)))), None)
+    for folder in folders:
+        if whole is None or folder != whole[0]:
+            storage.remove(storage.join(run, folder))
+    if whole is None:
+        storage.remove(storage.join(run, ray_compat.TRAIN_RECORD))
+        say(f"Ray Train's record of its checkpoints in {run} was cut short and no checkpoint there is whole: training from epoch 1")
+        return
+    folder, history = whole
+    ray_compat.write_train_record(run, folder, report_metrics(history[-1]), reports=len(history))
+    say(f"Ray Train's record of its checkpoints in {run} was cut short (a kill while Ray rewrote it); "
+        f"rebuilt, resuming from {folder} (epoch {history[-1]['epoch']})")
+
+
+def checkpoint_history(folder: str) -> list[dict] | None:
+    """The epoch history in a checkpoint folder's training state; None where the state is missing or cut short."""
+    try:
+        return storage.load_torch(storage.join(folder, STATE_FILE))["history"]
+    except Exception:
+        return None
 
 
 def _fit_on_workers(trainer: TorchTrainer, name: str, note: str) -> dict[str, Any]:
@@ -207,7 +245,11 @@ def _write_and_report(directory: str, state: LoopState, model, optimizer, schedu
     torch.save(rng_state(), Path(directory) / rng_file(rank))
     if rank == 0:
         torch.save(state_dict(state, model, optimizer, scheduler), Path(directory) / STATE_FILE)
-    metrics = {key: state.history[-1][key] for key in ("epoch", "loss", "val_acc")}  # what Tune's trials see
-    ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+    ray.train.report(report_metrics(state.history[-1]), checkpoint=Checkpoint.from_directory(directory))
+
+
+def report_metrics(record: dict) -> dict:
+    """What an epoch's report carries, from its history record: what Tune's trials see."""
+    return {key: record[key] for key in ("epoch", "loss", "val_acc")}
 
 

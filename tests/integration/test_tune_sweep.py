@@ -80,7 +80,8 @@ def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_ex
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     rows = read_trials(out / "trials.csv")
-    assert len(rows) == 2 and all(row["status"] != "error" for row in rows)
+    errors = {path.parent.name: path.read_text()[-2000:] for path in out.glob("trials/*/error.txt")}
+    assert len(rows) == 2 and all(row["status"] != "error" for row in rows), errors
     assert list(rows[0]) == ["trial_id", "distill.temperature", "distill.alpha", "epochs", "val_acc", "status"]
     for row in rows:
         assert float(row["distill.temperature"]) in (2.0, 4.0) and 0.4 <= float(row["distill.alpha"]) <= 0.8
