@@ -89,6 +89,11 @@ def state_dict(state: LoopState, model: torch.nn.Module, optimizer, scheduler) -
     }
 
 
+def report_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """What an epoch's report to Ray Train or Tune carries, from its history record (what a sweep's ASHA reads)."""
+    return {key: record[key] for key in ("epoch", "loss", "val_acc")}
+
+
 def load_state(saved: dict[str, Any], model: torch.nn.Module, optimizer, scheduler) -> LoopState:
     """`state_dict`'s inverse: model, optimiser and scheduler loaded; the loop's state returned."""
     bare(model).load_state_dict(saved["model"])

@@ -10,27 +10,44 @@ teacher unnoticed. Trials never import the experts or cache stage functions.
 
 Layout under `<run_dir>/tune/<name>/`:
     config.yaml        the sweep's resolved config (what `--resume` continues)
-    trials/<trial id>  Ray Tune's experiment: per-trial results, TensorBoard events
-    train/             each trial's Ray Train run (its per-epoch checkpoints)
+    trials/<trial id>  Ray Tune's experiment: per-trial results, TensorBoard events,
+                       a one-worker trial's epoch checkpoints
+    train/             each several-worker trial's Ray Train run (its per-epoch checkpoints)
     trials.csv, trials.md, best_config.yaml, best_student.pt   the outcome
+A trial's own per-epoch scalars (w_l per expert, mean v_i, the loss's parts)
+go to `<run_dir>/tensorboard/tune/<name>/<trial id>`, beside the stages'.
 
-Each trial is a function trainable that fits the distill stage's worker loop
-(`stages.distill.distill_loop`) through `stages.workers.fit`, passing each
-epoch's report to Tune with `TuneReportCallback` (Ray 2.60 cannot tune a
-TorchTrainer directly). Its Ray Train run is named after the trial id, so a
-restored sweep resumes each unfinished trial from its last epoch checkpoint;
-one killed after its Ray Train run had finished reports that run's last epoch
-again (`stages.distill.distill_loop`), so its result is the final one and its
-checkpoint one that exists.
-The distill stage's own outputs (`distill/`, its manifest record) are not
-touched: the best configuration is written as a YAML that `lfme run` accepts.
+Each trial is a function trainable that trains the student with the distill
+stage's loop (`stages.distill.train_student`). A one-worker student (the
+presets' sweeps) trains in the trial's own process, which holds the worker's
+CPUs and GPU, and reports each epoch to Tune with its checkpoint
+(`TrialCheckpoints`): no Ray Train run, whose start-up (a controller and five
+helper actors) would cost each trial more than a short student's training.
+A student of several workers is a Ray Train run of the stage's worker loop
+(`stages.distill.distill_loop` through `stages.workers.fit`), each epoch's
+report passed to Tune by `TuneReportCallback` (Ray 2.60 cannot tune a
+TorchTrainer directly), named after the trial id. Either way a restored sweep
+resumes each unfinished trial from its last epoch checkpoint, a failed trial
+is retried from it (`distill.max_failures` times, a diverged one too: it
+diverges again and ends in error), and one killed after its last epoch
+reports that epoch again (`lfme.loop.run_epochs`), so its result is the final
+one and its checkpoint one that exists.
+The distill stage's own outputs (`distill/`, its manifest record, its
+TensorBoard scalars) are not touched: the best configuration is written as a
+YAML that `lfme run` accepts.
 
-Known limit (Ray 2.60): a trial ASHA stops early is killed with its Ray Train
-controller; its workers' placement group is then removed by Ray Train's
-PlacementGroupCleaner, which finds the cluster through the state API and fails
-("Found multiple active Ray instances") when several local Ray clusters run on
-one machine. There the stopped trial's CPUs stay reserved until the sweep ends,
-and trials that need them wait.
+Known limits (Ray 2.60):
+- a several-worker trial that ASHA stops early is killed with its Ray Train
+  controller; its workers' placement group is then removed by Ray Train's
+  PlacementGroupCleaner, which finds the cluster through the state API and
+  fails ("Found multiple active Ray instances") when several local Ray
+  clusters run on one machine. There the stopped trial's CPUs stay reserved
+  until the sweep ends, and trials that need them wait;
+- Tune copies its experiment state into `trials/` in place (not by rename):
+  a kill during that copy (milliseconds, every few seconds) leaves a file the
+  next `--resume` cannot read; start the sweep again under another name.
+  (Ray Train's own record of a run, written in place too, is rebuilt:
+  `stages.workers.repair_record`.)
 """
 
 from __future__ import annotations
@@ -39,11 +56,14 @@ import csv
 import importlib.util
 import io
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Sequence
 
 from lfme import storage
+from lfme.engine import rng_state, set_rng_state
+from lfme.loop import LoopState, load_state, report_metrics, state_dict
 from lfme.report import markdown_table, format_percent
 from pipeline.graph import TEACHER_STAGES, fingerprints
 from pipeline.driver import holding, resolved
@@ -53,7 +73,7 @@ from pipeline.ray_session import RaySession
 from pipeline.runner import check_inputs, run_pipeline
 from rundir.config import Config, dump_config, load_config, with_values
 from rundir.fields import ConfigError
-from rundir.layout import CONFIG_YAML, read_split, save_student, sweep_dir, verified_cache
+from rundir.layout import CONFIG_YAML, STATE_FILE, read_split, save_student, sweep_dir, verified_cache
 
 # A trial's own actor only waits on its Ray Train run; the CPUs are the
 # workers'. Tune refuses 0, so a token share.
@@ -99,7 +119,7 @@ def trial_concurrency(config: Config, log: Callable[[str], None]) -> int:
         return config.tune.max_concurrent_trials
     res = config.distill.resources
     cluster = ray.cluster_resources()
-    fits = [cluster.get("CPU", 0.0) // (TRIAL_CPU + res.num_workers * res.cpus_per_worker)]
+    fits = [cluster.get("CPU", 0.0) // (trial_resources(config)["CPU"] + (res.num_workers > 1) * res.num_workers * res.cpus_per_worker)]
     if res.use_gpu:
         fits.append(cluster.get("GPU", 0.0) // (res.num_workers * res.gpus_per_worker))
     concurrency = max(1, int(min(fits)))
@@ -135,23 +155,72 @@ def logger_callbacks(config: Config, directory: str) -> list:
 
 
 def run_trial(params: dict, base: Config, run_dir: str, expected: dict, train_storage: str) -> None:
-    """One trial: the distill stage's worker loop with this trial's values, each epoch reported to Tune."""
+    """One trial: the student with this trial's values, each epoch reported to Tune.
+
+    One worker: the distill stage's loop in the trial's own process, its epoch
+    checkpoints kept by Tune (`TrialCheckpoints`). Several: a Ray Train run of
+    the stage's worker loop, named after the trial, whose reports
+    `TuneReportCallback` passes on.
+    """
     from ray import tune
+
+    from stages.distill import distill_loop, train_alone
+
+    config = with_values(base, params)
+    trial = tune.get_context().get_trial_id()
+    scalars_as = ("tune", f"{config.tune.name}/{trial}")  # not the distill stage's own scalars
+    if config.distill.resources.num_workers == 1:
+        train_alone(config, run_dir, expected, TrialCheckpoints(), scalars_as)
+        return
+
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from stages import workers
-    from stages.distill import distill_loop
 
-    config = with_values(base, params)
     workers.fit(
         distill_loop,
-        {"config": config, "run_dir": run_dir, "expected": expected},
+        {"config": config, "run_dir": run_dir, "expected": expected, "scalars_as": scalars_as},
         config.distill.resources,
-        name=f"{config.tune.name}_{tune.get_context().get_trial_id()}",
+        name=f"{config.tune.name}_{trial}",
         storage_path=train_storage,
         max_failures=config.distill.max_failures,
         callbacks=[TuneReportCallback()],
     )
+
+
+class TrialCheckpoints:
+    """A one-worker trial's epoch checkpoints (`lfme.loop.Checkpoints`), kept by Tune in the trial's folder.
+
+    Each epoch is reported to Tune with a checkpoint of the whole training
+    state (RNG included); a trial Tune restores (a resumed sweep, a retried
+    failure) continues from the last one Tune recorded.
+    """
+
+    def restore(self, model, optimizer, scheduler) -> LoopState | None:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            saved = storage.load_torch(storage.join(directory, STATE_FILE))
+        set_rng_state(saved["rng"])
+        return load_state(saved, model, optimizer, scheduler)
+
+    def save(self, state: LoopState, model, optimizer, scheduler) -> None:
+        from ray import tune
+
+        with tempfile.TemporaryDirectory() as directory:  # Tune copies it into the trial's folder during the report
+            storage.save_torch_atomic(storage.join(directory, STATE_FILE), {"rng": rng_state(), **state_dict(state, model, optimizer, scheduler)})
+            tune.report(report_metrics(state.history[-1]), checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def trial_resources(config: Config) -> dict[str, float]:
+    """What one trial holds: its one worker's share in its own process, or a token share beside its Ray Train workers."""
+    res = config.distill.resources
+    if res.num_workers > 1:
+        return {"CPU": TRIAL_CPU}
+    return {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.use_gpu else {})}
 
 
 def trial_dirname(trial) -> str:
@@ -218,8 +287,6 @@ def run_tune(
 
 def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs: int, log: Callable[[str], None]):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import BasicVariantGenerator
 
     from stages import ray_compat
 
@@ -227,7 +294,7 @@ def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs
     storage_filesystem, storage_path = storage.arrow_filesystem(out)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=config, run_dir=run_dir, expected=expected, train_storage=storage.join(out, "train")),
-        {"CPU": TRIAL_CPU},
+        lambda params: tune.PlacementGroupFactory([trial_resources(with_values(config, params))]),
     )
     if resume:
         tuner = tune.Tuner.restore(
@@ -243,38 +310,52 @@ def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(config),
-            tune_config=tune.TuneConfig(
-                metric=tcfg.metric,
-                mode="max",
-                num_samples=tcfg.num_samples,
-                # The reported epoch, not Tune's training_iteration: a resumed
-                # trial restarts the latter at 1 but continues its epochs.
-                # stop_last_trials=False: a trial that reaches its last epoch
-                # ends on its own. A trial Tune stops has its actor killed, and
-                # its Ray Train worker group is then released only by Ray
-                # Train's PlacementGroupCleaner (see the module docstring).
-                scheduler=ASHAScheduler(
-                    time_attr="epoch",
-                    max_t=epochs,
-                    grace_period=tcfg.grace_period,
-                    reduction_factor=tcfg.reduction_factor,
-                    stop_last_trials=False,
-                ),
-                # The concurrency cap goes to the generator: Tune ignores
-                # TuneConfig.max_concurrent_trials with a BasicVariantGenerator.
-                search_alg=BasicVariantGenerator(random_state=tcfg.seed, max_concurrent=trial_concurrency(config, log)),
-                trial_dirname_creator=trial_dirname,
-            ),
+            tune_config=tune_config(config, epochs, log),
             run_config=tune.RunConfig(
                 name="trials",
                 storage_path=storage_path,
                 storage_filesystem=storage_filesystem,
                 callbacks=logger_callbacks(config, out),
+                # A one-worker trial's checkpoints are Tune's: the last is what it resumes from, the one before
+                # it survives a kill while the last is written. A failed trial resumes from its last one.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                failure_config=tune.FailureConfig(max_failures=config.distill.max_failures),
                 verbose=1,
             ),
         )
     with ray_compat.only_configured_tune_loggers(), ray_compat.tune_leaves_sigint_alone():
         return tuner.fit()
+
+
+def tune_config(config: Config, epochs: int, log: Callable[[str], None]):
+    """ASHA on the reported epoch, trials drawn by a seeded generator, as many at once as fit (`trial_concurrency`)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    tcfg = config.tune
+    return tune.TuneConfig(
+        metric=tcfg.metric,
+        mode="max",
+        num_samples=tcfg.num_samples,
+        # The reported epoch, not Tune's training_iteration: a resumed
+        # trial restarts the latter at 1 but continues its epochs.
+        # stop_last_trials=False: a trial that reaches its last epoch
+        # ends on its own. A trial Tune stops has its actor killed (and a
+        # Ray Train trial's worker group is then released only by Ray
+        # Train's PlacementGroupCleaner, see the module docstring).
+        scheduler=ASHAScheduler(
+            time_attr="epoch",
+            max_t=epochs,
+            grace_period=tcfg.grace_period,
+            reduction_factor=tcfg.reduction_factor,
+            stop_last_trials=False,
+        ),
+        # The concurrency cap goes to the generator: Tune ignores
+        # TuneConfig.max_concurrent_trials with a BasicVariantGenerator.
+        search_alg=BasicVariantGenerator(random_state=tcfg.seed, max_concurrent=trial_concurrency(config, log)),
+        trial_dirname_creator=trial_dirname,
+    )
 
 
 def trial_rows(config: Config, results) -> list[dict[str, Any]]:
@@ -297,7 +378,8 @@ def trial_rows(config: Config, results) -> list[dict[str, Any]]:
                 "epochs": reached,
                 "val_acc": metrics.get("val_acc"),
                 "status": status,
-                "checkpoint_path": metrics.get("checkpoint_path"),
+                # A Ray Train trial's last checkpoint comes in its metrics (TuneReportCallback); a one-worker trial's is Tune's.
+                "checkpoint_path": metrics.get("checkpoint_path") or (result.checkpoint.path if result.checkpoint else None),
                 "config": result.config,
             }
         )
@@ -334,13 +416,12 @@ def write_outcome(config: Config, run_dir: str, results, log: Callable[[str], No
 def evaluate_best(config: Config, run_dir: str, checkpoint_path: str, checkpoint_fs, location: str) -> dict[str, Any]:
     """Save the best trial's final student like `distill/student.pt` and score it on the test set as `evaluate` does.
 
-    `checkpoint_path` is a path on `checkpoint_fs` (None: the local disk), as Ray Train reports it.
+    `checkpoint_path` is a path on `checkpoint_fs` (None: the local disk), as Ray Train and Tune report it.
     """
     import torch
     from ray.train import Checkpoint
 
     from stages.evaluate import headline, score_student
-    from stages.workers import STATE_FILE
 
     with Checkpoint(checkpoint_path, filesystem=checkpoint_fs).as_directory() as directory:
         state = torch.load(Path(directory, STATE_FILE), map_location="cpu", weights_only=False)

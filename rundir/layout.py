@@ -54,6 +54,7 @@ SAMPLES_PARQUET = "samples.parquet"
 EXPERT_MODEL = "model.pt"
 EXPERT_RESULT = "result.json"
 CHECKPOINT = "checkpoint.pt"  # a training task's epoch checkpoint (stages.tasks.FileCheckpoints)
+STATE_FILE = "state.pt"  # the training state in a checkpoint folder of Ray Train (stages.workers) or Tune (pipeline.tune)
 STUDENT = "student.pt"
 HISTORY = "history.json"
 

@@ -223,7 +223,13 @@ class Share:
     prepare: Callable[[torch.nn.Module], torch.nn.Module]
 
 
-def train_student(cfg: Config, run_dir: str, expected: dict, share: Share, checkpoints: Checkpoints) -> None:
+# Where the stage's student logs its per-epoch scalars (`rundir.layout.tensorboard_dir`); a sweep's trial logs under its own name.
+STAGE_SCALARS = ("distill", "student")
+
+
+def train_student(
+    cfg: Config, run_dir: str, expected: dict, share: Share, checkpoints: Checkpoints, scalars_as: tuple[str, str] = STAGE_SCALARS
+) -> None:
     """One share of the student's training, from the last checkpoint; raises NonFiniteLossError on every rank at once."""
     dcfg = cfg.distill
     rank, world, device = share.rank, share.world, share.device
@@ -269,7 +275,7 @@ def train_student(cfg: Config, run_dir: str, expected: dict, share: Share, check
         }
         return EpochResult(stats, val_acc, record)
 
-    scalars = ScalarLog(tensorboard_dir(run_dir, "distill", "student"), storage.name(run_dir), "distill/student") if rank == 0 else None
+    scalars = ScalarLog(tensorboard_dir(run_dir, *scalars_as), storage.name(run_dir), "/".join(scalars_as)) if rank == 0 else None
     try:
         run_epochs(
             dcfg.epochs, model, optimizer, scheduler, checkpoints, one_epoch,
@@ -291,7 +297,8 @@ def distill_loop(loop_config: dict) -> None:
     rank, world, device = workers.worker_setup(cfg.distill.resources.cpus_per_worker)
     checkpoints: workers.EpochCheckpoints = loop_config[workers.CHECKPOINTS_KEY]
     try:
-        train_student(cfg, loop_config["run_dir"], loop_config["expected"], Share(rank, world, device, ray.train.torch.prepare_model), checkpoints)
+        share = Share(rank, world, device, ray.train.torch.prepare_model)
+        train_student(cfg, loop_config["run_dir"], loop_config["expected"], share, checkpoints, loop_config.get("scalars_as", STAGE_SCALARS))
     except NonFiniteLossError as err:  # raised on every rank: stop them all, keep the last good checkpoint
         checkpoints.stop_diverged(rank, str(err))
 
@@ -301,10 +308,14 @@ def student_task(cfg: Config, run_dir: str, expected: dict, fingerprint: str) ->
 
     A diverged epoch raises NonFiniteLossError out of the task, as an expert's does (not retried).
     """
+    train_alone(cfg, run_dir, expected, tasks.FileCheckpoints(student_checkpoint(run_dir), fingerprint, "student"))
+
+
+def train_alone(cfg: Config, run_dir: str, expected: dict, checkpoints: Checkpoints, scalars_as: tuple[str, str] = STAGE_SCALARS) -> None:
+    """A one-worker student trained in this process (a Ray task, or a sweep's trial): no collective, no Ray Train."""
     torch.set_num_threads(max(1, int(cfg.distill.resources.cpus_per_worker)))
     device = tasks.task_device()
-    checkpoints = tasks.FileCheckpoints(student_checkpoint(run_dir), fingerprint, "student")
-    train_student(cfg, run_dir, expected, Share(0, 1, device, lambda model: model.to(device)), checkpoints)
+    train_student(cfg, run_dir, expected, Share(0, 1, device, lambda model: model.to(device)), checkpoints, scalars_as)
 
 
 def kept_student(state: dict, keep: str) -> tuple[dict, dict]:

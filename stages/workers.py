@@ -37,12 +37,11 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from lfme import storage
 from lfme.engine import NonFiniteLossError, rng_state, set_rng_state
-from lfme.loop import LoopState, load_state, state_dict
+from lfme.loop import LoopState, load_state, report_metrics, state_dict
+from rundir.layout import STATE_FILE
 from rundir.sections import Resources
 from stages import ray_compat
 from stages.tasks import say
-
-STATE_FILE = "state.pt"
 
 CHECKPOINTS_KEY = "checkpoints"  # where `fit` puts the loop's EpochCheckpoints in its config
 DIVERGED_NOTE = "diverged.txt"  # beside a run's checkpoints: why its loop stopped (`EpochCheckpoints.stop_diverged`)
@@ -247,9 +246,5 @@ def _write_and_report(directory: str, state: LoopState, model, optimizer, schedu
         torch.save(state_dict(state, model, optimizer, scheduler), Path(directory) / STATE_FILE)
     ray.train.report(report_metrics(state.history[-1]), checkpoint=Checkpoint.from_directory(directory))
 
-
-def report_metrics(record: dict) -> dict:
-    """What an epoch's report carries, from its history record: what Tune's trials see."""
-    return {key: record[key] for key in ("epoch", "loss", "val_acc")}
 
 

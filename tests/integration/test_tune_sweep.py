@@ -2,9 +2,10 @@
 
 One module-scoped copy of the session's finished run (`finished_run`: split,
 experts and cache with the short schedule) is swept; the sweep runs the CLI in its own process group, with two
-trials side by side (one 0.5-CPU worker each) so a trial never waits on
+trials side by side (one 0.5-CPU worker each, trained in the trial's process) so a trial never waits on
 another's CPUs. The checks: a killed sweep resumes, the tables and best config
-are written and loadable, no expert or cache file changes, TensorBoard logs exist.
+are written and loadable, no expert or cache file changes, TensorBoard logs exist; a sweep of two-worker
+students trains each trial as a Ray Train run.
 The search space's checks need no Ray: tests/rundir/test_sections.py, tests/pipeline/test_tune.py.
 """
 
@@ -38,7 +39,9 @@ def inputs_run(finished_run, tmp_path_factory) -> Path:
 
 
 def fingerprint_files(run_dir: Path) -> dict[str, str]:
+    """The inputs a sweep must not change, and the distill stage's own scalars (a trial logs under its own name)."""
     files = sorted(run_dir.glob("experts/*/model.pt")) + [run_dir / "cache" / "manifest.json"]
+    files += sorted((run_dir / "tensorboard" / "distill").rglob("events*"))
     return {str(f.relative_to(run_dir)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
@@ -53,8 +56,8 @@ def read_trials(path: Path) -> list[dict]:
 
 @pytest.mark.usefixtures("on_shared_ray")
 def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_expert(inputs_run, tmp_path, monkeypatch):
-    """One sweep, killed after its trials' first epochs and resumed with --resume (a sweep costs two Ray Train
-    runs; one sweep checks both the resume and what a finished sweep writes)."""
+    """One sweep, killed after its trials' first epochs and resumed with --resume (one sweep checks both the
+    resume and what a finished sweep writes)."""
     files, records = fingerprint_files(inputs_run), input_records(inputs_run)
     distill_record, student = manifest(inputs_run)["stages"]["distill"], (inputs_run / "distill" / "student.pt").read_bytes()
     out = inputs_run / "tune" / "resumable"
@@ -78,6 +81,7 @@ def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_ex
 
     result = run_lfme(*args, "--resume", sets=sets, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "[student] resuming after epoch" in result.stdout  # a trial Tune saw report continues from its checkpoint
 
     rows = read_trials(out / "trials.csv")
     errors = {path.parent.name: path.read_text()[-2000:] for path in out.glob("trials/*/error.txt")}
@@ -103,3 +107,27 @@ def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_ex
     assert manifest(inputs_run)["stages"]["distill"] == distill_record
     assert (inputs_run / "distill" / "student.pt").read_bytes() == student
     assert list((out / "trials").rglob("events.out.tfevents*")), "no TensorBoard event file"
+    for row in rows:  # each trial's own scalars, of the epochs it trained (a resumed trial appends to its file)
+        assert list((inputs_run / "tensorboard" / "tune" / "resumable" / row["trial_id"]).glob("events*"))
+    assert list((out / "trials").glob("*/checkpoint_*/state.pt")) and not (out / "train").exists()  # Tune's checkpoints, no Ray Train run
+
+
+@pytest.mark.usefixtures("on_shared_ray")
+def test_a_sweep_of_two_worker_students_trains_each_trial_on_ray_train(inputs_run):
+    sets = [
+        *SWEEP,
+        "tune.search_space={distill.temperature: {choice: [2]}}",
+        "distill.epochs=2",
+        "distill.resources={num_workers: 2, cpus_per_worker: 0.5}",
+        "tune.name=two_workers",
+    ]
+    result = run_lfme("tune", "ray_config.yaml", "--run-dir", str(inputs_run), "--num-samples", "1", sets=sets, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    out = inputs_run / "tune" / "two_workers"
+    [row] = read_trials(out / "trials.csv")
+    assert row["status"] == "done" and row["epochs"] == "2", row
+    [run] = (out / "train").iterdir()  # the trial's Ray Train run, named after the sweep and the trial
+    assert run.name == f"two_workers_{row['trial_id']}" and (run / "checkpoint_manager_snapshot.json").is_file()
+    assert "Best trial" in (out / "trials.md").read_text() and (out / "best_student.pt").is_file()
+    assert list((inputs_run / "tensorboard" / "tune" / "two_workers" / row["trial_id"]).glob("events*"))

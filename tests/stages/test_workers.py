@@ -10,6 +10,7 @@ from ray.train import CheckpointConfig
 from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import CheckpointManager
 from ray.train.v2._internal.execution.storage import StorageContext
 
+from rundir.layout import STATE_FILE
 from stages import ray_compat, workers
 
 # Ray Train names checkpoint folders by the time of their report.
@@ -29,9 +30,9 @@ def ray_train_run(root: Path, record: bytes) -> Path:
     run = root / "distill-student-abc"
     for epoch, folder in enumerate(FOLDERS, start=1):
         (run / folder).mkdir(parents=True)
-        torch.save({"history": history(epoch), "model": {}}, run / folder / workers.STATE_FILE)
-    whole = (run / FOLDERS[2] / workers.STATE_FILE).read_bytes()
-    (run / FOLDERS[2] / workers.STATE_FILE).write_bytes(whole[: len(whole) // 2])
+        torch.save({"history": history(epoch), "model": {}}, run / folder / STATE_FILE)
+    whole = (run / FOLDERS[2] / STATE_FILE).read_bytes()
+    (run / FOLDERS[2] / STATE_FILE).write_bytes(whole[: len(whole) // 2])
     (run / ray_compat.TRAIN_RECORD).write_bytes(record)
     return run
 
@@ -60,7 +61,7 @@ def test_a_cut_short_record_is_rebuilt_from_the_newest_whole_checkpoint_and_ray_
 def test_an_empty_record_without_a_whole_checkpoint_goes_and_the_run_starts_over(tmp_path, capsys):
     run = ray_train_run(tmp_path, b"")
     for folder in FOLDERS[:2]:
-        (run / folder / workers.STATE_FILE).unlink()
+        (run / folder / STATE_FILE).unlink()
 
     workers.repair_record(str(run))
 
