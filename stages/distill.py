@@ -13,7 +13,8 @@ took the stage 12.9 s on one Ray Train worker, 5.8 s as a task). The task
 runs the same loop (`train_student`), checkpoints each epoch to `distill/checkpoint.pt` (`stages.tasks.FileCheckpoints`: with
 the stage fingerprint and the RNG state), and Ray retries it from there when
 its worker dies (`distill.max_failures` times), as a new `lfme run` resumes
-after a killed driver. A run resumes only under the worker count it started
+after a killed driver. A sweep's one-worker trial runs the same loop in its
+own process (`train_alone`, with Tune's checkpoints: `pipeline.tune`). A run resumes only under the worker count it started
 with: Ray Train's checkpoints and the task's file are not each other's.
 Nothing here imports Ray Train at module level, so the task's process does not.
 

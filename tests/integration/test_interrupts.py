@@ -203,6 +203,10 @@ def test_ctrl_c_in_the_distill_stage_under_ray_train_and_a_quiet_console(finishe
     assert "[student] epoch 1/200" in log and interrupted_last_of_ours(log), log[-2000:]
     assert "core_worker.cc" in log  # Ray Train's controller logs one at start (Ray 2.60): it went here
 
+    # As a kill while Ray Train rewrote its record of the run leaves it (Ray 2.60 writes it in place; a killed
+    # sweep's resume failed on it in CI): `stages.workers.repair_record` rebuilds it and the student resumes.
+    record = max((run_dir / "ray").glob("distill-student-*/checkpoint_manager_snapshot.json"), key=lambda p: p.stat().st_mtime)
+    record.write_text(record.read_text()[:40])  # the interrupted run's (the finished run's 3-epoch student is beside it)
     # With --verbose, Ray prints as it does by default; a group-wide Ctrl-C after the resume.
     driver = start_until(run_dir, sets, tmp_path / "second", lambda out: "[student] resuming after epoch" in out, "the student resuming",
                          "--verbose")
@@ -210,21 +214,17 @@ def test_ctrl_c_in_the_distill_stage_under_ray_train_and_a_quiet_console(finishe
     out, err = console(tmp_path / "second")
     assert driver.returncode == 130 and took < EXIT_WITHIN_S, (driver.returncode, took, err[-2000:])
     assert "== distill: resuming" in out and interrupted_last_of_ours(err), err[-2000:]
+    assert "record of its checkpoints" in out and "was cut short" in out and "rebuilt, resuming from checkpoint_" in out
     assert re.search(r"\b(WARNING|ERROR)\b|core_worker\.cc", out + err), "no Ray line on the verbose console"
 
 
 @pytest.mark.usefixtures("on_shared_ray")
-@pytest.mark.parametrize("ray_record", ["intact", "cut short"])
-def test_a_student_stopped_after_its_last_checkpoint_reports_that_epoch_again_on_resume(finished_run, tmp_path, ray_record):
+def test_a_student_stopped_after_its_last_checkpoint_reports_that_epoch_again_on_resume(finished_run, tmp_path):
     """Ray Train resumes a finished run too; the loop then reports its last epoch again, so a restored Tune trial
-    (which keeps the result it had before the kill) gets the final val_acc and a checkpoint that is not pruned.
-    Also where a kill cut Ray Train's record of the run short (Ray 2.60 rewrites it in place: a killed sweep's
-    resume failed on it in CI): `stages.workers.repair_record` rebuilds it and the run resumes the same way."""
+    (which keeps the result it had before the kill) gets the final val_acc and a checkpoint that is not pruned."""
     run_dir = copy_run(finished_run, tmp_path / "run")
     [snapshot] = (run_dir / "ray").glob("distill-student-*/checkpoint_manager_snapshot.json")
     before = json.loads(snapshot.read_text())
-    if ray_record == "cut short":
-        snapshot.write_text(snapshot.read_text()[:40])
     # As a Ctrl-C between the last epoch's checkpoint and the stage's end leaves it.
     record = json.loads((run_dir / "manifest.json").read_text())
     record["stages"]["distill"]["status"] = "interrupted"
@@ -234,7 +234,6 @@ def test_a_student_stopped_after_its_last_checkpoint_reports_that_epoch_again_on
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "== distill: resuming" in result.stdout and "[student] resuming after epoch 3" in result.stdout
     assert "[student] epoch" not in result.stdout  # no epoch trained again
-    assert ("was cut short" in result.stdout) == (ray_record == "cut short"), result.stdout
     after = json.loads(snapshot.read_text())
     assert after["current_report_index"] == before["current_report_index"] + 1
     latest = after["latest_checkpoint_result"]
