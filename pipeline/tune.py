@@ -45,7 +45,8 @@ Known limits (Ray 2.60):
   until the sweep ends, and trials that need them wait;
 - Tune copies its experiment state into `trials/` in place (not by rename):
   a kill during that copy (milliseconds, every few seconds) leaves a file the
-  next `--resume` cannot read; start the sweep again under another name.
+  next `--resume` cannot read; `--resume` then stops naming it
+  (`check_sweep_state`), and the sweep must start again under another name.
   (Ray Train's own record of a run, written in place too, is rebuilt:
   `stages.workers.repair_record`.)
 """
@@ -55,6 +56,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -297,6 +299,7 @@ def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs
         lambda params: tune.PlacementGroupFactory([trial_resources(with_values(config, params))]),
     )
     if resume:
+        check_sweep_state(storage.join(out, "trials"))
         tuner = tune.Tuner.restore(
             f"{storage_path}/trials",
             trainable=trainable,
@@ -325,6 +328,21 @@ def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs
         )
     with ray_compat.only_configured_tune_loggers(), ray_compat.tune_leaves_sigint_alone():
         return tuner.fit()
+
+
+def check_sweep_state(trials: str) -> None:
+    """Refuse, naming the file, to resume from Tune's state of a sweep that a kill cut short (see Known limits)."""
+    states = sorted(n for n in storage.list_names(trials) if n.startswith("experiment_state-") and n.endswith(".json"))
+    if not states:
+        return  # `Tuner.restore` says what is missing
+    newest = storage.join(trials, states[-1])  # the one Tune restores: named by the time its driver started
+    try:
+        json.loads(storage.read_text(newest))
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(
+            f"{newest}: Tune's state of this sweep was cut short (a kill while Tune copied it into place), so the "
+            "sweep cannot be resumed; start it again under another name (--set tune.name=NEW)"
+        ) from None
 
 
 def tune_config(config: Config, epochs: int, log: Callable[[str], None]):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import yaml
 
 from rundir.config import config_from_dict
@@ -34,3 +37,16 @@ def test_the_default_config_has_a_valid_sweep_in_no_fingerprint():
     assert config.tune.num_samples == 4 and "distill.temperature" in config.tune.search_space
     assert config.tune.loggers == ["tensorboard"]
     assert fingerprints(config) == fingerprints(config_from_dict(data, ["tune.num_samples=9", "tune.name=other"]))
+
+
+def test_a_sweep_state_cut_short_is_named_and_an_intact_one_passes(tmp_path):
+    from pipeline.tune import check_sweep_state
+
+    check_sweep_state(str(tmp_path))  # none yet: Tune's restore says so
+    (tmp_path / "experiment_state-2026-12-06_22-10-27.json").write_text('{"trial_data": []}')
+    (tmp_path / "basic-variant-state-2026-12-06_22-10-51.json").write_text("")  # not Tune's experiment state
+    check_sweep_state(str(tmp_path))
+    newest = tmp_path / "experiment_state-2026-12-06_22-10-51.json"  # the resumed driver's, as a kill left it
+    newest.write_text('{"trial_da')
+    with pytest.raises(ValueError, match=f"^{re.escape(str(newest))}: Tune's state of this sweep was cut short .*cannot be resumed.*--set tune.name=NEW"):
+        check_sweep_state(str(tmp_path))
