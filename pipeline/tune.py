@@ -28,8 +28,9 @@ A student of several workers is a Ray Train run of the stage's worker loop
 report passed to Tune by `TuneReportCallback` (Ray 2.60 cannot tune a
 TorchTrainer directly), named after the trial id. Either way a restored sweep
 resumes each unfinished trial from its last epoch checkpoint, a failed trial
-is retried from it (`distill.max_failures` times, a diverged one too: it
-diverges again and ends in error), and one killed after its last epoch
+is retried from it (one worker: Tune retries it `distill.max_failures`
+times, a diverged one too, which diverges again and ends in error; several:
+Ray Train retries the workers), and one killed after its last epoch
 reports that epoch again (`lfme.loop.run_epochs`), so its result is the final
 one and its checkpoint one that exists.
 The distill stage's own outputs (`distill/`, its manifest record, its
@@ -43,10 +44,13 @@ Known limits (Ray 2.60):
   fails ("Found multiple active Ray instances") when several local Ray
   clusters run on one machine. There the stopped trial's CPUs stay reserved
   until the sweep ends, and trials that need them wait;
-- Tune copies its experiment state into `trials/` in place (not by rename):
-  a kill during that copy (milliseconds, every few seconds) leaves a file the
+- Tune copies its sweep state into `trials/` in place (not by rename): a
+  kill during that copy (milliseconds, every few seconds) leaves a file the
   next `--resume` cannot read; `--resume` then stops naming it
-  (`check_sweep_state`), and the sweep must start again under another name.
+  (`check_sweep_state`), and the sweep must start again under another name;
+- a sweep started before one-worker trials trained in their own process
+  (2026-12-06) keeps its trials' old 0.01-CPU share when resumed, and its
+  unfinished trials start over from epoch 1: start such a sweep anew.
   (Ray Train's own record of a run, written in place too, is rebuilt:
   `stages.workers.repair_record`.)
 """
@@ -58,6 +62,7 @@ import importlib.util
 import io
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -77,8 +82,8 @@ from rundir.config import Config, dump_config, load_config, with_values
 from rundir.fields import ConfigError
 from rundir.layout import CONFIG_YAML, STATE_FILE, read_split, save_student, sweep_dir, verified_cache
 
-# A trial's own actor only waits on its Ray Train run; the CPUs are the
-# workers'. Tune refuses 0, so a token share.
+# A several-worker trial's own actor only waits on its Ray Train run; the CPUs
+# are the workers'. Tune refuses 0, so a token share.
 TRIAL_CPU = 0.01
 LOGGER_PACKAGES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}
 
@@ -121,7 +126,8 @@ def trial_concurrency(config: Config, log: Callable[[str], None]) -> int:
         return config.tune.max_concurrent_trials
     res = config.distill.resources
     cluster = ray.cluster_resources()
-    fits = [cluster.get("CPU", 0.0) // (trial_resources(config)["CPU"] + (res.num_workers > 1) * res.num_workers * res.cpus_per_worker)]
+    workers_cpus = res.num_workers * res.cpus_per_worker if res.num_workers > 1 else 0.0  # beside the trial, in Ray Train
+    fits = [cluster.get("CPU", 0.0) // (trial_resources(config)["CPU"] + workers_cpus)]
     if res.use_gpu:
         fits.append(cluster.get("GPU", 0.0) // (res.num_workers * res.gpus_per_worker))
     concurrency = max(1, int(min(fits)))
@@ -319,10 +325,14 @@ def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs
                 storage_path=storage_path,
                 storage_filesystem=storage_filesystem,
                 callbacks=logger_callbacks(config, out),
-                # A one-worker trial's checkpoints are Tune's: the last is what it resumes from, the one before
-                # it survives a kill while the last is written. A failed trial resumes from its last one.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                failure_config=tune.FailureConfig(max_failures=config.distill.max_failures),
+                # A one-worker trial's checkpoints are Tune's. Tune saves the sweep's state after every num_to_keep
+                # trial checkpoints (`sync_every_n_trial_checkpoints`): 3, not 2, saves less often at short epochs.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
+                # A failed one-worker trial resumes from its last checkpoint; a several-worker trial's Ray Train
+                # run already retries its workers `distill.max_failures` times.
+                failure_config=tune.FailureConfig(
+                    max_failures=config.distill.max_failures if config.distill.resources.num_workers == 1 else 0
+                ),
                 verbose=1,
             ),
         )
@@ -330,19 +340,28 @@ def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs
         return tuner.fit()
 
 
+# The files of Tune's sweep state that `Tuner.restore` reads, the newest of each (named by its driver's start),
+# and how each is read: the experiment's state (JSON) and the search algorithm's (a cloudpickle, despite its name).
+SWEEP_STATE = {"experiment_state-": "json", "basic-variant-state-": "pickle"}
+
+
 def check_sweep_state(trials: str) -> None:
     """Refuse, naming the file, to resume from Tune's state of a sweep that a kill cut short (see Known limits)."""
-    states = sorted(n for n in storage.list_names(trials) if n.startswith("experiment_state-") and n.endswith(".json"))
-    if not states:
-        return  # `Tuner.restore` says what is missing
-    newest = storage.join(trials, states[-1])  # the one Tune restores: named by the time its driver started
-    try:
-        json.loads(storage.read_text(newest))
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError(
-            f"{newest}: Tune's state of this sweep was cut short (a kill while Tune copied it into place), so the "
-            "sweep cannot be resumed; start it again under another name (--set tune.name=NEW)"
-        ) from None
+    import ray.cloudpickle
+
+    names = storage.list_names(trials)
+    for prefix, form in SWEEP_STATE.items():
+        states = [n for n in names if n.startswith(prefix) and n.endswith(".json")]
+        if not states:
+            continue  # `Tuner.restore` says what is missing
+        newest = storage.join(trials, max(states))
+        try:
+            json.loads(storage.read_text(newest)) if form == "json" else ray.cloudpickle.loads(storage.read_bytes(newest))
+        except (ValueError, EOFError, pickle.UnpicklingError):
+            raise ValueError(
+                f"{newest}: Tune's state of this sweep was cut short (a kill while Tune copied it into place), so the "
+                "sweep cannot be resumed; start it again under another name (--set tune.name=NEW)"
+            ) from None
 
 
 def tune_config(config: Config, epochs: int, log: Callable[[str], None]):

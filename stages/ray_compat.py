@@ -162,8 +162,9 @@ def tune_leaves_sigint_alone() -> contextlib.AbstractContextManager:
 # file, not a new file renamed). A kill during that write leaves it empty or
 # cut short, and every later `fit` of the run fails in the controller's
 # `__init__` with "Expecting value: line 1 column 1" (seen in a killed sweep's
-# resume). The checkpoint directories themselves are whole: Ray Train copies
-# one in full before it records it.
+# resume). A checkpoint folder the record names is whole (Ray Train records one
+# after its ranks have copied their files into it); a newer folder it does not
+# name yet may not be (`stages.workers.repair_record` checks).
 TRAIN_RECORD = "checkpoint_manager_snapshot.json"
 
 
@@ -174,7 +175,7 @@ def train_record_is_damaged(run: str) -> bool:
         return False
     try:
         json.loads(storage.read_text(location))
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:  # UnicodeDecodeError included
         return True
     return False
 

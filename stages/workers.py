@@ -5,7 +5,7 @@ so calling it again after a killed driver resumes from the last checkpoint
 (Ray Train's snapshot under `run_dir/ray/<name>`, on whatever storage the run
 directory is: `lfme.storage.arrow_filesystem`), and returns the state saved in
 the final checkpoint. Used by the distill stage for a student of several
-workers and by each sweep trial. In the workers: rank/world/device
+workers and by each sweep trial of several workers. In the workers: rank/world/device
 (`worker_setup`) and the per-epoch checkpoint (`EpochCheckpoints`, which `fit`
 hands the loop in its config): rank 0 writes the whole training state, every
 rank reports (the report is a barrier). On Ctrl-C `fit` aborts its Ray Train
@@ -22,6 +22,7 @@ the distill stage's one-worker student (`stages.distill` says why).
 
 from __future__ import annotations
 
+import pickle
 import tempfile
 from pathlib import Path
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from rundir.sections import Resources
 from stages import ray_compat
 from stages.tasks import say
 
+RNG_PREFIX = "rng-rank"  # a rank's RNG state in a checkpoint folder: `rng_file`
 CHECKPOINTS_KEY = "checkpoints"  # where `fit` puts the loop's EpochCheckpoints in its config
 DIVERGED_NOTE = "diverged.txt"  # beside a run's checkpoints: why its loop stopped (`EpochCheckpoints.stop_diverged`)
 
@@ -180,27 +182,36 @@ def repair_record(run: str) -> None:
     """
     if not ray_compat.train_record_is_damaged(run):
         return
-    names = storage.list_names(run)
-    folders = sorted((n for n in names if n.startswith("checkpoint_") and n != ray_compat.TRAIN_RECORD), reverse=True)  # named by time
-    whole = next(((folder, history) for folder in folders if (history := checkpoint_history(storage.join(run, folder)))), None)
+    folders = [n for n in storage.list_names(run) if n.startswith("checkpoint_") and n != ray_compat.TRAIN_RECORD]
+    histories = {folder: history for folder in folders if (history := whole_checkpoint(storage.join(run, folder)))}
+    # The furthest epoch; of equals (a finished run's repeated last report), the later folder (named by its time).
+    newest = max(histories, key=lambda folder: (len(histories[folder]), folder), default=None)
     for folder in folders:
-        if whole is None or folder != whole[0]:
+        if folder != newest:
             storage.remove(storage.join(run, folder))
-    if whole is None:
+    if newest is None:
         storage.remove(storage.join(run, ray_compat.TRAIN_RECORD))
         say(f"Ray Train's record of its checkpoints in {run} was cut short and no checkpoint there is whole: training from epoch 1")
         return
-    folder, history = whole
-    ray_compat.write_train_record(run, folder, report_metrics(history[-1]), reports=len(history))
+    history = histories[newest]
+    ray_compat.write_train_record(run, newest, report_metrics(history[-1]), reports=len(history))
     say(f"Ray Train's record of its checkpoints in {run} was cut short (a kill while Ray rewrote it); "
-        f"rebuilt, resuming from {folder} (epoch {history[-1]['epoch']})")
+        f"rebuilt, resuming from {newest} (epoch {history[-1]['epoch']})")
 
 
-def checkpoint_history(folder: str) -> list[dict] | None:
-    """The epoch history in a checkpoint folder's training state; None where the state is missing or cut short."""
+def whole_checkpoint(folder: str) -> list[dict] | None:
+    """The epoch history of a checkpoint folder whose files all load (training state, every rank's RNG state), else None.
+
+    Each rank copies its own files into the folder, so a kill can leave any of
+    them missing or cut short. Only such damage counts: another error reading
+    the storage (permissions, the network) is raised, never taken for it.
+    """
     try:
+        for name in storage.list_names(folder):
+            if name.startswith(RNG_PREFIX):
+                storage.load_torch(storage.join(folder, name))
         return storage.load_torch(storage.join(folder, STATE_FILE))["history"]
-    except Exception:
+    except (FileNotFoundError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError):  # torch.load of a cut-short file
         return None
 
 
@@ -237,7 +248,7 @@ def worker_setup(cpus_per_worker: float) -> tuple[int, int, torch.device]:
 
 
 def rng_file(rank: int) -> str:
-    return f"rng-rank{rank}.pt"
+    return f"{RNG_PREFIX}{rank}.pt"
 
 
 def _write_and_report(directory: str, state: LoopState, model, optimizer, scheduler, rank: int) -> None:

@@ -107,7 +107,7 @@ def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_ex
     assert manifest(inputs_run)["stages"]["distill"] == distill_record
     assert (inputs_run / "distill" / "student.pt").read_bytes() == student
     assert list((out / "trials").rglob("events.out.tfevents*")), "no TensorBoard event file"
-    for row in rows:  # each trial's own scalars, of the epochs it trained (a resumed trial appends to its file)
+    for row in rows:  # each trial's own scalars (a resumed trial starts another events file beside the first)
         assert list((inputs_run / "tensorboard" / "tune" / "resumable" / row["trial_id"]).glob("events*"))
     assert list((out / "trials").glob("*/checkpoint_*/state.pt")) and not (out / "train").exists()  # Tune's checkpoints, no Ray Train run
 

@@ -39,14 +39,20 @@ def test_the_default_config_has_a_valid_sweep_in_no_fingerprint():
     assert fingerprints(config) == fingerprints(config_from_dict(data, ["tune.num_samples=9", "tune.name=other"]))
 
 
-def test_a_sweep_state_cut_short_is_named_and_an_intact_one_passes(tmp_path):
+@pytest.mark.parametrize("damaged", ["experiment_state", "basic-variant-state"])
+def test_a_sweep_state_cut_short_is_named_and_an_intact_one_passes(tmp_path, damaged):
+    import ray.cloudpickle
+
     from pipeline.tune import check_sweep_state
 
     check_sweep_state(str(tmp_path))  # none yet: Tune's restore says so
-    (tmp_path / "experiment_state-2026-12-06_22-10-27.json").write_text('{"trial_data": []}')
-    (tmp_path / "basic-variant-state-2026-12-06_22-10-51.json").write_text("")  # not Tune's experiment state
+    for started in ("2026-12-06_22-10-27", "2026-12-06_22-10-51"):  # the first driver's and the resumed one's
+        (tmp_path / f"experiment_state-{started}.json").write_text('{"trial_data": []}')
+        (tmp_path / f"basic-variant-state-{started}.json").write_bytes(ray.cloudpickle.dumps({"_finished": False}))
     check_sweep_state(str(tmp_path))
-    newest = tmp_path / "experiment_state-2026-12-06_22-10-51.json"  # the resumed driver's, as a kill left it
-    newest.write_text('{"trial_da')
+    (tmp_path / f"{damaged}-2026-12-06_22-10-27.json").write_bytes(b"")  # an older one damaged: not what Tune restores
+    check_sweep_state(str(tmp_path))
+    newest = tmp_path / f"{damaged}-2026-12-06_22-10-51.json"
+    newest.write_bytes(newest.read_bytes()[:9])  # as a kill during Tune's copy leaves it
     with pytest.raises(ValueError, match=f"^{re.escape(str(newest))}: Tune's state of this sweep was cut short .*cannot be resumed.*--set tune.name=NEW"):
         check_sweep_state(str(tmp_path))

@@ -14,7 +14,7 @@ from rundir.layout import STATE_FILE
 from stages import ray_compat, workers
 
 # Ray Train names checkpoint folders by the time of their report.
-FOLDERS = [f"checkpoint_2026-12-06_22-10-4{second}.000000" for second in (1, 2, 3)]
+FOLDERS = [f"checkpoint_2026-12-06_22-10-4{second}.000000" for second in (1, 2, 3, 4)]
 
 
 def history(epochs: int) -> list[dict]:
@@ -25,14 +25,22 @@ def checkpoint_folders(run: Path) -> list[str]:
     return sorted(p.name for p in run.iterdir() if p.is_dir())
 
 
+def cut_short(path: Path) -> None:
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+
+
 def ray_train_run(root: Path, record: bytes) -> Path:
-    """A run folder as a kill leaves it: epochs 1 and 2 whole, epoch 3's state cut short, then the given record."""
+    """A run folder of two ranks as a kill leaves it: epochs 1 and 2 whole, epoch 3's rank-1 RNG state and
+    epoch 4's training state cut short (each rank copies its own files), then the given record."""
     run = root / "distill-student-abc"
     for epoch, folder in enumerate(FOLDERS, start=1):
         (run / folder).mkdir(parents=True)
         torch.save({"history": history(epoch), "model": {}}, run / folder / STATE_FILE)
-    whole = (run / FOLDERS[2] / STATE_FILE).read_bytes()
-    (run / FOLDERS[2] / STATE_FILE).write_bytes(whole[: len(whole) // 2])
+        for rank in (0, 1):
+            torch.save({"torch": torch.get_rng_state()}, run / folder / workers.rng_file(rank))
+    cut_short(run / FOLDERS[2] / workers.rng_file(1))
+    cut_short(run / FOLDERS[3] / STATE_FILE)
     (run / ray_compat.TRAIN_RECORD).write_bytes(record)
     return run
 
@@ -48,7 +56,7 @@ def test_a_cut_short_record_is_rebuilt_from_the_newest_whole_checkpoint_and_ray_
 
     workers.repair_record(str(run))
 
-    assert checkpoint_folders(run) == [FOLDERS[1]]  # epoch 3's is cut short; epoch 1's is not listed
+    assert checkpoint_folders(run) == [FOLDERS[1]]  # epochs 3 and 4 are cut short; epoch 1's is not listed
     manager = ray_loads(run)
     latest = manager.latest_checkpoint_result
     assert Path(latest.checkpoint.path).name == FOLDERS[1]
@@ -61,7 +69,7 @@ def test_a_cut_short_record_is_rebuilt_from_the_newest_whole_checkpoint_and_ray_
 def test_an_empty_record_without_a_whole_checkpoint_goes_and_the_run_starts_over(tmp_path, capsys):
     run = ray_train_run(tmp_path, b"")
     for folder in FOLDERS[:2]:
-        (run / folder / STATE_FILE).unlink()
+        cut_short(run / folder / workers.rng_file(0))
 
     workers.repair_record(str(run))
 
