@@ -44,10 +44,10 @@ Known limits (Ray 2.60):
   fails ("Found multiple active Ray instances") when several local Ray
   clusters run on one machine. There the stopped trial's CPUs stay reserved
   until the sweep ends, and trials that need them wait;
-- Tune copies its sweep state into `trials/` in place (not by rename): a
-  kill during that copy (milliseconds, every few seconds) leaves a file the
-  next `--resume` cannot read; `--resume` then stops naming it
-  (`check_sweep_state`), and the sweep must start again under another name;
+- Tune copies its sweep state into `trials/` in place; here each file is
+  moved into place instead (`stages.ray_compat.atomic_tune_uploads`). A
+  sweep state damaged otherwise (a sweep of an older version, a hand-edited
+  file) stops `--resume` with one line naming it (`check_sweep_state`);
 - a sweep started before one-worker trials trained in their own process
   (2026-12-06) keeps its trials' old 0.01-CPU share when resumed, and its
   unfinished trials start over from epoch 1: start such a sweep anew.
@@ -336,7 +336,7 @@ def fit_sweep(config: Config, run_dir: str, expected: dict, resume: bool, epochs
                 verbose=1,
             ),
         )
-    with ray_compat.only_configured_tune_loggers(), ray_compat.tune_leaves_sigint_alone():
+    with ray_compat.only_configured_tune_loggers(), ray_compat.tune_leaves_sigint_alone(), ray_compat.atomic_tune_uploads():
         return tuner.fit()
 
 

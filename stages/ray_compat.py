@@ -9,7 +9,8 @@
 - console: what Ray forwards from its workers is split between the console
   (our progress lines) and the run's log file (the rest), `route_worker_output`;
 - resume: a Ray Train run whose checkpoint record a kill cut short gets the
-  record rebuilt (`train_record_is_damaged`, `write_train_record`).
+  record rebuilt (`train_record_is_damaged`, `write_train_record`); Tune
+  writes its sweep's state into place atomically (`atomic_tune_uploads`).
 
 Every workaround is scoped: the environment variables are set, and the class
 patched, only around the call that reads them and restored after, so importing
@@ -27,7 +28,9 @@ import importlib.util
 import json
 import logging
 import os
+import posixpath
 import re
+import shutil
 from typing import TextIO
 from collections.abc import Iterator
 
@@ -205,6 +208,59 @@ def write_train_record(run: str, checkpoint_dir: str, metrics: dict, reports: in
         failed_validation_checkpoint_dir_names=[],
     )
     storage.write_text_atomic(storage.join(run, TRAIN_RECORD), record.model_dump_json())
+
+
+# Tune keeps a sweep's state (the experiment's, the search algorithm's, each
+# trial's params and results) in the driver's staging folder and copies that
+# folder into the sweep's storage every few seconds with pyarrow's copy_files,
+# over the files already there (`_FilesystemSyncer._sync_up_command` ->
+# `ray.train._internal.storage._upload_to_fs_path`). A kill during a copy left
+# them empty and the sweep could not resume (the killed-sweep test, 1 run in 6
+# under load). Around `Tuner.fit` each file is written beside its target under
+# a temporary name and moved over it: a rename on a local disk; on S3 an object
+# appears whole when its upload completes either way.
+
+
+@contextlib.contextmanager
+def atomic_tune_uploads() -> Iterator[None]:
+    """Around `Tuner.fit`: Tune's copies of the sweep's state replace each file whole (see above)."""
+    from ray.train._internal.storage import _FilesystemSyncer
+
+    original = _FilesystemSyncer._sync_up_command
+
+    def sync_up_command(self, local_path: str, uri: str, exclude: list | None = None):
+        if exclude:  # Tune passes none; anything else keeps Ray's own copy
+            return original(self, local_path, uri, exclude)
+        return upload_atomically, {"local_path": local_path, "fs": self.storage_filesystem, "fs_path": uri}
+
+    _FilesystemSyncer._sync_up_command = sync_up_command  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        _FilesystemSyncer._sync_up_command = original  # type: ignore[method-assign]
+
+
+def upload_atomically(local_path: str, fs, fs_path: str) -> None:
+    """Copy a local file or folder to `fs_path` on pyarrow filesystem `fs` (None: the local disk), each file moved into place."""
+    import uuid
+
+    import pyarrow.fs
+
+    fs = fs or pyarrow.fs.LocalFileSystem()
+    if os.path.isfile(local_path):
+        files = [(local_path, fs_path)]
+    else:
+        files = [
+            (os.path.join(folder, name), posixpath.join(fs_path, os.path.relpath(os.path.join(folder, name), local_path)))
+            for folder, _, names in os.walk(local_path)
+            for name in names
+        ]
+    for source, target in files:
+        fs.create_dir(posixpath.dirname(target), recursive=True)
+        temporary = posixpath.join(posixpath.dirname(target), f".{uuid.uuid4().hex}-{posixpath.basename(target)}")
+        with open(source, "rb") as f, fs.open_output_stream(temporary) as out:
+            shutil.copyfileobj(f, out, 1 << 20)
+        fs.move(temporary, target)
 
 
 # ------------------------------------------------------- errors from workers

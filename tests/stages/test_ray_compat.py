@@ -6,6 +6,8 @@ import os
 import signal
 import sys
 
+from stages import ray_compat
+
 
 def test_a_worker_error_is_named_by_the_exception_the_worker_raised():
     from ray.exceptions import RayTaskError
@@ -123,3 +125,38 @@ def test_ray_train_leaves_sigint_to_the_driver():
         assert controllers == ["controller-handle"]
         assert signal.getsignal(signal.SIGINT) is handler
     assert DataParallelTrainer.__dict__["_register_sigint_handler"] is original
+
+
+def test_an_upload_moves_each_file_whole_over_its_target(tmp_path):
+    import pyarrow.fs
+
+    staging = tmp_path / "staging"
+    (staging / "trial_1").mkdir(parents=True)
+    (staging / "experiment_state-1.json").write_text('{"trial_data": [1, 2]}')
+    (staging / "trial_1" / "params.pkl").write_bytes(b"\x80\x05new")
+    target = tmp_path / "trials"
+    (target / "trial_1").mkdir(parents=True)
+    (target / "experiment_state-1.json").write_text('{"trial_data": [1]}')
+    reader = open(target / "experiment_state-1.json")  # a reader of the old file, as a resuming driver might be
+
+    ray_compat.upload_atomically(str(staging), pyarrow.fs.LocalFileSystem(), str(target))
+
+    assert reader.read() == '{"trial_data": [1]}'  # the old file was replaced by a rename, not rewritten in place
+    reader.close()
+    assert (target / "experiment_state-1.json").read_text() == '{"trial_data": [1, 2]}'
+    assert (target / "trial_1" / "params.pkl").read_bytes() == b"\x80\x05new"
+    assert sorted(p.name for p in target.rglob("*")) == ["experiment_state-1.json", "params.pkl", "trial_1"]  # no temporary left
+    ray_compat.upload_atomically(str(staging / "trial_1" / "params.pkl"), None, str(tmp_path / "one" / "params.pkl"))
+    assert (tmp_path / "one" / "params.pkl").read_bytes() == b"\x80\x05new"
+
+
+def test_tune_uploads_are_atomic_only_inside_the_block():
+    from ray.train._internal.storage import _FilesystemSyncer, _upload_to_fs_path
+
+    syncer = _FilesystemSyncer(storage_filesystem=None)
+    assert syncer._sync_up_command("/staging", "/trials")[0] is _upload_to_fs_path
+    with ray_compat.atomic_tune_uploads():
+        command, kwargs = syncer._sync_up_command("/staging", "/trials")
+        assert command is ray_compat.upload_atomically and kwargs == {"local_path": "/staging", "fs": None, "fs_path": "/trials"}
+        assert syncer._sync_up_command("/staging", "/trials", exclude=["*.png"])[0] is _upload_to_fs_path  # Ray's, with its exclusions
+    assert syncer._sync_up_command("/staging", "/trials")[0] is _upload_to_fs_path
