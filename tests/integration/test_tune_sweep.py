@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -63,14 +64,19 @@ def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_ex
     out = inputs_run / "tune" / "resumable"
     args = ("tune", "ray_config.yaml", "--run-dir", str(inputs_run), "--num-samples", "2")
     # Tune saves its experiment state every TUNE_GLOBAL_CHECKPOINT_S seconds (10 s by default): 1 s lets the
-    # kill land a few epochs (0.2-0.5 s each) into the trials, well before their 20th.
+    # kill land a few epochs (0.2-0.5 s each) into the trials, well before their 20th, and often inside a save.
     monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1")
     sets = [*SWEEP, "distill.epochs=20", "tune.name=resumable"]
 
     def state_saved_after_an_epoch() -> bool:
-        reported = [p.stat().st_mtime for p in out.glob("trials/*/result.json") if p.stat().st_size]
-        saved = [p.stat().st_mtime for p in out.glob("trials/experiment_state*.json")]
-        return bool(reported and saved) and max(saved) > min(reported)
+        """Tune's saved state of the sweep records a trial that is past an epoch, checkpointed and not done."""
+        states = sorted(out.glob("trials/experiment_state*.json"))
+        try:
+            trials = json.loads(states[-1].read_text())["trial_data"] if states else []
+        except json.JSONDecodeError:  # Tune writes each file whole (stages.ray_compat.atomic_tune_uploads); a partial one is a bug
+            raise AssertionError(f"{states[-1]} is not whole") from None
+        last_results = [json.loads(metadata).get("last_result") or {} for _, metadata in trials]
+        return any(r.get("epoch", 0) >= 1 and r.get("checkpoint_dir_name") and not r.get("done") for r in last_results)
 
     process = start_lfme(*args, sets=sets, log=tmp_path / "first.log")
     try:
