@@ -45,14 +45,14 @@ Known limits (Ray 2.60):
   clusters run on one machine. There the stopped trial's CPUs stay reserved
   until the sweep ends, and trials that need them wait;
 - Tune copies its sweep state into `trials/` in place; here each file is
-  moved into place instead (`stages.ray_compat.atomic_tune_uploads`). A
-  sweep state damaged otherwise (a sweep of an older version, a hand-edited
-  file) stops `--resume` with one line naming it (`check_sweep_state`);
+  moved into place instead (`stages.ray_compat.atomic_tune_uploads`; Ray
+  Train's record of a run, written in place too, is rebuilt by
+  `stages.workers.repair_record`). A sweep state damaged otherwise (an older
+  version's sweep, a hand-edited file) stops `--resume` naming it
+  (`check_sweep_state`);
 - a sweep started before one-worker trials trained in their own process
   (2026-12-06) keeps its trials' old 0.01-CPU share when resumed, and its
   unfinished trials start over from epoch 1: start such a sweep anew.
-  (Ray Train's own record of a run, written in place too, is rebuilt:
-  `stages.workers.repair_record`.)
 """
 
 from __future__ import annotations
