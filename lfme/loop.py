@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import torch
 
-from lfme.engine import EpochStats, progress_line
+from lfme.engine import EpochStats, progress_line, rng_state, set_rng_state
 from lfme.scalars import ScalarLog
 
 
@@ -87,6 +87,17 @@ def state_dict(state: LoopState, model: torch.nn.Module, optimizer, scheduler) -
         "best": state.best,
         "carry": state.carry,
     }
+
+
+def process_state_dict(state: LoopState, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
+    """The epoch checkpoint of a loop that is one process (an expert's task, a one-worker trial): `state_dict` and the RNG."""
+    return {"rng": rng_state(), **state_dict(state, model, optimizer, scheduler)}
+
+
+def load_process_state(saved: dict[str, Any], model: torch.nn.Module, optimizer, scheduler) -> LoopState:
+    """`process_state_dict`'s inverse: this process's RNG streams set, then `load_state`."""
+    set_rng_state(saved["rng"])
+    return load_state(saved, model, optimizer, scheduler)
 
 
 def report_metrics(record: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ Layout under `<run_dir>/tune/<name>/`:
     trials/<trial id>  Ray Tune's experiment: per-trial results, TensorBoard events,
                        a one-worker trial's epoch checkpoints
     train/             each several-worker trial's Ray Train run (its per-epoch checkpoints)
-    trials.csv, trials.md, best_config.yaml, best_student.pt   the outcome
+    trials.csv, trials.md, best_config.yaml, best_student.pt   the outcome (`pipeline.sweep_outcome`)
 A trial's own per-epoch scalars (w_l per expert, mean v_i, the loss's parts)
 go to `<run_dir>/tensorboard/tune/<name>/<trial id>`, beside the stages'.
 
@@ -57,9 +57,7 @@ Known limits (Ray 2.60):
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import io
 import json
 import os
 import pickle
@@ -69,18 +67,17 @@ from typing import Any
 from collections.abc import Callable, Sequence
 
 from lfme import storage
-from lfme.engine import rng_state, set_rng_state
-from lfme.loop import LoopState, load_state, report_metrics, state_dict
-from lfme.report import markdown_table, format_percent
+from lfme.loop import LoopState, load_process_state, process_state_dict, report_metrics
 from pipeline.graph import TEACHER_STAGES, fingerprints
 from pipeline.driver import holding, resolved
 from pipeline.lease import Lease
 from pipeline.manifest import Manifest
 from pipeline.ray_session import RaySession
 from pipeline.runner import check_inputs, run_pipeline
+from pipeline.sweep_outcome import write_outcome
 from rundir.config import Config, dump_config, load_config, with_values
 from rundir.fields import ConfigError
-from rundir.layout import CONFIG_YAML, STATE_FILE, read_split, save_student, sweep_dir, verified_cache
+from rundir.layout import CONFIG_YAML, STATE_FILE, read_split, sweep_dir, verified_cache
 
 # A several-worker trial's own actor only waits on its Ray Train run; the CPUs
 # are the workers'. Tune refuses 0, so a token share.
@@ -212,14 +209,13 @@ class TrialCheckpoints:
             return None
         with checkpoint.as_directory() as directory:
             saved = storage.load_torch(storage.join(directory, STATE_FILE))
-        set_rng_state(saved["rng"])
-        return load_state(saved, model, optimizer, scheduler)
+        return load_process_state(saved, model, optimizer, scheduler)
 
     def save(self, state: LoopState, model, optimizer, scheduler) -> None:
         from ray import tune
 
         with tempfile.TemporaryDirectory() as directory:  # Tune copies it into the trial's folder during the report
-            storage.save_torch_atomic(storage.join(directory, STATE_FILE), {"rng": rng_state(), **state_dict(state, model, optimizer, scheduler)})
+            storage.save_torch_atomic(storage.join(directory, STATE_FILE), process_state_dict(state, model, optimizer, scheduler))
             tune.report(report_metrics(state.history[-1]), checkpoint=tune.Checkpoint.from_directory(directory))
 
 
@@ -393,108 +389,3 @@ def tune_config(config: Config, epochs: int, log: Callable[[str], None]):
         search_alg=BasicVariantGenerator(random_state=tcfg.seed, max_concurrent=trial_concurrency(config, log)),
         trial_dirname_creator=trial_dirname,
     )
-
-
-def trial_rows(config: Config, results) -> list[dict[str, Any]]:
-    """One row per trial, by trial id: its swept values, epochs reached, last val_acc, status."""
-    rows = []
-    for result in results:
-        metrics = result.metrics or {}
-        planned = with_values(config, result.config).distill.epochs
-        reached = metrics.get("epoch", 0)
-        if result.error is not None:
-            status = "error"
-        elif reached < planned:
-            status = "stopped early (ASHA)"
-        else:
-            status = "done"
-        rows.append(
-            {
-                "trial_id": storage.name(result.path),
-                **{key: result.config[key] for key in config.tune.search_space},
-                "epochs": reached,
-                "val_acc": metrics.get("val_acc"),
-                "status": status,
-                # A Ray Train trial's last checkpoint comes in its metrics (TuneReportCallback); a one-worker trial's is Tune's.
-                "checkpoint_path": metrics.get("checkpoint_path") or (result.checkpoint.path if result.checkpoint else None),
-                "config": result.config,
-            }
-        )
-    return sorted(rows, key=lambda row: row["trial_id"])
-
-
-def write_outcome(config: Config, run_dir: str, results, log: Callable[[str], None]) -> dict[str, Any]:
-    """trials.csv, the best trial's student on the test set, trials.md and best_config.yaml."""
-    out = sweep_dir(run_dir, config.tune.name)
-    rows = trial_rows(config, results)
-    columns = ["trial_id", *config.tune.search_space, "epochs", "val_acc", "status"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    storage.write_text_atomic(storage.join(out, "trials.csv"), buffer.getvalue())
-
-    scored = [row for row in rows if row["val_acc"] is not None and row["checkpoint_path"]]
-    if not scored:
-        raise RuntimeError(f"no trial reported a validation accuracy: see {storage.join(out, 'trials')}")
-    best = max(scored, key=lambda row: row["val_acc"])  # the first of equals, in trial-id order
-    best_config = with_values(config, best["config"])
-    checkpoint_fs, _ = storage.arrow_filesystem(out)
-    test = evaluate_best(best_config, run_dir, best["checkpoint_path"], checkpoint_fs, storage.join(out, "best_student.pt"))
-    storage.write_text_atomic(storage.join(out, "best_config.yaml"), dump_config(best_config))
-    storage.write_text_atomic(storage.join(out, "trials.md"), trials_markdown(config, rows, columns, best, test))
-    log(
-        f"tune: best trial {best['trial_id']} (val {format_percent(best['val_acc'])}%), test top-1 "
-        f"{format_percent(test['overall'])}%; wrote trials.csv, trials.md, best_config.yaml to {out}"
-    )
-    return {"best_trial": best["trial_id"], "best_values": {k: best[k] for k in config.tune.search_space}, "test": test, "dir": out}
-
-
-def evaluate_best(config: Config, run_dir: str, checkpoint_path: str, checkpoint_fs, location: str) -> dict[str, Any]:
-    """Save the best trial's final student like `distill/student.pt` and score it on the test set as `evaluate` does.
-
-    `checkpoint_path` is a path on `checkpoint_fs` (None: the local disk), as Ray Train and Tune report it.
-    """
-    import torch
-    from ray.train import Checkpoint
-
-    from stages.evaluate import headline, score_student
-
-    with Checkpoint(checkpoint_path, filesystem=checkpoint_fs).as_directory() as directory:
-        state = torch.load(Path(directory, STATE_FILE), map_location="cpu", weights_only=False)
-    save_student(location, config.model.arch, read_split(run_dir), state["model"])
-    return headline(score_student(config, run_dir, location))
-
-
-def trials_markdown(config: Config, rows: list[dict], columns: list[str], best: dict, test: dict) -> str:
-    def cell(row: dict, column: str) -> Any:
-        if column == "val_acc":
-            return format_percent(row[column])
-        value = row[column]
-        return f"{value:.4g}" if isinstance(value, float) else value
-
-    table = markdown_table(columns, [[cell(row, c) for c in columns] for row in rows])
-    values = ", ".join(f"`{k}={cell(best, k)}`" for k in config.tune.search_space)
-    lines = [
-        f"# Sweep `{config.tune.name}`",
-        "",
-        f"{len(rows)} trial(s); ASHA on {config.tune.metric} (validation top-1, %), every trial on the same teacher cache.",
-        "",
-        *table,
-        "",
-        f"## Best trial: {best['trial_id']}",
-        "",
-        f"{values}; validation {format_percent(best['val_acc'])}% after {best['epochs']} epoch(s).",
-        "",
-        f"Test top-1 of its final student (Many/Medium/Few: {test['shot_rule']}):",
-        "",
-        *markdown_table(
-            ["overall", "many", "medium", "few"],
-            [[format_percent(test[k]) for k in ("overall", "many", "medium", "few")]],
-            ["r", "r", "r", "r"],
-        ),
-        "",
-        "Its full configuration: `best_config.yaml` (`lfme run best_config.yaml` reuses this run's experts and cache).",
-        "",
-    ]
-    return "\n".join(lines)

@@ -27,8 +27,7 @@ import torch
 import ray
 
 from lfme import storage
-from lfme.engine import rng_state, set_rng_state
-from lfme.loop import LoopState, load_state, state_dict
+from lfme.loop import LoopState, load_process_state, process_state_dict
 from lfme.precision import Precision, resolve
 from rundir.sections import Resources
 
@@ -186,11 +185,10 @@ class FileCheckpoints:
             return None
         if not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint:
             return None
-        set_rng_state(saved["rng"])
-        return load_state(saved, model, optimizer, scheduler)
+        return load_process_state(saved, model, optimizer, scheduler)
 
     def save(self, state: LoopState, model, optimizer, scheduler) -> None:
-        saved = {"fingerprint": self.fingerprint, "rng": rng_state(), **state_dict(state, model, optimizer, scheduler)}
+        saved = {"fingerprint": self.fingerprint, **process_state_dict(state, model, optimizer, scheduler)}
         storage.save_torch_atomic(self.path, saved)
 
 
