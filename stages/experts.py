@@ -185,6 +185,8 @@ def train_all(ctx: StageContext, subsets: list[Subset]) -> dict[str, dict]:
             ctx.log(f"experts: {subset.name} already trained with these settings, kept")
             results[subset.name] = result
     todo = [s for s in subsets if s.name not in results]
+    if not todo:
+        return results
     concurrency = cfg.experts.max_concurrent or len(todo)
     ctx.log(f"experts: training {len(todo)} experts, {min(concurrency, len(todo))} at a time")
     task = tasks.training_task(train_expert, cfg.experts.resources, cfg.experts.max_failures)
