@@ -16,8 +16,10 @@ Every workaround is scoped: the environment variables are set, and the class
 patched, only around the call that reads them and restored after, so importing
 this project changes nothing in the caller's process. The one exception is the
 console routing, which patches Ray's printing of worker output for the rest of
-the process, and only in a process that asked for it (`send_ray_output`: the
-`lfme` CLI). When Ray changes, this is the file to check.
+the process once the project starts Ray there (`pipeline.ray_session.init_ray`):
+routed to the console and a log where the process asked for it
+(`send_ray_output`: the `lfme` CLI), else only without colour codes on a
+stream that is not a terminal. When Ray changes, this is the file to check.
 """
 
 from __future__ import annotations
@@ -344,7 +346,8 @@ def one_line(err: BaseException) -> str:
 # its whole monitor log; like Ray, the log and the console keep only its events
 # (`filter_autoscaler_events`). With `verbose` the console shows everything,
 # as Ray prints it. On a stream that is not a terminal the "(task pid=N)"
-# prefixes come without colour codes.
+# prefixes come without colour codes, whether or not the CLI asked (a
+# benchmark's output piped to a file too).
 COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
 _ray_output: tuple[TextIO, bool] | None = None  # (log file, verbose), set by `send_ray_output`
 
@@ -360,10 +363,12 @@ def send_ray_output(log: TextIO, verbose: bool) -> None:
 
 
 def route_worker_output() -> None:
-    """In the driver, once Ray is imported: route the workers' lines as `send_ray_output` asked (nothing if it was not called)."""
-    if _ray_output is None:
-        return
-    log, verbose = _ray_output
+    """In the driver, once Ray is imported: route the workers' lines as `send_ray_output` asked.
+
+    Nothing asked (a benchmark, a notebook): Ray prints everything as it does,
+    only without colour codes where the stream is not a terminal.
+    """
+    log, verbose = _ray_output or (None, True)
     from ray._private import worker as ray_worker  # an import statement, not importlib: the type checker then holds the wrapper to Ray's signature
 
     original = getattr(ray_worker.print_worker_logs, "__wrapped__", ray_worker.print_worker_logs)
@@ -373,8 +378,8 @@ def route_worker_output() -> None:
         lines = data.get("lines", [])
         if data.get("pid") == "autoscaler":  # its whole monitor log arrives; Ray prints only the events in it
             lines = [line for line in ray_worker.filter_autoscaler_events(lines) if not line.startswith("Tip: ")]
-        origin = worker_origin(data)
-        if not log.closed:  # Ray's printing thread can outlive the command's log (closed after its last line)
+        if log is not None and not log.closed:  # Ray's printing thread can outlive the command's log (closed after its last line)
+            origin = worker_origin(data)
             log.write("".join(f"{origin} {line}\n" for line in lines))
             log.flush()
         # The autoscaler's events (nodes added, requests no node type can fulfil)

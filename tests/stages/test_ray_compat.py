@@ -60,16 +60,18 @@ def test_worker_output_split_between_console_and_log(tmp_path, monkeypatch):
 
     printed = []
     monkeypatch.setattr(ray_worker, "print_worker_logs", lambda data, print_file, ignore_prefix=False: printed.append(data))
-    monkeypatch.setattr(ray_compat, "_ray_output", None)
-    ray_compat.route_worker_output()  # nothing asked: nothing routed
-    assert not hasattr(ray_worker.print_worker_logs, "__wrapped__")
-
     batches = [
         {"lines": ["[expert few] epoch 1/2  loss 1.0"], "pid": 11, "task_name": "train_expert", "is_err": False},
         {"lines": ["[2026-12-02 06:07:53,323 E 8617 8695] core_worker.cc:2465: Actor with class name: 'PreemptionWatcher'"],
          "pid": 12, "actor_name": "TrainController", "is_err": True},
         {"lines": ["2 PYTHON worker processes have been started on node ..."], "pid": "raylet", "is_err": False},
     ]
+    monkeypatch.setattr(ray_compat, "_ray_output", None)
+    ray_compat.route_worker_output()  # nothing asked (a benchmark's Ray): everything printed, as Ray prints it
+    for data in batches:
+        ray_worker.print_worker_logs(data, sys.stdout)
+    assert printed == batches
+
     for verbose, shown in ((False, batches[:1]), (True, batches)):
         printed.clear()
         log = tmp_path / f"verbose-{verbose}.log"
@@ -111,6 +113,14 @@ def test_worker_prefixes_are_plain_text_on_a_stream_that_is_not_a_terminal(tmp_p
     assert piped.getvalue() == "(train_expert pid=11) [expert few] epoch 1/2\n"
     assert terminal.getvalue() == "\x1b[36m(train_expert pid=11)\x1b[0m [expert few] epoch 1/2\n"  # a terminal keeps Ray's colour
     assert ray_compat.COLOR_PREFIX_ENV not in os.environ
+
+    monkeypatch.setattr(ray_compat, "_ray_output", None)  # nothing asked (a benchmark piped to a file): plain too
+    ray_compat.route_worker_output()
+    piped, terminal = io.StringIO(), Terminal()
+    ray_worker.print_worker_logs(batch, piped)
+    ray_worker.print_worker_logs(batch, terminal)
+    assert piped.getvalue() == "(train_expert pid=11) [expert few] epoch 1/2\n"
+    assert terminal.getvalue() == "\x1b[36m(train_expert pid=11)\x1b[0m [expert few] epoch 1/2\n"
 
 
 def test_ray_train_leaves_sigint_to_the_driver():
