@@ -20,7 +20,10 @@ A loop resumes at epoch len(history) + 1. Where checkpoints live is the
 caller's (`Checkpoints`): one file per expert, Ray Train's reported
 checkpoints for the student; both lay the state out with `state_dict` and read
 it back with `load_state`. Restoring the RNG state is theirs too (one stream
-per process: an expert's file holds it, each Ray Train rank writes its own).
+per process): a loop that is one process (an expert's task, a one-worker
+sweep trial) saves `process_state_dict`, which holds it, and reads it back
+with `load_process_state`; each Ray Train rank writes its own beside rank 0's
+state.
 
 An epoch's `seconds` run from the previous epoch's checkpoint to its own: its
 training and validation, and the previous checkpoint (written, and for the

@@ -94,7 +94,8 @@ def init_ray(cfg: RayConfig, log: Callable[[str], None] = print) -> bool:
 
     Where the CLI asked for it (`stages.ray_compat.send_ray_output`), what Ray
     forwards from its workers is then routed: our progress lines to the
-    console, the rest to the run's log file.
+    console, the rest to the run's log file. Either way the "(task pid=N)"
+    prefixes come without colour codes on a stream that is not a terminal.
     """
     import ray
 

@@ -376,7 +376,9 @@ def route_worker_output() -> None:
     @functools.wraps(original)
     def print_worker_logs(data: dict, print_file, ignore_prefix: bool = False) -> None:
         lines = data.get("lines", [])
-        if data.get("pid") == "autoscaler":  # its whole monitor log arrives; Ray prints only the events in it
+        # The autoscaler's whole monitor log arrives; Ray prints only the events in it. Filtering
+        # here uses up Ray's one "Tip:" line, so only where this wrapper reads the events.
+        if data.get("pid") == "autoscaler" and (log is not None or not verbose):
             lines = [line for line in ray_worker.filter_autoscaler_events(lines) if not line.startswith("Tip: ")]
         if log is not None and not log.closed:  # Ray's printing thread can outlive the command's log (closed after its last line)
             origin = worker_origin(data)

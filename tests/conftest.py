@@ -47,7 +47,7 @@ import pytest
 
 from tests.pipeline_helpers import FAST, REPO, run_lfme
 from tests.ray_cluster import free_port, head
-from tests.test_lint import MYPY_RUN, MYPY_TEST, start_mypy
+from tests.test_lint import MYPY_RUN, MYPY_TEST, start_mypy, stop_mypy
 
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 # The fixtures that start (or need) a server process: the Ray head, a pipeline run on it, the S3 server.
@@ -84,16 +84,16 @@ def pytest_collection_modifyitems(items) -> None:
 
 
 def pytest_collection_finish(session) -> None:
-    """Start the type checker now when its test is selected: it runs beside the tests until that test reads it."""
-    if any(item.nodeid == MYPY_TEST for item in session.items):
+    """Start the type checker now when its test will run: it runs beside the tests until that test reads it."""
+    if not session.config.option.collectonly and any(item.nodeid == MYPY_TEST for item in session.items):
         session.config.stash[MYPY_RUN] = start_mypy()
 
 
 def pytest_sessionfinish(session) -> None:
-    """A run stopped early (-x, Ctrl-C) leaves no type checker running."""
+    """A run stopped before that test (-x, Ctrl-C) leaves no type checker running and no output file."""
     started = session.config.stash.get(MYPY_RUN, None)
-    if started is not None and started[0].poll() is None:
-        started[0].kill()
+    if started is not None:
+        stop_mypy(*started)
 
 
 @pytest.fixture(scope="session")

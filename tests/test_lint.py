@@ -31,6 +31,14 @@ def start_mypy() -> tuple[subprocess.Popen, str]:
     return process, out.name
 
 
+def stop_mypy(process: subprocess.Popen, log: str) -> None:
+    """Kill the run if it still runs, reap it, remove its output file (any of them done already is fine)."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    Path(log).unlink(missing_ok=True)
+
+
 def test_ruff_finds_nothing():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -38,7 +46,9 @@ def test_ruff_finds_nothing():
 
 def test_mypy_finds_nothing(request):
     process, log = request.config.stash.get(MYPY_RUN, None) or start_mypy()
-    returncode = process.wait(timeout=MYPY_TIMEOUT_S)
-    output = Path(log).read_text()
-    Path(log).unlink()
+    try:
+        returncode = process.wait(timeout=MYPY_TIMEOUT_S)
+        output = Path(log).read_text()
+    finally:
+        stop_mypy(process, log)
     assert returncode == 0, output[-4000:]

@@ -116,3 +116,23 @@ def test_a_loop_resumed_after_its_last_epoch_trains_nothing_and_saves_that_epoch
     state, _, fresh_calls = run(checkpoints)
     assert fresh_calls == 0 and len(state.history) == 4
     assert [c["epoch"] for c in checkpoints.saved] == [1, 2, 3, 4, 4]
+
+
+def test_a_one_process_checkpoint_holds_the_rng_so_the_next_draws_repeat():
+    from lfme.loop import load_process_state, process_state_dict
+
+    model, optimizer, scheduler = parts()
+    state = LoopState(history=[{"epoch": 1}], carry={"runs": []})
+    epoch_fn(model, optimizer, scheduler)(1, state)  # one step: weights, optimiser and scheduler moved
+    torch.manual_seed(7)
+    torch.rand(3)  # the RNG somewhere in its stream, as after an epoch's augmentation
+    saved = copy.deepcopy(process_state_dict(state, model, optimizer, scheduler))
+    assert set(saved) == {"rng", *state_dict(state, model, optimizer, scheduler)}
+    after_save = torch.rand(5)
+
+    torch.manual_seed(123)  # a new process: another stream, fresh parts
+    model2, optimizer2, scheduler2 = parts()
+    restored = load_process_state(saved, model2, optimizer2, scheduler2)
+    assert torch.equal(torch.rand(5), after_save)
+    assert restored.history == [{"epoch": 1}] and restored.carry == {"runs": [1]}
+    assert torch.equal(model2.weight, model.weight) and scheduler2.state_dict() == scheduler.state_dict()

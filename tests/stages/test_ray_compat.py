@@ -68,6 +68,7 @@ def test_worker_output_split_between_console_and_log(tmp_path, monkeypatch):
     ]
     monkeypatch.setattr(ray_compat, "_ray_output", None)
     ray_compat.route_worker_output()  # nothing asked (a benchmark's Ray): everything printed, as Ray prints it
+    assert hasattr(ray_worker.print_worker_logs, "__wrapped__")
     for data in batches:
         ray_worker.print_worker_logs(data, sys.stdout)
     assert printed == batches
@@ -104,6 +105,17 @@ def test_worker_prefixes_are_plain_text_on_a_stream_that_is_not_a_terminal(tmp_p
     monkeypatch.delenv(ray_compat.COLOR_PREFIX_ENV, raising=False)
     monkeypatch.setattr(ray_compat, "_ray_output", None)
     batch = {"lines": ["[expert few] epoch 1/2"], "pid": 11, "task_name": "train_expert", "is_err": False, "ip": "a", "localhost": "a"}
+    rays_own = io.StringIO()
+    ray_worker.print_worker_logs(batch, rays_own)
+    assert rays_own.getvalue().startswith("\x1b[36m(train_expert")  # Ray colours whatever the stream
+
+    ray_compat.route_worker_output()  # nothing asked (a benchmark piped to a file): plain too
+    piped, terminal = io.StringIO(), Terminal()
+    ray_worker.print_worker_logs(batch, piped)
+    ray_worker.print_worker_logs(batch, terminal)
+    assert piped.getvalue() == "(train_expert pid=11) [expert few] epoch 1/2\n"
+    assert terminal.getvalue() == "\x1b[36m(train_expert pid=11)\x1b[0m [expert few] epoch 1/2\n"
+
     with open(tmp_path / "run.log", "w") as log:
         ray_compat.send_ray_output(log, verbose=False)
         ray_compat.route_worker_output()
@@ -114,13 +126,6 @@ def test_worker_prefixes_are_plain_text_on_a_stream_that_is_not_a_terminal(tmp_p
     assert terminal.getvalue() == "\x1b[36m(train_expert pid=11)\x1b[0m [expert few] epoch 1/2\n"  # a terminal keeps Ray's colour
     assert ray_compat.COLOR_PREFIX_ENV not in os.environ
 
-    monkeypatch.setattr(ray_compat, "_ray_output", None)  # nothing asked (a benchmark piped to a file): plain too
-    ray_compat.route_worker_output()
-    piped, terminal = io.StringIO(), Terminal()
-    ray_worker.print_worker_logs(batch, piped)
-    ray_worker.print_worker_logs(batch, terminal)
-    assert piped.getvalue() == "(train_expert pid=11) [expert few] epoch 1/2\n"
-    assert terminal.getvalue() == "\x1b[36m(train_expert pid=11)\x1b[0m [expert few] epoch 1/2\n"
 
 
 def test_ray_train_leaves_sigint_to_the_driver():
