@@ -101,7 +101,8 @@ def test_worker_prefixes_are_plain_text_on_a_stream_that_is_not_a_terminal(tmp_p
         def isatty(self) -> bool:
             return True
 
-    monkeypatch.setattr(ray_worker, "print_worker_logs", ray_worker.print_worker_logs)  # Ray's own printer, restored after
+    # Ray's own printer (an earlier test's Ray in this process may have wrapped it), restored after.
+    monkeypatch.setattr(ray_worker, "print_worker_logs", getattr(ray_worker.print_worker_logs, "__wrapped__", ray_worker.print_worker_logs))
     monkeypatch.delenv(ray_compat.COLOR_PREFIX_ENV, raising=False)
     monkeypatch.setattr(ray_compat, "_ray_output", None)
     batch = {"lines": ["[expert few] epoch 1/2"], "pid": 11, "task_name": "train_expert", "is_err": False, "ip": "a", "localhost": "a"}
