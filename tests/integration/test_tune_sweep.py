@@ -5,7 +5,7 @@ experts and cache with the short schedule) is swept; the sweep runs the CLI in i
 trials side by side (one 0.5-CPU worker each, trained in the trial's process) so a trial never waits on
 another's CPUs. The checks: a killed sweep resumes, the tables and best config
 are written and loadable, no expert or cache file changes, TensorBoard logs exist; a sweep of two-worker
-students trains each trial as a Ray Train run.
+students trains each trial as a Ray Train run, which a killed sweep's resume continues from its checkpoint.
 The search space's checks need no Ray: tests/rundir/test_sections.py, tests/pipeline/test_tune.py.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -119,21 +120,47 @@ def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_ex
 
 
 @pytest.mark.usefixtures("on_shared_ray")
-def test_a_sweep_of_two_worker_students_trains_each_trial_on_ray_train(inputs_run):
+def test_a_killed_sweep_of_two_worker_students_resumes_its_trial_from_the_ray_train_checkpoint(inputs_run, tmp_path, monkeypatch):
+    """A several-worker trial is a Ray Train run named after the trial: killed after a checkpoint, the resumed
+    sweep restarts the trial, whose run continues from that checkpoint to the planned last epoch."""
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1")  # as in the one-worker test: Tune's state saved within a second
     sets = [
         *SWEEP,
         "tune.search_space={distill.temperature: {choice: [2]}}",
-        "distill.epochs=2",
+        "distill.epochs=12",
         "distill.resources={num_workers: 2, cpus_per_worker: 0.5}",
         "tune.name=two_workers",
     ]
-    result = run_lfme("tune", "ray_config.yaml", "--run-dir", str(inputs_run), "--num-samples", "1", sets=sets, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
+    args = ("tune", "ray_config.yaml", "--run-dir", str(inputs_run), "--num-samples", "1")
     out = inputs_run / "tune" / "two_workers"
-    [row] = read_trials(out / "trials.csv")
-    assert row["status"] == "done" and row["epochs"] == "2", row
+
+    def checkpointed_and_running() -> bool:
+        """Ray Train kept an epoch checkpoint of the trial's run and Tune's saved state has the trial not done."""
+        states = sorted(out.glob("trials/experiment_state*.json"))
+        try:
+            trials = json.loads(states[-1].read_text())["trial_data"] if states else []
+        except json.JSONDecodeError:
+            raise AssertionError(f"{states[-1]} is not whole") from None
+        last_results = [json.loads(metadata).get("last_result") or {} for _, metadata in trials]
+        running = any(r.get("epoch", 0) >= 1 and not r.get("done") for r in last_results)
+        return running and bool(list(out.glob("train/*/checkpoint_*/")))
+
+    process = start_lfme(*args, sets=sets, log=tmp_path / "first.log")
+    try:
+        wait_for(checkpointed_and_running, timeout=300, what="a checkpoint of the trial's Ray Train run, the trial not done")
+    finally:
+        kill_group(process)
+    assert not (out / "trials.csv").exists()
     [run] = (out / "train").iterdir()  # the trial's Ray Train run, named after the sweep and the trial
-    assert run.name == f"two_workers_{row['trial_id']}" and (run / "checkpoint_manager_snapshot.json").is_file()
+
+    result = run_lfme(*args, "--resume", sets=sets, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    resumed = [int(k) for k in re.findall(r"\[student\] resuming after epoch (\d+)", result.stdout)]
+    assert resumed and all(1 <= k < 12 for k in resumed), result.stdout[-3000:]
+
+    [row] = read_trials(out / "trials.csv")
+    assert row["status"] == "done" and row["epochs"] == "12", row
+    assert [path.name for path in (out / "train").iterdir()] == [run.name] == [f"two_workers_{row['trial_id']}"]
+    assert (run / "checkpoint_manager_snapshot.json").is_file()
     assert "Best trial" in (out / "trials.md").read_text() and (out / "best_student.pt").is_file()
     assert list((inputs_run / "tensorboard" / "tune" / "two_workers" / row["trial_id"]).glob("events*"))
