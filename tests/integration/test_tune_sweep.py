@@ -56,6 +56,16 @@ def read_trials(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def saved_results(sweep: Path) -> list[dict]:
+    """Each trial's last result in the newest sweep state Tune has saved (none before the first save)."""
+    states = sorted(sweep.glob("trials/experiment_state*.json"))
+    try:
+        trials = json.loads(states[-1].read_text())["trial_data"] if states else []
+    except json.JSONDecodeError:  # Tune writes each file whole (stages.ray_compat.atomic_tune_uploads); a partial one is a bug
+        raise AssertionError(f"{states[-1]} is not whole") from None
+    return [json.loads(metadata).get("last_result") or {} for _, metadata in trials]
+
+
 @pytest.mark.usefixtures("on_shared_ray")
 def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_expert(inputs_run, tmp_path, monkeypatch):
     """One sweep, killed after its trials' first epochs and resumed with --resume (one sweep checks both the
@@ -71,13 +81,7 @@ def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_ex
 
     def state_saved_after_an_epoch() -> bool:
         """Tune's saved state of the sweep records a trial that is past an epoch, checkpointed and not done."""
-        states = sorted(out.glob("trials/experiment_state*.json"))
-        try:
-            trials = json.loads(states[-1].read_text())["trial_data"] if states else []
-        except json.JSONDecodeError:  # Tune writes each file whole (stages.ray_compat.atomic_tune_uploads); a partial one is a bug
-            raise AssertionError(f"{states[-1]} is not whole") from None
-        last_results = [json.loads(metadata).get("last_result") or {} for _, metadata in trials]
-        return any(r.get("epoch", 0) >= 1 and r.get("checkpoint_dir_name") and not r.get("done") for r in last_results)
+        return any(r.get("epoch", 0) >= 1 and r.get("checkpoint_dir_name") and not r.get("done") for r in saved_results(out))
 
     process = start_lfme(*args, sets=sets, log=tmp_path / "first.log")
     try:
@@ -136,13 +140,7 @@ def test_a_killed_sweep_of_two_worker_students_resumes_its_trial_from_the_ray_tr
 
     def checkpointed_and_running() -> bool:
         """Ray Train kept an epoch checkpoint of the trial's run and Tune's saved state has the trial not done."""
-        states = sorted(out.glob("trials/experiment_state*.json"))
-        try:
-            trials = json.loads(states[-1].read_text())["trial_data"] if states else []
-        except json.JSONDecodeError:
-            raise AssertionError(f"{states[-1]} is not whole") from None
-        last_results = [json.loads(metadata).get("last_result") or {} for _, metadata in trials]
-        running = any(r.get("epoch", 0) >= 1 and not r.get("done") for r in last_results)
+        running = any(r.get("epoch", 0) >= 1 and not r.get("done") for r in saved_results(out))
         return running and bool(list(out.glob("train/*/checkpoint_*/")))
 
     process = start_lfme(*args, sets=sets, log=tmp_path / "first.log")
