@@ -131,7 +131,7 @@ def test_a_killed_sweep_of_two_worker_students_resumes_its_trial_from_the_ray_tr
     sets = [
         *SWEEP,
         "tune.search_space={distill.temperature: {choice: [2]}}",
-        "distill.epochs=12",
+        "distill.epochs=40",  # 0.1-0.3 s each: the kill lands well before the last (about the 8th here)
         "distill.resources={num_workers: 2, cpus_per_worker: 0.5}",
         "tune.name=two_workers",
     ]
@@ -154,10 +154,10 @@ def test_a_killed_sweep_of_two_worker_students_resumes_its_trial_from_the_ray_tr
     result = run_lfme(*args, "--resume", sets=sets, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     resumed = [int(k) for k in re.findall(r"\[student\] resuming after epoch (\d+)", result.stdout)]
-    assert resumed and all(1 <= k < 12 for k in resumed), result.stdout[-3000:]
+    assert resumed and all(1 <= k < 40 for k in resumed), result.stdout[-3000:]
 
     [row] = read_trials(out / "trials.csv")
-    assert row["status"] == "done" and row["epochs"] == "12", row
+    assert row["status"] == "done" and row["epochs"] == "40", row
     assert [path.name for path in (out / "train").iterdir()] == [run.name] == [f"two_workers_{row['trial_id']}"]
     assert (run / "checkpoint_manager_snapshot.json").is_file()
     assert "Best trial" in (out / "trials.md").read_text() and (out / "best_student.pt").is_file()
