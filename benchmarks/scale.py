@@ -17,8 +17,10 @@ the student does. A sampler thread reads every 0.2 s, from /proc:
 PSS divides a page shared by k processes by k, so the workers' sum counts a
 page of the shared cache copy once: "the two workers hold the logits at most
 once" reads as: peak sum of their cache-mapping PSS <= the logits' bytes.
-Also reported: each stage's wall time (manifest), the cache's bytes on disk
-and the node-local copy's.
+Also reported: each stage's wall time (manifest), the student's epochs
+(its history: the stage's time less the node-local copy and the workers'
+start, so what reading the cache costs), the cache's bytes on disk and the
+node-local copy's.
 
 Sizes: ImageNet-LT (115,846 images, 1,000 classes, 1280..2 per class),
 a middle size, iNaturalist 2018 (437,513 images, 8,142 classes, 1000..2).
@@ -48,7 +50,7 @@ from lfme.teacher_cache import signal_bytes_per_row
 from pipeline.manifest import Manifest
 from pipeline.runner import run_pipeline
 from rundir.config import load_config
-from rundir.layout import cache_dir
+from rundir.layout import cache_dir, history_file
 
 REPO = Path(__file__).resolve().parents[1]
 # name -> (training images, classes, head class size)
@@ -214,6 +216,8 @@ def run_size(name: str, out: Path, overrides: list[str], through: str = "distill
         "cache_bytes_on_disk": folder_bytes(Path(cache_dir(str(run_dir)))),
         "node_local_copy_bytes": folder_bytes(local),
         "stage_seconds": {s: manifest.record(s).duration_s for s in ("split", "experts", "cache", "distill") if manifest.record(s)},
+        # The stage's seconds include the node-local copy and the workers' start; an epoch is the student reading the cache.
+        "epoch_seconds": [h["seconds"] for h in storage.read_json(history_file(str(run_dir)))] if through == "distill" else [],
         "wall_seconds": time.monotonic() - start,
         "memory": sampler.result(),
         "overrides": TINY + overrides,
@@ -259,14 +263,20 @@ def gb(n: float) -> str:
     return f"{n / 1e9:.2f}"
 
 
+def epoch_seconds(result: dict) -> str:
+    """The student's mean epoch, or n/a (a result written before epochs were recorded, or run without the student)."""
+    epochs = result.get("epoch_seconds")
+    return f"{sum(epochs) / len(epochs):.0f}" if epochs else "n/a"
+
+
 def render(results: list[dict]) -> str:
     lines = [
         "# The teacher cache at scale (benchmarks/scale.py)",
         "",
         "Peak proportional set size (GB, 1e9 bytes) sampled every 0.2 s; a page shared by k processes counts 1/k in each.",
         "",
-        "| size | images x classes | views | top-k | train teacher signal (logits, float16) | driver | cache task (max) | distill worker (max) | 2 workers together | their cache mappings together | cache on disk | node-local copy | cache s | distill s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| size | images x classes | views | top-k | train teacher signal (logits, float16) | driver | cache task (max) | distill worker (max) | 2 workers together | their cache mappings together | cache on disk | node-local copy | cache s | distill s | student s/epoch |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         m = r["memory"]
@@ -275,7 +285,7 @@ def render(results: list[dict]) -> str:
             f"{gb(max(m['cache_task_pss'], default=0))} | {gb(max(m['distill_worker_pss'], default=0))} | "
             f"{gb(m['distill_workers_together']['pss'])} | {gb(m['distill_workers_together']['cache_mapping_pss'])} | "
             f"{gb(r['cache_bytes_on_disk'])} | {gb(r['node_local_copy_bytes'])} | {r['stage_seconds']['cache']:.0f} | "
-            f"{r['stage_seconds'].get('distill', float('nan')):.0f} |"
+            f"{r['stage_seconds'].get('distill', float('nan')):.0f} | {epoch_seconds(r)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -1,4 +1,4 @@
-"""benchmarks/scale.py's measurement and plan: the PSS of a mapped file, the signal bytes of a cache (no timings)."""
+"""benchmarks/scale.py's measurement, plan and table: the PSS of a mapped file, the signal bytes of a cache, a row (no timings)."""
 
 
 def test_scale_benchmark_pss_counts_a_mapped_file_once_across_two_processes(tmp_path):
@@ -45,3 +45,17 @@ def test_the_scale_plan_counts_the_signal_bytes_by_hand():
     # top-10 of 3 experts: 30 kept float16 logits, their 30 int32 classes, 3 float16 rest logits
     assert planned_bytes(n, 1_000, 1, 10) == n * (30 * 2 + 30 * 4 + 3 * 2)
     assert planned_bytes(n, 1_000, 4, 10) == n * (4 * (30 * 2 + 30 * 4 + 3 * 2) + 4 * 9 * 4)
+
+
+def test_the_scale_table_gives_the_students_mean_epoch_and_n_a_for_a_result_without_epochs():
+    """A committed result (written before epochs were recorded) renders as it did, with n/a for the epoch."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.scale import render
+
+    committed = json.loads((Path(__file__).parents[2] / "docs/results/scale-inat2018-views4-top10.json").read_text())
+    old_row = render([committed]).splitlines()[-1]
+    assert old_row.startswith("| inat2018 | 437,513 x 8,142 | 4 | 10 | 0.38 | 0.76 | 1.98 | 1.20 | 2.38 | 0.38 | 0.40 | 0.39 |")
+    assert old_row.endswith("| 1401 | 205 | n/a |")
+    assert render([{**committed, "epoch_seconds": [140.0, 144.0]}]).splitlines()[-1].endswith("| 1401 | 205 | 142 |")
