@@ -66,6 +66,16 @@ def saved_results(sweep: Path) -> list[dict]:
     return [json.loads(metadata).get("last_result") or {} for _, metadata in trials]
 
 
+def kill_sweep_when(ready, what: str, args: tuple[str, ...], sets: list[str], sweep: Path, tmp_path: Path) -> None:
+    """Start the sweep and kill its process group once `ready()` holds, before it has written its outcome."""
+    process = start_lfme(*args, sets=sets, log=tmp_path / "first.log")
+    try:
+        wait_for(ready, timeout=300, what=what)
+    finally:
+        kill_group(process)
+    assert not (sweep / "trials.csv").exists()
+
+
 @pytest.mark.usefixtures("on_shared_ray")
 def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_expert(inputs_run, tmp_path, monkeypatch):
     """One sweep, killed after its trials' first epochs and resumed with --resume (one sweep checks both the
@@ -83,12 +93,7 @@ def test_a_killed_sweep_resumes_and_writes_tables_and_best_config_touching_no_ex
         """Tune's saved state of the sweep records a trial that is past an epoch, checkpointed and not done."""
         return any(r.get("epoch", 0) >= 1 and r.get("checkpoint_dir_name") and not r.get("done") for r in saved_results(out))
 
-    process = start_lfme(*args, sets=sets, log=tmp_path / "first.log")
-    try:
-        wait_for(state_saved_after_an_epoch, timeout=300, what="Tune's experiment state saved after a trial's first epoch")
-    finally:
-        kill_group(process)
-    assert not (out / "trials.csv").exists()
+    kill_sweep_when(state_saved_after_an_epoch, "Tune's experiment state saved after a trial's first epoch", args, sets, out, tmp_path)
 
     result = run_lfme(*args, "--resume", sets=sets, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -143,12 +148,7 @@ def test_a_killed_sweep_of_two_worker_students_resumes_its_trial_from_the_ray_tr
         running = any(r.get("epoch", 0) >= 1 and not r.get("done") for r in saved_results(out))
         return running and bool(list(out.glob("train/*/checkpoint_*/")))
 
-    process = start_lfme(*args, sets=sets, log=tmp_path / "first.log")
-    try:
-        wait_for(checkpointed_and_running, timeout=300, what="a checkpoint of the trial's Ray Train run, the trial not done")
-    finally:
-        kill_group(process)
-    assert not (out / "trials.csv").exists()
+    kill_sweep_when(checkpointed_and_running, "a checkpoint of the trial's Ray Train run, the trial not done", args, sets, out, tmp_path)
     [run] = (out / "train").iterdir()  # the trial's Ray Train run, named after the sweep and the trial
 
     result = run_lfme(*args, "--resume", sets=sets, timeout=600)
